@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The project's test command: runs every test against a real Ollama.
+#
+# Usage: scripts/test.sh [go test flags...]     e.g. scripts/test.sh -run TestChat -v
+#
+# Starts (or reuses) the test Ollama server (scripts/ollama-test-server.sh),
+# exports its URL and model (TOLLGATE_TEST_OLLAMA_URL, TOLLGATE_TEST_OLLAMA_MODEL)
+# and TOLLGATE_REQUIRE_OLLAMA=1 so integration tests fail instead of skipping,
+# then runs `go test -race -count=1 ./... "$@"`. A server this script started is
+# stopped when it exits, unless another scripts/test.sh run is still using it.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+SERVER=scripts/ollama-test-server.sh
+STATE=${TOLLGATE_OLLAMA_STATE_DIR:-$ROOT/.ollama-test}
+LEASES=$STATE/leases
+
+# Leases let concurrent runs share one server: the last run to leave stops a
+# server that some scripts/test.sh started (not one started by hand or by CI).
+mkdir -p "$LEASES"
+touch "$LEASES/$$"
+
+cleanup() {
+	rm -f "$LEASES/$$"
+	local f other=0
+	for f in "$LEASES"/*; do
+		[[ -e $f ]] || continue
+		if kill -0 "${f##*/}" 2>/dev/null; then
+			other=1
+		else
+			rm -f "$f" # stale lease of a run that died
+		fi
+	done
+	if ((other == 0)) && [[ -e $STATE/started-by-test-sh ]]; then
+		rm -f "$STATE/started-by-test-sh"
+		"$SERVER" stop || true
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+result=$("$SERVER" start) || {
+	echo "scripts/test.sh: could not start the test Ollama server (see above)" >&2
+	exit 1
+}
+if [[ $result == started ]]; then
+	touch "$STATE/started-by-test-sh"
+fi
+
+# shellcheck source=/dev/null
+source "$STATE/env"
+export TOLLGATE_REQUIRE_OLLAMA=1
+echo "scripts/test.sh: real Ollama at $TOLLGATE_TEST_OLLAMA_URL, model $TOLLGATE_TEST_OLLAMA_MODEL" >&2
+
+go test -race -count=1 ./... "$@"
