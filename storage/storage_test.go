@@ -1,0 +1,49 @@
+package storage_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"tollgate/storage"
+)
+
+// openTest opens a fresh database file in a temporary directory.
+func openTest(t *testing.T) *storage.DB {
+	t.Helper()
+	db, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestOpenMigratesAndReopens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.db")
+	ctx := context.Background()
+	db, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db, err = storage.Open(ctx, path) // second open must not re-apply steps
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer db.Close()
+	if db.Path() != path {
+		t.Fatalf("Path() = %q", db.Path())
+	}
+}
+
+func TestOpenRejectsBadPath(t *testing.T) {
+	for _, p := range []string{"", "x.db?mode=ro", filepath.Join(t.TempDir(), "missing-dir", "t.db")} {
+		if _, err := storage.Open(context.Background(), p); err == nil {
+			t.Errorf("Open(%q) succeeded", p)
+		}
+	}
+}
