@@ -1,0 +1,311 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Bounds on key fields.
+const (
+	MaxNameLen  = 100
+	MaxPlanLen  = 64
+	MaxModelLen = 200
+	maxModels   = 100
+)
+
+// Spec describes a key to create.
+type Spec struct {
+	Name      string
+	Scopes    []Scope   // empty: DefaultScopes
+	Models    []string  // empty: every model
+	Plan      string    // optional plan name from the catalog
+	Limits    Limits    // zero fields: unlimited or from the plan
+	ExpiresAt time.Time // zero: never; otherwise must be in the future
+}
+
+// Patch changes some fields of a key; nil fields are left alone.
+// ExpiresAt pointing at the zero time removes the expiry.
+type Patch struct {
+	Name      *string
+	Scopes    *[]Scope
+	Models    *[]string
+	Plan      *string
+	Limits    *Limits
+	ExpiresAt *time.Time
+}
+
+// Keys manages keys: every change is validated, stored together with an
+// audit entry, and dropped from the verifier's cache. Safe for concurrent
+// use if its store is.
+type Keys struct {
+	store    KeyStore
+	verifier *Verifier
+	now      func() time.Time
+}
+
+// NewKeys returns a manager over store. verifier may be nil (e.g. the CLI,
+// which verifies nothing); now nil means time.Now.
+func NewKeys(store KeyStore, verifier *Verifier, now func() time.Time) *Keys {
+	if now == nil {
+		now = time.Now
+	}
+	return &Keys{store: store, verifier: verifier, now: now}
+}
+
+// Create validates spec and stores a new key. It returns the key and its
+// secret, which exists nowhere else: show it once and drop it. Invalid input
+// gives a *FieldError.
+func (m *Keys) Create(ctx context.Context, actor string, spec Spec) (Key, string, error) {
+	now := m.now().UTC()
+	k := Key{CreatedAt: now}
+	if err := checkActor(actor); err != nil {
+		return Key{}, "", err
+	}
+	if len(spec.Scopes) == 0 {
+		spec.Scopes = DefaultScopes()
+	}
+	p := Patch{Name: &spec.Name, Scopes: &spec.Scopes, Models: &spec.Models,
+		Plan: &spec.Plan, Limits: &spec.Limits, ExpiresAt: &spec.ExpiresAt}
+	if err := p.apply(&k, now); err != nil {
+		return Key{}, "", err
+	}
+	id, err := newID()
+	if err != nil {
+		return Key{}, "", err
+	}
+	k.ID = id
+	secret, stored, err := m.newSecret(now)
+	if err != nil {
+		return Key{}, "", err
+	}
+	k.Prefix = stored.Prefix
+	detail := fmt.Sprintf("name=%q scopes=%s models=%s plan=%q prefix=%s",
+		k.Name, JoinScopes(k.Scopes), strings.Join(k.Models, ","), k.Plan, k.Prefix)
+	if err := m.store.CreateKey(ctx, k, stored, m.entry(now, actor, ActionCreate, k.ID, detail)); err != nil {
+		return Key{}, "", fmt.Errorf("auth: create key: %w", err)
+	}
+	if m.verifier != nil {
+		m.verifier.forget(secret)
+	}
+	return k, secret, nil
+}
+
+// List returns every key, oldest first.
+func (m *Keys) List(ctx context.Context) ([]Key, error) { return m.store.ListKeys(ctx) }
+
+// Get returns the key with id, or ErrNotFound.
+func (m *Keys) Get(ctx context.Context, id string) (Key, error) { return m.store.KeyByID(ctx, id) }
+
+// Revoke revokes key id at once (ErrNotFound if there is none). Revoking a
+// revoked key keeps the first revocation time.
+func (m *Keys) Revoke(ctx context.Context, actor, id string) (Key, error) {
+	if err := checkActor(actor); err != nil {
+		return Key{}, err
+	}
+	now := m.now().UTC()
+	k, err := m.store.RevokeKey(ctx, id, now, m.entry(now, actor, ActionRevoke, id, ""))
+	m.invalidate(id)
+	return k, err
+}
+
+// Rotate issues a new secret for key id and returns the key and the new
+// secret. Every older secret keeps working until now+grace and is rejected
+// with ErrExpired from then on; grace 0 rejects them at once. A revoked key
+// cannot be rotated (ErrRevoked); an unknown id gives ErrNotFound.
+func (m *Keys) Rotate(ctx context.Context, actor, id string, grace time.Duration) (Key, string, error) {
+	if err := checkActor(actor); err != nil {
+		return Key{}, "", err
+	}
+	if grace < 0 {
+		return Key{}, "", fieldErr("grace", "must not be negative")
+	}
+	now := m.now().UTC()
+	secret, stored, err := m.newSecret(now)
+	if err != nil {
+		return Key{}, "", err
+	}
+	detail := fmt.Sprintf("grace=%s prefix=%s", grace, stored.Prefix)
+	k, err := m.store.RotateKey(ctx, id, stored, now.Add(grace), m.entry(now, actor, ActionRotate, id, detail))
+	m.invalidate(id)
+	if err != nil {
+		return Key{}, "", err
+	}
+	if m.verifier != nil {
+		m.verifier.forget(secret)
+	}
+	return k, secret, nil
+}
+
+// Update applies patch to key id after validating it (a *FieldError if
+// invalid, ErrNotFound if there is no such key) and returns the stored key.
+func (m *Keys) Update(ctx context.Context, actor, id string, patch Patch) (Key, error) {
+	if err := checkActor(actor); err != nil {
+		return Key{}, err
+	}
+	now := m.now().UTC()
+	a := m.entry(now, actor, ActionUpdate, id, "fields="+strings.Join(patch.fields(), ","))
+	k, err := m.store.UpdateKey(ctx, id, func(k *Key) error { return patch.apply(k, now) }, a)
+	m.invalidate(id)
+	return k, err
+}
+
+func (m *Keys) invalidate(id string) {
+	if m.verifier != nil {
+		m.verifier.Invalidate(id)
+	}
+}
+
+func (m *Keys) entry(now time.Time, actor, action, id, detail string) AuditEntry {
+	return AuditEntry{Time: now, Actor: actor, Action: action, KeyID: id, Detail: detail}
+}
+
+func (m *Keys) newSecret(now time.Time) (string, StoredSecret, error) {
+	secret, err := Generate()
+	if err != nil {
+		return "", StoredSecret{}, err
+	}
+	return secret, StoredSecret{Hash: Hash(secret), Prefix: DisplayPrefix(secret), CreatedAt: now}, nil
+}
+
+func checkActor(actor string) error {
+	if strings.TrimSpace(actor) == "" {
+		return fieldErr("actor", "must not be empty")
+	}
+	return nil
+}
+
+// fields names the fields a patch sets, for the audit trail.
+func (p Patch) fields() []string {
+	var f []string
+	add := func(set bool, name string) {
+		if set {
+			f = append(f, name)
+		}
+	}
+	add(p.Name != nil, "name")
+	add(p.Scopes != nil, "scopes")
+	add(p.Models != nil, "models")
+	add(p.Plan != nil, "plan")
+	add(p.Limits != nil, "limits")
+	add(p.ExpiresAt != nil, "expires_at")
+	return f
+}
+
+// apply validates the set fields of p and writes them into k.
+func (p Patch) apply(k *Key, now time.Time) error {
+	if err := setText(&k.Name, p.Name, "name", MaxNameLen, true); err != nil {
+		return err
+	}
+	if p.Scopes != nil {
+		s, err := normalizeScopes(*p.Scopes)
+		if err != nil {
+			return err
+		}
+		if len(s) == 0 {
+			return fieldErr("scopes", "at least one scope is required")
+		}
+		k.Scopes = s
+	}
+	if p.Models != nil {
+		models, err := normalizeModels(*p.Models)
+		if err != nil {
+			return err
+		}
+		k.Models = models
+	}
+	if err := setText(&k.Plan, p.Plan, "plan", MaxPlanLen, false); err != nil {
+		return err
+	}
+	if p.Limits != nil {
+		if err := p.Limits.validate(); err != nil {
+			return err
+		}
+		k.Limits = *p.Limits
+	}
+	if p.ExpiresAt != nil {
+		if !p.ExpiresAt.IsZero() && !p.ExpiresAt.After(now) {
+			return fieldErr("expires_at", "must be in the future")
+		}
+		k.ExpiresAt = p.ExpiresAt.UTC()
+	}
+	return nil
+}
+
+// setText trims *src, validates it and stores it in dst; nil src is a no-op.
+func setText(dst, src *string, field string, max int, required bool) error {
+	if src == nil {
+		return nil
+	}
+	s := strings.TrimSpace(*src)
+	if err := checkText(field, s, max, required); err != nil {
+		return err
+	}
+	*dst = s
+	return nil
+}
+
+// checkText validates a short single-line field.
+func checkText(field, s string, max int, required bool) error {
+	switch {
+	case required && s == "":
+		return fieldErr(field, "must not be empty")
+	case !utf8.ValidString(s):
+		return fieldErr(field, "must be valid UTF-8")
+	case utf8.RuneCountInString(s) > max:
+		return fieldErr(field, "must be at most %d characters", max)
+	case strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fieldErr(field, "must not contain control characters")
+	}
+	return nil
+}
+
+// normalizeModels trims and de-duplicates model names. Names are stored as
+// a comma-separated list, so they may not contain commas.
+func normalizeModels(in []string) ([]string, error) {
+	if len(in) > maxModels {
+		return nil, fieldErr("models", "at most %d models", maxModels)
+	}
+	var out []string
+	for _, m := range in {
+		m = strings.TrimSpace(m)
+		if m == "" {
+			continue
+		}
+		if err := checkText("models", m, MaxModelLen, true); err != nil {
+			return nil, err
+		}
+		if strings.Contains(m, ",") {
+			return nil, fieldErr("models", "model name %q must not contain a comma", m)
+		}
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func (l Limits) validate() error {
+	if math.IsNaN(l.RequestsPerSecond) || math.IsInf(l.RequestsPerSecond, 0) || l.RequestsPerSecond < 0 {
+		return fieldErr("limits.requests_per_second", "must be a non-negative number")
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"limits.burst", int64(l.Burst)},
+		{"limits.tokens_per_minute", l.TokensPerMinute},
+		{"limits.max_concurrent", int64(l.MaxConcurrent)},
+		{"limits.monthly_tokens", l.MonthlyTokens},
+		{"limits.monthly_requests", l.MonthlyRequests},
+	} {
+		if f.v < 0 {
+			return fieldErr(f.name, "must not be negative")
+		}
+	}
+	return nil
+}
