@@ -1,0 +1,152 @@
+// Package inference turns public model names into calls to Ollama: it owns
+// the models.yaml catalog (backends, models, predict tasks, plans) and a
+// client that speaks to Ollama through github.com/ollama/ollama/api and
+// reports failures as typed errors a handler can map to HTTP.
+package inference
+
+import (
+	"sort"
+	"time"
+)
+
+// Endpoint names an inference route a model may serve.
+type Endpoint string
+
+// The endpoints of the native surface.
+const (
+	EndpointGenerate Endpoint = "generate"
+	EndpointEmbed    Endpoint = "embed"
+	EndpointPredict  Endpoint = "predict"
+)
+
+// Catalog is the parsed, validated models.yaml. It is immutable after Load
+// and safe for concurrent use.
+type Catalog struct {
+	Backends []Backend
+	Models   map[string]Model
+	Tasks    map[string]Task
+	Plans    map[string]Plan
+}
+
+// Backend is one Ollama server.
+type Backend struct {
+	Name             string
+	URL              string
+	ConnectTimeout   time.Duration // dialing Ollama
+	FirstByteTimeout time.Duration // request sent -> response headers (covers model load)
+}
+
+// Model is a public model name and what it maps to.
+type Model struct {
+	Name      string         // public name clients send
+	Ollama    string         // model Ollama runs
+	Backend   string         // Backend.Name serving it
+	Endpoints []Endpoint     // routes it may serve
+	Options   map[string]any // default Ollama options, overridable per request
+	Limits    ModelLimits
+	Price     Price
+}
+
+// ModelLimits caps the GPU-costly knobs a request may set.
+type ModelLimits struct {
+	MaxNumPredict int           // output tokens; also the default when a request sets none
+	MaxNumCtx     int           // context window; 0 = the model's own default, requests may not raise it
+	MaxKeepAlive  time.Duration // how long a request may ask the model to stay loaded
+	MaxInputs     int           // array length for /embed and /predict
+}
+
+// Price is what a model costs, in micro-units (millionths of the billing
+// currency) per 1,000 tokens, parsed exactly from the decimal text in
+// models.yaml.
+type Price struct {
+	InputPer1K  int64
+	OutputPer1K int64
+}
+
+// Task is a named /predict classification.
+type Task struct {
+	Name        string
+	Model       string // public model name
+	Labels      []string
+	Instruction string
+}
+
+// Plan is a named set of per-key limits. Zero means unlimited.
+type Plan struct {
+	Name              string
+	RequestsPerSecond float64
+	Burst             int
+	TokensPerMinute   int64
+	MaxConcurrent     int
+	MonthlyTokens     int64
+	MonthlyRequests   int64
+}
+
+// Serves reports whether the model may be used on endpoint e.
+func (m Model) Serves(e Endpoint) bool {
+	for _, x := range m.Endpoints {
+		if x == e {
+			return true
+		}
+	}
+	return false
+}
+
+// Model returns the public model called name, or ErrUnknownModel.
+func (c *Catalog) Model(name string) (Model, error) {
+	m, ok := c.Models[name]
+	if !ok {
+		return Model{}, &UnknownModelError{Name: name}
+	}
+	return m, nil
+}
+
+// ModelFor returns the public model called name if it serves endpoint e.
+// An empty name picks the only (or first by name) model serving e.
+func (c *Catalog) ModelFor(name string, e Endpoint) (Model, error) {
+	if name == "" {
+		for _, m := range c.ModelList() {
+			if m.Serves(e) {
+				return m, nil
+			}
+		}
+		return Model{}, &InvalidError{Field: "model", Reason: "is required (no model in the catalog serves /" + string(e) + ")"}
+	}
+	m, err := c.Model(name)
+	if err != nil {
+		return Model{}, err
+	}
+	if !m.Serves(e) {
+		return Model{}, &InvalidError{Field: "model", Reason: "model " + quote(name) + " does not serve /" + string(e)}
+	}
+	return m, nil
+}
+
+// Task returns the task called name, or an *UnknownTaskError.
+func (c *Catalog) Task(name string) (Task, error) {
+	t, ok := c.Tasks[name]
+	if !ok {
+		return Task{}, &UnknownTaskError{Name: name}
+	}
+	return t, nil
+}
+
+// ModelList returns the models sorted by public name.
+func (c *Catalog) ModelList() []Model {
+	out := make([]Model, 0, len(c.Models))
+	for _, m := range c.Models {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Backend returns the backend called name (the first one when name is "").
+func (c *Catalog) Backend(name string) (Backend, bool) {
+	for _, b := range c.Backends {
+		if name == "" || b.Name == name {
+			return b, true
+		}
+	}
+	return Backend{}, false
+}

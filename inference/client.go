@@ -1,0 +1,183 @@
+package inference
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ollama/ollama/api"
+)
+
+// Client calls the Ollama backends of a catalog. It is safe for concurrent
+// use. Every call honours its context: cancelling it (a client that hung up)
+// closes the connection to Ollama, which stops the generation.
+type Client struct {
+	catalog  *Catalog
+	backends map[string]*backend
+}
+
+type backend struct {
+	url       string
+	api       *api.Client
+	firstByte time.Duration
+}
+
+// NewClient returns a client for the backends in c. Connections are pooled
+// per backend; dialing is bounded by the backend's ConnectTimeout and the wait
+// for Ollama's first byte (which includes loading the model) by its
+// FirstByteTimeout. No timeout bounds a stream once it has started.
+func NewClient(c *Catalog) *Client {
+	cl := &Client{catalog: c, backends: make(map[string]*backend, len(c.Backends))}
+	for _, b := range c.Backends {
+		u, _ := url.Parse(b.URL) // validated by Parse
+		tr := &http.Transport{
+			Proxy:                 nil, // Ollama is local; never send prompts through a proxy by accident
+			DialContext:           (&net.Dialer{Timeout: b.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			ResponseHeaderTimeout: b.FirstByteTimeout,
+			MaxIdleConns:          256,
+			MaxIdleConnsPerHost:   256,
+			IdleConnTimeout:       90 * time.Second,
+		}
+		hc := &http.Client{Transport: statusRecorder{tr}}
+		cl.backends[b.Name] = &backend{url: b.URL, api: api.NewClient(u, hc), firstByte: b.FirstByteTimeout}
+	}
+	return cl
+}
+
+// Catalog returns the catalog the client was built from.
+func (c *Client) Catalog() *Catalog { return c.catalog }
+
+// Ping checks that every backend answers. The error is an *UnreachableError
+// or *TimeoutError naming the first backend that did not.
+func (c *Client) Ping(ctx context.Context) error {
+	for _, b := range c.Catalog().Backends {
+		be := c.backends[b.Name]
+		var status int
+		_, err := be.api.Version(withStatus(ctx, &status))
+		if err != nil {
+			return be.classify(ctx, err, status, "")
+		}
+	}
+	return nil
+}
+
+func (c *Client) backendFor(m Model) *backend {
+	if b, ok := c.backends[m.Backend]; ok {
+		return b
+	}
+	return c.backends[c.catalog.Backends[0].Name]
+}
+
+// Usage is what Ollama counted for a call.
+type Usage struct {
+	PromptTokens     int
+	CompletionTokens int
+}
+
+// Total returns prompt plus completion tokens.
+func (u Usage) Total() int { return u.PromptTokens + u.CompletionTokens }
+
+// Add returns the sum of u and v.
+func (u Usage) Add(v Usage) Usage {
+	return Usage{u.PromptTokens + v.PromptTokens, u.CompletionTokens + v.CompletionTokens}
+}
+
+// statusRecorder notes the HTTP status of Ollama's answer so an error body
+// that is not JSON (a proxy page, a crash) still maps by status.
+type statusRecorder struct{ rt http.RoundTripper }
+
+type statusKey struct{}
+
+func (s statusRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := s.rt.RoundTrip(r)
+	if p, ok := r.Context().Value(statusKey{}).(*int); ok && resp != nil {
+		*p = resp.StatusCode
+	}
+	return resp, err
+}
+
+func withStatus(ctx context.Context, status *int) context.Context {
+	return context.WithValue(ctx, statusKey{}, status)
+}
+
+// callbackError marks an error returned by the caller's own callback so it
+// is passed back unchanged instead of being blamed on Ollama.
+type callbackError struct{ err error }
+
+func (e callbackError) Error() string { return e.err.Error() }
+
+// classify turns what api.Client returned into one of this package's errors.
+func (b *backend) classify(ctx context.Context, err error, status int, ollamaModel string) error {
+	var cb callbackError
+	if errors.As(err, &cb) {
+		return cb.err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var se api.StatusError
+	if errors.As(err, &se) {
+		return b.statusError(se.StatusCode, se.ErrorMessage, ollamaModel)
+	}
+	if strings.HasPrefix(err.Error(), "unmarshal:") {
+		if status >= 400 {
+			return b.statusError(status, "", ollamaModel)
+		}
+		return &UpstreamError{Message: "Ollama at " + b.url + " sent a malformed stream"}
+	}
+	// A dial that fails, timing out included, means Ollama is not there;
+	// check it before timeouts, which otherwise would blame the first-byte
+	// wait for a connect timeout.
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return &UnreachableError{URL: b.url, Err: err}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return &TimeoutError{URL: b.url, After: b.firstByte}
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return &UpstreamError{Message: "the connection to Ollama at " + b.url + " broke before it answered"}
+	}
+	// An error line in the middle of a stream: Ollama's own words. It came
+	// with a 200, which is not worth reporting as Ollama's status.
+	if status < 400 {
+		status = 0
+	}
+	return &UpstreamError{Status: status, Message: err.Error()}
+}
+
+func (b *backend) statusError(status int, msg, ollamaModel string) error {
+	switch {
+	case status == http.StatusNotFound && ollamaModel != "":
+		return &ModelMissingError{Ollama: ollamaModel}
+	case status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests:
+		return ErrBusy
+	}
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	return &UpstreamError{Status: status, Message: msg}
+}
+
+func errStreamCut(b *backend) error {
+	return &UpstreamError{Message: "the stream from Ollama at " + b.url + " ended before its final chunk"}
+}
+
+// checkFormat accepts "json" or a JSON object (a JSON schema).
+func checkFormat(raw json.RawMessage) error {
+	if len(raw) == 0 || string(raw) == "null" || string(raw) == `"json"` {
+		return nil
+	}
+	var obj map[string]any
+	if json.Unmarshal(raw, &obj) != nil {
+		return &InvalidError{Field: "format", Reason: `must be "json" or a JSON schema object`}
+	}
+	return nil
+}

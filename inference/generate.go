@@ -1,0 +1,104 @@
+package inference
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/ollama/ollama/api"
+)
+
+// Message is one turn of a chat.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// GenerateRequest is a completion (Prompt) or a chat (Messages). Options must
+// have passed CheckOptions.
+type GenerateRequest struct {
+	Prompt    string
+	System    string
+	Messages  []Message
+	Options   map[string]any
+	Format    json.RawMessage
+	KeepAlive *time.Duration
+}
+
+// Result is the outcome of a generation. After an error it still holds what
+// was produced so far (Chunks counts streamed pieces), for metering.
+type Result struct {
+	Text       string
+	DoneReason string
+	Usage      Usage
+	Chunks     int
+	Done       bool // Ollama sent its final chunk with exact counts
+}
+
+// Generate runs req on model m. When onText is nil the text is collected into
+// Result.Text; otherwise each piece is handed to onText as it arrives and an
+// error from onText stops the generation and is returned as is.
+//
+// Errors: ctx's error when it ends first; *InvalidError; *UnreachableError,
+// *TimeoutError, *ModelMissingError, ErrBusy or *UpstreamError from Ollama
+// (including a stream cut before its final chunk).
+func (c *Client) Generate(ctx context.Context, m Model, req GenerateRequest, onText func(string) error) (Result, error) {
+	if err := checkFormat(req.Format); err != nil {
+		return Result{}, err
+	}
+	b := c.backendFor(m)
+	opts := effectiveOptions(m, req.Options)
+	var (
+		res    Result
+		sb     strings.Builder
+		status int
+	)
+	piece := func(text string, done bool, reason string, metrics api.Metrics) error {
+		if text != "" {
+			res.Chunks++
+			if onText == nil {
+				sb.WriteString(text)
+			} else if err := onText(text); err != nil {
+				return callbackError{err}
+			}
+		}
+		if done {
+			res.Done = true
+			res.DoneReason = reason
+			res.Usage = Usage{PromptTokens: metrics.PromptEvalCount, CompletionTokens: metrics.EvalCount}
+		}
+		return nil
+	}
+	var keep *api.Duration
+	if req.KeepAlive != nil {
+		keep = &api.Duration{Duration: *req.KeepAlive}
+	}
+	cctx := withStatus(ctx, &status)
+	var err error
+	if req.Messages != nil {
+		msgs := make([]api.Message, 0, len(req.Messages)+1)
+		if req.System != "" {
+			msgs = append(msgs, api.Message{Role: "system", Content: req.System})
+		}
+		for _, mm := range req.Messages {
+			msgs = append(msgs, api.Message{Role: mm.Role, Content: mm.Content})
+		}
+		err = b.api.Chat(cctx, &api.ChatRequest{Model: m.Ollama, Messages: msgs, Format: req.Format, Options: opts, KeepAlive: keep},
+			func(r api.ChatResponse) error { return piece(r.Message.Content, r.Done, r.DoneReason, r.Metrics) })
+	} else {
+		err = b.api.Generate(cctx, &api.GenerateRequest{Model: m.Ollama, Prompt: req.Prompt, System: req.System, Format: req.Format, Options: opts, KeepAlive: keep},
+			func(r api.GenerateResponse) error { return piece(r.Response, r.Done, r.DoneReason, r.Metrics) })
+	}
+	res.Text = sb.String()
+	if err != nil {
+		return res, b.classify(ctx, err, status, m.Ollama)
+	}
+	if !res.Done {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		return res, errStreamCut(b)
+	}
+	return res, nil
+}
