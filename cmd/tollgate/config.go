@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	"tollgate"
+	"tollgate/inference"
+)
+
+// common holds the flags every command that touches state shares.
+type common struct {
+	db     string
+	models string
+}
+
+func (c *common) register(fs *flag.FlagSet, getenv func(string) string) {
+	fs.StringVar(&c.db, "db", envOr(getenv, "TOLLGATE_DB", "tollgate.db"), "SQLite database file (env TOLLGATE_DB)")
+	fs.StringVar(&c.models, "models", envOr(getenv, "TOLLGATE_MODELS", "models.yaml"), "model catalog (env TOLLGATE_MODELS; the built-in default is used when models.yaml is absent)")
+}
+
+// loadCatalog reads the catalog: the named file, or the built-in default
+// when the default name does not exist. OLLAMA_HOST replaces the first
+// backend's URL. The second result says where the catalog came from.
+func loadCatalog(path string, explicit bool, getenv func(string) string) (*inference.Catalog, string, error) {
+	var (
+		cat *inference.Catalog
+		err error
+	)
+	from := path
+	if _, statErr := os.Stat(path); errors.Is(statErr, fs.ErrNotExist) && !explicit {
+		from = "built-in models.yaml"
+		cat, err = inference.Parse(from, tollgate.DefaultModels)
+	} else {
+		cat, err = inference.LoadFile(path)
+	}
+	if err != nil {
+		return nil, from, err
+	}
+	if host := getenv("OLLAMA_HOST"); host != "" {
+		u, err := inference.ParseOllamaURL(host)
+		if err != nil {
+			return nil, from, fmt.Errorf("OLLAMA_HOST: %w", err)
+		}
+		cat.Backends[0].URL = u
+		from += " (backend from OLLAMA_HOST)"
+	}
+	return cat, from, nil
+}
+
+// explicitFlag reports whether name was set on the command line or its
+// environment variable is set.
+func explicitFlag(fs *flag.FlagSet, name, env string, getenv func(string) string) bool {
+	set := getenv(env) != ""
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
+// checkConfig validates the catalog and reaches every backend.
+func checkConfig(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlags("check-config", stderr)
+	var c common
+	c.register(fs, getenv)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cat, from, err := loadCatalog(c.models, explicitFlag(fs, "models", "TOLLGATE_MODELS", getenv), getenv)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "catalog %s: %d models, %d tasks, %d plans\n", from, len(cat.Models), len(cat.Tasks), len(cat.Plans))
+	if err := inference.NewClient(cat).Ping(ctx); err != nil {
+		return err
+	}
+	for _, b := range cat.Backends {
+		fmt.Fprintf(stdout, "ollama %s at %s: reachable\n", b.Name, b.URL)
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"tollgate/handlers"
+	"tollgate/inference"
+	"tollgate/storage"
+)
+
+type serveFlags struct {
+	common
+	addr     string
+	maxBody  int64
+	logLevel string
+	drain    time.Duration
+}
+
+// serve runs the gateway until ctx is cancelled (SIGINT/SIGTERM), then
+// stops accepting, lets in-flight requests finish within the drain period
+// and closes the database.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	var f serveFlags
+	f.register(fs, getenv)
+	fs.StringVar(&f.addr, "addr", envOr(getenv, "TOLLGATE_ADDR", "127.0.0.1:8080"), "listen address (env TOLLGATE_ADDR); use :8080 to listen on all interfaces")
+	fs.Int64Var(&f.maxBody, "max-body", handlers.DefaultMaxBodyBytes, "largest request body in bytes; larger is 413")
+	fs.StringVar(&f.logLevel, "log-level", envOr(getenv, "TOLLGATE_LOG_LEVEL", "info"), "debug, info, warn or error (env TOLLGATE_LOG_LEVEL)")
+	fs.DurationVar(&f.drain, "drain", 30*time.Second, "how long in-flight requests may run after SIGTERM")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stdout, f.logLevel)
+	if err != nil {
+		return err
+	}
+	cat, from, err := loadCatalog(f.models, explicitFlag(fs, "models", "TOLLGATE_MODELS", getenv), getenv)
+	if err != nil {
+		return err
+	}
+	db, err := storage.Open(ctx, f.db)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	inf := inference.NewClient(cat)
+	handler := handlers.NewServer(handlers.Config{Inference: inf, DB: db, Logger: log, MaxBodyBytes: f.maxBody})
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.addr, err)
+	}
+	log.Info("tollgate listening", "addr", ln.Addr().String(), "db", f.db, "catalog", from, "ollama", cat.Backends[0].URL, "version", version)
+	if err := inf.Ping(ctx); err != nil {
+		log.Warn("ollama not reachable yet; /readyz reports it until it is", "error", err.Error())
+	}
+	return serveHTTP(ctx, ln, handler, f.drain, log)
+}
+
+// serveHTTP serves until ctx ends, then shuts down gracefully. Timeouts: a
+// client must send its headers within 10 s and is dropped after 2 minutes
+// idle; there is no read or write timeout on the whole request, which would
+// cut a healthy stream (bodies are bounded by the handlers).
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, drain time.Duration, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests", "drain", drain.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("drain period over; closing remaining connections", "error", err.Error())
+		srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, &usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", level)}
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

@@ -1,0 +1,170 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// bodyReadTimeout bounds how long a client may take to send its body.
+const bodyReadTimeout = 30 * time.Second
+
+func badRequest(format string, args ...any) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: "invalid_request", message: fmt.Sprintf(format, args...)}
+}
+
+// decodeJSON reads the body into v strictly: one JSON object, no unknown
+// fields (a typo like "promt" is an error, not a silent default), types as
+// declared. Errors name the field at fault. The Content-Type is not
+// enforced (curl -d sends form encoding), only mentioned when parsing fails.
+func decodeJSON(c *gin.Context, v any) error {
+	// A body must arrive within bodyReadTimeout (slowloris). The deadline is
+	// lifted afterwards: net/http would otherwise cancel a long stream's
+	// context when it passed.
+	rc := http.NewResponseController(c.Writer)
+	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	body, err := io.ReadAll(c.Request.Body)
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil {
+		var (
+			mbe *http.MaxBytesError
+			ne  net.Error
+		)
+		switch {
+		case errors.As(err, &mbe):
+			return err
+		case errors.As(err, &ne) && ne.Timeout():
+			return &apiError{status: http.StatusRequestTimeout, code: "body_timeout", message: "the request body did not arrive within " + bodyReadTimeout.String()}
+		}
+		return badRequest("could not read the request body")
+	}
+	err = decodeBytes(body, v)
+	if ae, ok := err.(*apiError); ok && !isJSONType(c.GetHeader("Content-Type")) {
+		ae.message += " (send JSON with Content-Type: application/json)"
+	}
+	return err
+}
+
+func isJSONType(ct string) bool {
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// decodeBytes is decodeJSON's parser, separate so it can be fuzzed.
+func decodeBytes(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badRequest("request body is empty; send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return describeJSONError(err)
+	}
+	if dec.More() {
+		return badRequest("request body must hold a single JSON object")
+	}
+	return nil
+}
+
+func describeJSONError(err error) error {
+	var (
+		se *json.SyntaxError
+		te *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &se):
+		return badRequest("request body is not valid JSON (at byte %d)", se.Offset)
+	case errors.As(err, &te):
+		if te.Field == "" {
+			return badRequest("request body must be a JSON object, not %s", te.Value)
+		}
+		return badRequest("field %q must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("request body is truncated JSON")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return badRequest("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return badRequest("field %q %s", fe.field, fe.reason)
+	}
+	return badRequest("request body is not valid JSON")
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "bool":
+		return "true or false"
+	case "slice", "array":
+		return "an array"
+	case "map", "struct":
+		return "an object"
+	case "int", "int64", "int32", "uint", "uint64", "float64", "float32":
+		return "a number"
+	}
+	return "a different type"
+}
+
+// fieldError is returned by custom UnmarshalJSON methods.
+type fieldError struct {
+	field  string
+	reason string
+}
+
+func (e *fieldError) Error() string { return e.field + " " + e.reason }
+
+// stringOrList is a JSON string or an array of strings ("input").
+type stringOrList struct {
+	items  []string
+	isList bool
+}
+
+func (s *stringOrList) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		return nil
+	}
+	if len(b) > 0 && b[0] == '[' {
+		s.isList = true
+		if err := json.Unmarshal(b, &s.items); err != nil {
+			return &fieldError{field: "input", reason: "must be a string or an array of strings"}
+		}
+		return nil
+	}
+	var one string
+	if err := json.Unmarshal(b, &one); err != nil {
+		return &fieldError{field: "input", reason: "must be a string or an array of strings"}
+	}
+	s.items = []string{one}
+	return nil
+}
+
+// check requires at least one input, each non-empty, and at most max.
+func (s stringOrList) check(max int) error {
+	if len(s.items) == 0 {
+		return badRequest("field \"input\" is required: a string or a non-empty array of strings")
+	}
+	if len(s.items) > max {
+		return badRequest("field \"input\" has %d items; the limit for this model is %d", len(s.items), max)
+	}
+	for i, in := range s.items {
+		if strings.TrimSpace(in) == "" {
+			if s.isList {
+				return badRequest("field \"input[%d]\" must not be empty", i)
+			}
+			return badRequest("field \"input\" must not be empty")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,149 @@
+package handlers
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// reqInfo is what the chain learns about a request, for the access log and
+// metering. One per request, stored under infoKey.
+type reqInfo struct {
+	id       string // Tollgate's own id: response ids, usage records, error envelopes
+	clientID string // a sane X-Request-ID the client sent, echoed back
+	keyID    string
+	model    string
+	usage    usageJSON
+}
+
+const infoKey = "tollgate.req"
+
+func info(c *gin.Context) *reqInfo {
+	if v, ok := c.Get(infoKey); ok {
+		return v.(*reqInfo)
+	}
+	ri := &reqInfo{id: newRequestID()}
+	c.Set(infoKey, ri)
+	return ri
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "req_" + hex.EncodeToString(b[:])
+}
+
+// saneRequestID accepts 1-128 characters of [A-Za-z0-9._:-].
+func saneRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '.' || ch == '_' || ch == ':' || ch == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// requestID gives every request an id and puts X-Request-ID on every
+// response. A sane incoming X-Request-ID is echoed back (and logged) for the
+// client's tracing; the id in bodies and usage records is always Tollgate's
+// own, so two requests can never share one billing record.
+func (s *server) requestID() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		ri := info(c)
+		id := ri.id
+		if in := c.GetHeader("X-Request-ID"); saneRequestID(in) {
+			ri.clientID = in
+			id = in
+		}
+		c.Header("X-Request-ID", id)
+		c.Next()
+	}
+}
+
+// accessLog writes one line per request. It logs the path without its query
+// string, so a key pasted into a URL never reaches the log.
+func (s *server) accessLog() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		ri := info(c)
+		status := c.Writer.Status()
+		if c.Request.Context().Err() != nil && status == http.StatusOK && !c.Writer.Written() {
+			status = statusClientClosed
+		}
+		attrs := []slog.Attr{
+			slog.String("request_id", ri.id),
+			slog.String("method", c.Request.Method),
+			slog.String("path", c.Request.URL.Path),
+			slog.String("route", c.FullPath()),
+			slog.Int("status", status),
+			slog.Float64("latency_ms", float64(time.Since(start).Microseconds())/1000),
+			slog.Int("bytes", c.Writer.Size()),
+			slog.String("client", c.ClientIP()),
+		}
+		if ri.clientID != "" {
+			attrs = append(attrs, slog.String("client_request_id", ri.clientID))
+		}
+		if ri.keyID != "" {
+			attrs = append(attrs, slog.String("key_id", ri.keyID))
+		}
+		if ri.model != "" {
+			attrs = append(attrs, slog.String("model", ri.model),
+				slog.Int("prompt_tokens", ri.usage.PromptTokens), slog.Int("completion_tokens", ri.usage.CompletionTokens))
+		}
+		s.log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request", attrs...)
+	}
+}
+
+// recovery turns a panic into a 500 envelope; the stack goes to the log only.
+func (s *server) recovery() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("panic", "request_id", info(c).id, "panic", p, "stack", string(debug.Stack()))
+				if !c.Writer.Written() {
+					s.abort(c, http.StatusInternalServerError, "internal_error", "internal error; quote the request id when reporting it")
+				} else {
+					c.Abort()
+				}
+			}
+		}()
+		c.Next()
+	}
+}
+
+// bodyLimit caps the request body; reading past it yields 413.
+func (s *server) bodyLimit() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if c.Request.ContentLength > s.maxBody {
+			s.abort(c, http.StatusRequestEntityTooLarge, "body_too_large", bodyTooLarge(s.maxBody))
+			return
+		}
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.maxBody)
+		c.Next()
+	}
+}
+
+func (s *server) notFound() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		s.abort(c, http.StatusNotFound, "not_found", "no route "+c.Request.Method+" "+c.Request.URL.Path+" (see GET /models, POST /generate, /embed, /predict)")
+	}
+}
+
+func (s *server) methodNotAllowed() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		s.abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method "+c.Request.Method+" is not allowed on "+c.Request.URL.Path+"; allowed: "+c.Writer.Header().Get("Allow"))
+	}
+}

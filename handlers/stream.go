@@ -1,0 +1,90 @@
+package handlers
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"tollgate/inference"
+)
+
+type streamChunk struct {
+	Text string `json:"text"`
+}
+
+type streamDone struct {
+	Done       bool      `json:"done"`
+	ID         string    `json:"id"`
+	Model      string    `json:"model"`
+	DoneReason string    `json:"done_reason"`
+	Usage      usageJSON `json:"usage"`
+}
+
+// sse writes Server-Sent Events, sending headers with the first event so
+// that an error before any output can still be a plain JSON error.
+type sse struct {
+	c       *gin.Context
+	started bool
+}
+
+func (w *sse) start() {
+	if w.started {
+		return
+	}
+	w.started = true
+	h := w.c.Writer.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // tell nginx not to buffer the stream
+	w.c.Status(http.StatusOK)
+}
+
+// event writes one event (name may be empty) and flushes it to the client.
+func (w *sse) event(name string, v any) error {
+	w.start()
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 0, len(data)+32)
+	if name != "" {
+		buf = append(buf, "event: "...)
+		buf = append(buf, name...)
+		buf = append(buf, '\n')
+	}
+	buf = append(buf, "data: "...)
+	buf = append(buf, data...)
+	buf = append(buf, '\n', '\n')
+	if _, err := w.c.Writer.Write(buf); err != nil {
+		return err
+	}
+	w.c.Writer.Flush()
+	return nil
+}
+
+// streamGenerate relays Ollama's pieces as they come. An error before the
+// first piece is an ordinary JSON error; after it, an "error" event carrying
+// the same envelope ends the stream.
+func (s *server) streamGenerate(c *gin.Context, m inference.Model, req inference.GenerateRequest) {
+	ri := info(c)
+	w := &sse{c: c}
+	res, err := s.inf.Generate(c.Request.Context(), m, req, func(text string) error {
+		return w.event("", streamChunk{Text: text})
+	})
+	ri.usage = toUsage(res.Usage)
+	if err != nil {
+		if !w.started {
+			s.fail(c, err)
+			return
+		}
+		ae := toAPIError(err)
+		if ae == nil {
+			s.log.Error("internal error in stream", "request_id", ri.id, "error", err.Error())
+			ae = &apiError{code: "internal_error", message: "internal error; quote the request id when reporting it"}
+		}
+		_ = w.event("error", errorBody{Error: errorDetail{Code: ae.code, Message: ae.message, RequestID: ri.id}})
+		return
+	}
+	_ = w.event("", streamDone{Done: true, ID: ri.id, Model: m.Name, DoneReason: res.DoneReason, Usage: ri.usage})
+}
