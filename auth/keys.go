@@ -87,7 +87,7 @@ func (m *Keys) Create(ctx context.Context, actor string, spec Spec) (Key, string
 	detail := fmt.Sprintf("name=%q scopes=%s models=%s plan=%q prefix=%s",
 		k.Name, JoinScopes(k.Scopes), strings.Join(k.Models, ","), k.Plan, k.Prefix)
 	if err := m.store.CreateKey(ctx, k, stored, m.entry(now, actor, ActionCreate, k.ID, detail)); err != nil {
-		return Key{}, "", fmt.Errorf("auth: create key: %w", err)
+		return Key{}, "", err
 	}
 	if m.verifier != nil {
 		m.verifier.forget(secret)

@@ -6,11 +6,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tollgate/auth/authtest"
 )
 
 type keysFixture struct {
 	store *memStore
-	clock *clock
+	clock *authtest.Clock
 	v     *Verifier
 	keys  *Keys
 }

@@ -6,12 +6,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"tollgate/auth/authtest"
 )
 
 // fixture: a store holding one key with secret, a clock and a verifier.
 type fixture struct {
 	store  *memStore
-	clock  *clock
+	clock  *authtest.Clock
 	v      *Verifier
 	key    Key
 	secret string
