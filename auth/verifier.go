@@ -139,9 +139,12 @@ func (v *Verifier) Verify(ctx context.Context, secret string) (Key, error) {
 	now := v.now()
 	n := now.UnixNano()
 
+	var unknownUntil int64
 	v.mu.RLock()
 	e, hit := v.pos[h]
-	unknownUntil := v.neg[h]
+	if !hit {
+		unknownUntil = v.neg[h]
+	}
 	v.mu.RUnlock()
 	if hit && n < e.freshUntil {
 		return admit(e, now)

@@ -298,3 +298,23 @@ func TestNoSecretAtRest(t *testing.T) {
 	}
 	check("closed")
 }
+
+// BenchmarkVerifyMissSQLite is a verification that always reaches SQLite.
+func BenchmarkVerifyMissSQLite(b *testing.B) {
+	db, err := storage.Open(context.Background(), b.TempDir()+"/b.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	_, secret, err := auth.NewKeys(db, nil, nil).Create(context.Background(), auth.ActorCLI, auth.Spec{Name: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := auth.NewVerifier(db, auth.VerifierOptions{CacheTTL: -1})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Verify(context.Background(), secret); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
