@@ -22,6 +22,14 @@ var errFake = errors.New("fake: disk on fire")
 
 func newFakeStore() *fakeStore { return &fakeStore{seen: map[string]Event{}} }
 
+// newHeldStore returns a fakeStore whose batches wait for a value on hold
+// and announce their size on entered (buffered for n batches).
+func newHeldStore(n int) *fakeStore {
+	f := newFakeStore()
+	f.hold, f.entered = make(chan struct{}), make(chan int, n)
+	return f
+}
+
 func (f *fakeStore) InsertEvents(ctx context.Context, events []Event) ([]bool, error) {
 	if f.entered != nil {
 		f.entered <- len(events)

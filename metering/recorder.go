@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -37,6 +38,10 @@ type RecorderOptions struct {
 	// that response's usage. It must be quick and must not call Record. The
 	// slice is only valid during the call.
 	OnCommit func([]Event)
+	// OnBatch, if set, is called by the writer goroutine after each batch
+	// with its size, the time spent committing it (retries included) and
+	// the final error, for metrics. It must be quick.
+	OnBatch func(size int, took time.Duration, err error)
 	// Logger receives retry warnings and, as a last resort, every event
 	// that could not be committed, at error level, so that no usage is
 	// silently lost (default slog.Default()).
@@ -192,6 +197,10 @@ func (r *Recorder) run() {
 			return
 		}
 		batch = append(batch[:0], p)
+		// Callers just released by the previous commit are runnable but
+		// may not have queued yet; let them, so they share this commit
+		// instead of each paying for one. This costs no timer.
+		runtime.Gosched()
 	fill:
 		for len(batch) < r.opts.MaxBatch {
 			select {
@@ -208,7 +217,11 @@ func (r *Recorder) run() {
 		for _, p := range batch {
 			events = append(events, p.ev)
 		}
+		start := time.Now()
 		inserted, err := r.commit(events)
+		if r.opts.OnBatch != nil {
+			r.opts.OnBatch(len(events), time.Since(start), err)
+		}
 		if err == nil && r.opts.OnCommit != nil {
 			committed = committed[:0]
 			for i, ev := range events {

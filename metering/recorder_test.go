@@ -41,10 +41,13 @@ func TestRecordCommitsBeforeReturning(t *testing.T) {
 
 // While one batch commits, later Records queue up and go in one batch.
 func TestRecordGroupsWhileCommitting(t *testing.T) {
-	st := newFakeStore()
-	st.hold = make(chan struct{})
-	st.entered = make(chan int, 10)
-	r := NewRecorder(st, RecorderOptions{MaxBatch: 8})
+	st := newHeldStore(10)
+	var sizes []int
+	r := NewRecorder(st, RecorderOptions{MaxBatch: 8, OnBatch: func(n int, _ time.Duration, err error) {
+		if err == nil {
+			sizes = append(sizes, n)
+		}
+	}})
 	var wg sync.WaitGroup
 	record := func(id string) {
 		defer wg.Done()
@@ -75,8 +78,8 @@ func TestRecordGroupsWhileCommitting(t *testing.T) {
 	st.hold <- struct{}{}
 	wg.Wait()
 	closeRec(t, r)
-	if st.count() != 11 {
-		t.Fatalf("stored %d, want 11", st.count())
+	if st.count() != 11 || fmt.Sprint(sizes) != "[1 8 2]" {
+		t.Fatalf("stored %d, want 11; OnBatch sizes %v, want [1 8 2]", st.count(), sizes)
 	}
 }
 
@@ -200,9 +203,7 @@ func TestRecordContextDoneBeforeQueueing(t *testing.T) {
 
 // A caller that gives up waiting does not take its event back.
 func TestRecordContextDoneWhileWaiting(t *testing.T) {
-	st := newFakeStore()
-	st.hold = make(chan struct{})
-	st.entered = make(chan int, 1)
+	st := newHeldStore(1)
 	r := NewRecorder(st, RecorderOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error)
@@ -220,9 +221,7 @@ func TestRecordContextDoneWhileWaiting(t *testing.T) {
 }
 
 func TestCloseDrainsAndRefuses(t *testing.T) {
-	st := newFakeStore()
-	st.hold = make(chan struct{})
-	st.entered = make(chan int, 100)
+	st := newHeldStore(100)
 	var mu sync.Mutex
 	committed := 0
 	r := NewRecorder(st, RecorderOptions{MaxBatch: 16, OnCommit: func(evs []Event) {
@@ -275,9 +274,7 @@ func TestCloseDrainsAndRefuses(t *testing.T) {
 }
 
 func TestCloseTimesOut(t *testing.T) {
-	st := newFakeStore()
-	st.hold = make(chan struct{})
-	st.entered = make(chan int, 1)
+	st := newHeldStore(1)
 	r := NewRecorder(st, RecorderOptions{})
 	go r.Record(context.Background(), testEvent("r1"))
 	<-st.entered
