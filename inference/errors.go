@@ -9,6 +9,8 @@ import (
 
 // ErrBusy means Ollama refused the request because its queue is full; the
 // caller may retry later.
+//
+//lint:ignore ST1005 Ollama is a name.
 var ErrBusy = errors.New("Ollama is busy (its request queue is full)")
 
 // InvalidError is a request that cannot be sent as it is. Field names the
