@@ -96,6 +96,9 @@ func (s *server) generate() gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
+		if !s.allowModel(c, m) {
+			return
+		}
 		req, err := body.check(m)
 		if err != nil {
 			s.fail(c, err)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"tollgate/auth"
 )
 
 // reqInfo is what the chain learns about a request, for the access log and
@@ -17,6 +19,7 @@ type reqInfo struct {
 	id       string // Tollgate's own id: response ids, usage records, error envelopes
 	clientID string // a sane X-Request-ID the client sent, echoed back
 	keyID    string
+	key      auth.Key // the authenticated key; zero before authenticate
 	model    string
 	usage    usageJSON
 }

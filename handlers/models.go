@@ -33,13 +33,17 @@ type modelsResponse struct {
 	Tasks  []taskJSON  `json:"tasks"`
 }
 
-// models serves GET /models: the public catalog (never Ollama's internal
-// names or addresses).
+// models serves GET /models: the part of the public catalog the caller's key
+// may use (never Ollama's internal names or addresses).
 func (s *server) models() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		cat := s.inf.Catalog()
 		out := modelsResponse{Models: []modelJSON{}, Tasks: []taskJSON{}}
+		key := info(c).key
 		for _, m := range cat.ModelList() {
+			if !key.AllowsModel(m.Name) {
+				continue
+			}
 			eps := make([]string, len(m.Endpoints))
 			for i, e := range m.Endpoints {
 				eps[i] = string(e)
@@ -49,6 +53,9 @@ func (s *server) models() gin.HandlerFunc {
 				MaxOutput: m.Limits.MaxNumPredict, MaxInputs: m.Limits.MaxInputs})
 		}
 		for _, t := range cat.Tasks {
+			if !key.AllowsModel(t.Model) {
+				continue
+			}
 			out.Tasks = append(out.Tasks, taskJSON{Name: t.Name, Model: t.Model, Labels: t.Labels})
 		}
 		sort.Slice(out.Tasks, func(i, j int) bool { return out.Tasks[i].Name < out.Tasks[j].Name })

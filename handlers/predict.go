@@ -94,6 +94,9 @@ func (s *server) predict() gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
+		if !s.allowModel(c, m) {
+			return
+		}
 		ri := info(c)
 		ri.model = m.Name
 		res, err := s.inf.Predict(c.Request.Context(), m, req)

@@ -1,6 +1,10 @@
 package handlers
 
-import "github.com/gin-gonic/gin"
+import (
+	"github.com/gin-gonic/gin"
+
+	"tollgate/auth"
+)
 
 // addRoutes is the whole API surface on one screen.
 func addRoutes(r *gin.Engine, s *server) {
@@ -11,9 +15,20 @@ func addRoutes(r *gin.Engine, s *server) {
 	r.GET("/healthz", s.healthz())
 	r.GET("/readyz", s.readyz())
 
-	api := r.Group("/", s.bodyLimit())
-	api.POST("/generate", s.generate())
-	api.POST("/embed", s.embed())
-	api.POST("/predict", s.predict())
+	api := r.Group("/", s.bodyLimit(), s.authenticate())
+	api.POST("/generate", s.require(auth.ScopeGenerate), s.generate())
+	api.POST("/embed", s.require(auth.ScopeEmbed), s.embed())
+	api.POST("/predict", s.require(auth.ScopePredict), s.predict())
 	api.GET("/models", s.models())
+	api.POST("/keys/self/rotate", s.rotateKey(true))
+
+	admin := api.Group("/admin", s.require(auth.ScopeAdmin))
+	admin.POST("/keys", s.createKey())
+	admin.GET("/keys", s.listKeys())
+	admin.GET("/keys/:id", s.showKey())
+	admin.PATCH("/keys/:id", s.updateKey())
+	admin.POST("/keys/:id/rotate", s.rotateKey(false))
+	admin.POST("/keys/:id/revoke", s.revokeKey())
+	admin.DELETE("/keys/:id", s.revokeKey())
+	admin.GET("/audit", s.listAudit())
 }

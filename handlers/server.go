@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/time/rate"
 
+	"tollgate/auth"
 	"tollgate/inference"
 )
 
@@ -33,26 +35,55 @@ type Pinger interface {
 // DefaultMaxBodyBytes bounds request bodies when Config leaves it zero.
 const DefaultMaxBodyBytes = 1 << 20
 
-// Config holds everything the server depends on.
+// AuditLog lists admin actions; *storage.DB satisfies it.
+type AuditLog interface {
+	Audit(ctx context.Context, keyID string) ([]auth.AuditEntry, error)
+}
+
+// Config holds everything the server depends on. Inference, DB, Verifier,
+// Keys and Audit are required.
 type Config struct {
 	Inference    Inferencer
 	DB           Pinger
-	Logger       *slog.Logger // nil discards
-	MaxBodyBytes int64        // 0 = DefaultMaxBodyBytes
+	Verifier     Verifier
+	Keys         KeyManager
+	Audit        AuditLog
+	AuthFailures FailureThrottle  // nil: DefaultAuthFailures
+	Logger       *slog.Logger     // nil discards
+	MaxBodyBytes int64            // 0 = DefaultMaxBodyBytes
+	Now          func() time.Time // nil = time.Now
+}
+
+// DefaultAuthFailures allows 20 failed authentication attempts per client
+// address, then one more every 3 seconds.
+func DefaultAuthFailures() FailureThrottle {
+	return auth.NewThrottle(rate.Every(3*time.Second), 20, 0)
 }
 
 // server carries the dependencies the handlers close over.
 type server struct {
-	inf     Inferencer
-	db      Pinger
-	log     *slog.Logger
-	maxBody int64
+	inf      Inferencer
+	db       Pinger
+	verifier Verifier
+	keys     KeyManager
+	audit    AuditLog
+	failures FailureThrottle
+	log      *slog.Logger
+	maxBody  int64
+	now      func() time.Time
 }
 
 // NewServer returns the HTTP handler for the whole API. It is safe for
 // concurrent use; it starts no goroutines.
 func NewServer(cfg Config) http.Handler {
-	s := &server{inf: cfg.Inference, db: cfg.DB, log: cfg.Logger, maxBody: cfg.MaxBodyBytes}
+	s := &server{inf: cfg.Inference, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
+		failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, now: cfg.Now}
+	if s.failures == nil {
+		s.failures = DefaultAuthFailures()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -160,8 +160,8 @@ func (b *backend) statusError(status int, msg, ollamaModel string) error {
 	case status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests:
 		return ErrBusy
 	}
-	if msg == "" {
-		msg = http.StatusText(status)
+	if msg == "" || len(msg) > 500 || strings.HasPrefix(strings.TrimSpace(msg), "<") {
+		msg = http.StatusText(status) // not Ollama's words: a proxy page or a crash dump
 	}
 	return &UpstreamError{Status: status, Message: msg}
 }

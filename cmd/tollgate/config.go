@@ -20,8 +20,14 @@ type common struct {
 }
 
 func (c *common) register(fs *flag.FlagSet, getenv func(string) string) {
-	fs.StringVar(&c.db, "db", envOr(getenv, "TOLLGATE_DB", "tollgate.db"), "SQLite database file (env TOLLGATE_DB)")
+	c.registerDB(fs, getenv)
 	fs.StringVar(&c.models, "models", envOr(getenv, "TOLLGATE_MODELS", "models.yaml"), "model catalog (env TOLLGATE_MODELS; the built-in default is used when models.yaml is absent)")
+}
+
+// registerDB registers only --db (keys commands use --models for a key's
+// allowed models).
+func (c *common) registerDB(fs *flag.FlagSet, getenv func(string) string) {
+	fs.StringVar(&c.db, "db", envOr(getenv, "TOLLGATE_DB", "tollgate.db"), "SQLite database file (env TOLLGATE_DB)")
 }
 
 // loadCatalog reads the catalog: the named file, or the built-in default

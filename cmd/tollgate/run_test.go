@@ -51,6 +51,7 @@ func (s *syncBuffer) String() string {
 // running is a `tollgate serve` started through run().
 type running struct {
 	url    string
+	db     string
 	out    *syncBuffer
 	cancel context.CancelFunc
 	done   chan error
@@ -60,8 +61,8 @@ type running struct {
 func startServe(t *testing.T, getenv func(string) string, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "t.db")}, args...)
+	r := &running{db: filepath.Join(t.TempDir(), "t.db"), out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--db", r.db}, args...)
 	go func() { r.done <- run(ctx, args, getenv, r.out, r.out) }()
 	t.Cleanup(func() { r.stop(t) })
 	deadline := time.Now().Add(10 * time.Second)
@@ -116,7 +117,10 @@ func TestServeAnswersThroughRealOllama(t *testing.T) {
 	cat := writeFile(t, "models.yaml", tinyCatalog("http://127.0.0.1:1", model))
 	r := startServe(t, env("TOLLGATE_MODELS", cat, "OLLAMA_HOST", url))
 
-	resp, err := http.Post(r.url+"/generate", "application/json", strings.NewReader(`{"prompt":"hi"}`))
+	key := createKey(t, r.db, "--name", "test")
+	req, _ := http.NewRequest("POST", r.url+"/generate", strings.NewReader(`{"prompt":"hi"}`))
+	req.Header.Set("X-API-Key", key)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +143,9 @@ func TestServeRunsOnBuiltInCatalog(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir) // no models.yaml here: the built-in one must be used
 	r := startServe(t, env("OLLAMA_HOST", fake.URL))
-	resp, err := http.Get(r.url + "/models")
+	req, _ := http.NewRequest("GET", r.url+"/models", nil)
+	req.Header.Set("Authorization", "Bearer "+createKey(t, r.db, "--name", "test"))
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,4 +213,19 @@ func TestCheckConfigAndVersion(t *testing.T) {
 	if err := run(context.Background(), []string{"serve", "-h"}, env(), &out, &out); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("serve -h returned %v", err)
 	}
+}
+
+// createKey runs `tollgate keys create --json` on db and returns the secret.
+func createKey(t *testing.T, db string, args ...string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	args = append([]string{"keys", "create", "--db", db, "--json"}, args...)
+	if err := run(context.Background(), args, env(), &out, &errOut); err != nil {
+		t.Fatalf("keys create: %v\n%s", err, errOut.String())
+	}
+	var created struct{ ID, Key string }
+	if err := json.Unmarshal(out.Bytes(), &created); err != nil || created.ID == "" || created.Key == "" {
+		t.Fatalf("keys create --json printed %q (%v)", out.String(), err)
+	}
+	return created.Key
 }

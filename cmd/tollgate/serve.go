@@ -11,10 +11,14 @@ import (
 	"strings"
 	"time"
 
+	"tollgate/auth"
 	"tollgate/handlers"
 	"tollgate/inference"
 	"tollgate/storage"
 )
+
+// lastUsedEvery is how often keys' last-used times are written.
+const lastUsedEvery = 30 * time.Second
 
 type serveFlags struct {
 	common
@@ -53,7 +57,17 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer db.Close()
 
 	inf := inference.NewClient(cat)
-	handler := handlers.NewServer(handlers.Config{Inference: inf, DB: db, Logger: log, MaxBodyBytes: f.maxBody})
+	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, OnFlushError: func(err error) {
+		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
+	}})
+	handler := handlers.NewServer(handlers.Config{
+		Inference: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, nil), Audit: db,
+		Logger: log, MaxBodyBytes: f.maxBody,
+	})
+	flushDone := make(chan struct{})
+	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
+	go func() { defer close(flushDone); _ = verifier.Run(flushCtx, lastUsedEvery) }()
+	defer func() { stopFlush(); <-flushDone }() // Run flushes once more on its way out
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.addr, err)

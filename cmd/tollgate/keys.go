@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"tollgate/auth"
+	"tollgate/storage"
+)
+
+const keysUsage = `usage: tollgate keys <create|list|show|revoke|rotate> [flags]
+
+  create --name NAME [--scopes generate,embed,predict,admin] [--models m1,m2] [--plan P]
+         [--rate R] [--burst B] [--tokens-per-minute N] [--max-concurrent N]
+         [--monthly-tokens N] [--monthly-requests N] [--expires 720h|RFC3339] [--json]
+  list [--json]
+  show ID [--json]
+  revoke ID [--json]
+  rotate ID [--grace 24h] [--json]
+
+All work on the database given by --db (env TOLLGATE_DB, default tollgate.db).
+A created or rotated key is printed once; Tollgate keeps only its SHA-256.
+`
+
+// keysCmd is `tollgate keys ...`, the operator's key management on the
+// database file. Every change is written to the audit table as actor "cli".
+func keysCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, keysUsage)
+		return &usageError{"keys: no subcommand given"}
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlags("keys "+sub, stderr)
+	var c common
+	c.registerDB(fs, getenv)
+	asJSON := fs.Bool("json", false, "print JSON")
+	var run func(context.Context, *auth.Keys, string) (any, string, error)
+	switch sub {
+	case "create":
+		run = keysCreate(fs, getenv)
+	case "list":
+		run = func(ctx context.Context, k *auth.Keys, _ string) (any, string, error) {
+			keys, err := k.List(ctx)
+			if keys == nil {
+				keys = []auth.Key{}
+			}
+			return keys, keyTable(keys), err
+		}
+	case "show":
+		run = func(ctx context.Context, k *auth.Keys, id string) (any, string, error) {
+			key, err := k.Get(ctx, id)
+			return key, keyTable([]auth.Key{key}), err
+		}
+	case "revoke":
+		run = func(ctx context.Context, k *auth.Keys, id string) (any, string, error) {
+			key, err := k.Revoke(ctx, auth.ActorCLI, id)
+			return key, "revoked " + key.ID + " (" + key.Name + ")\n", err
+		}
+	case "rotate":
+		grace := fs.Duration("grace", 24*time.Hour, "how long the old key keeps working (0s: not at all)")
+		run = func(ctx context.Context, k *auth.Keys, id string) (any, string, error) {
+			key, secret, err := k.Rotate(ctx, auth.ActorCLI, id, *grace)
+			text := fmt.Sprintf("%s\n\nnew key for %s (%s); the old one works until %s.\nStore it now: it cannot be shown again.\n",
+				secret, key.ID, key.Name, time.Now().Add(*grace).UTC().Format(time.RFC3339))
+			return secretJSON{Key: secret, ID: key.ID, Info: key}, text, err
+		}
+	default:
+		fmt.Fprint(stderr, keysUsage)
+		return &usageError{fmt.Sprintf("keys: unknown subcommand %q", sub)}
+	}
+	id, err := parseWithID(fs, args, sub == "show" || sub == "revoke" || sub == "rotate")
+	if err != nil {
+		return err
+	}
+	db, err := storage.Open(ctx, c.db)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	out, text, err := run(ctx, auth.NewKeys(db, nil, nil), id)
+	if err != nil {
+		return describeKeyError(err, id)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	_, err = io.WriteString(stdout, text)
+	return err
+}
+
+// secretJSON is what create and rotate print with --json.
+type secretJSON struct {
+	ID   string   `json:"id"`
+	Key  string   `json:"key"`
+	Info auth.Key `json:"info"`
+}
+
+// parseWithID parses flags with the key id allowed before or after them.
+func parseWithID(fs *flag.FlagSet, args []string, wantID bool) (string, error) {
+	var id string
+	if wantID && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return "", err
+		}
+		return "", &usageError{err.Error()}
+	}
+	rest := fs.Args()
+	if wantID && id == "" && len(rest) > 0 {
+		id, rest = rest[0], rest[1:]
+	}
+	switch {
+	case len(rest) > 0:
+		return "", &usageError{fmt.Sprintf("unexpected argument %q", rest[0])}
+	case wantID && id == "":
+		return "", &usageError{"a key id is required (see tollgate keys list)"}
+	}
+	return id, nil
+}
+
+func describeKeyError(err error, id string) error {
+	var fe *auth.FieldError
+	switch {
+	case errors.As(err, &fe):
+		return &usageError{fmt.Sprintf("--%s: %s", strings.ReplaceAll(fe.Field, "_", "-"), fe.Reason)}
+	case errors.Is(err, auth.ErrNotFound):
+		return fmt.Errorf("no key with id %q (see tollgate keys list)", id)
+	case errors.Is(err, auth.ErrRevoked):
+		return fmt.Errorf("key %s is revoked and cannot be rotated", id)
+	}
+	return err
+}
+
+func keyTable(keys []auth.Key) string {
+	var sb strings.Builder
+	tw := tabwriter.NewWriter(&sb, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tSCOPES\tMODELS\tPLAN\tSTATUS\tLAST USED\tCREATED")
+	now := time.Now()
+	for _, k := range keys {
+		status := "active"
+		if err := k.Usable(now); err != nil {
+			status = strings.TrimPrefix(err.Error(), "auth: key ")
+		}
+		models := strings.Join(k.Models, ",")
+		if models == "" {
+			models = "*"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, auth.JoinScopes(k.Scopes), models,
+			orDash(k.Plan), status, fmtTime(k.LastUsedAt), fmtTime(k.CreatedAt))
+	}
+	tw.Flush()
+	return sb.String()
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

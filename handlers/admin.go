@@ -1,0 +1,151 @@
+package handlers
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"tollgate/auth"
+)
+
+// actor names who did an admin action, for the audit trail.
+func actor(c *gin.Context) string { return info(c).keyID }
+
+func (s *server) createKey() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		var body createKeyRequest
+		if err := decodeJSON(c, &body); err != nil {
+			s.fail(c, err)
+			return
+		}
+		spec, err := body.spec(s.now())
+		if err == nil {
+			err = s.checkPlan(spec.Plan)
+		}
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		key, secret, err := s.keys.Create(c.Request.Context(), actor(c), spec)
+		if err != nil {
+			s.fail(c, keyError(err))
+			return
+		}
+		c.Header("Cache-Control", "no-store")
+		c.JSON(http.StatusCreated, createdKey{Key: secret, Notice: shownOnce, Info: key})
+	}
+}
+
+func (s *server) listKeys() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		keys, err := s.keys.List(c.Request.Context())
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		if keys == nil {
+			keys = []auth.Key{}
+		}
+		c.JSON(http.StatusOK, keyList{Keys: keys})
+	}
+}
+
+func (s *server) showKey() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		key, err := s.keys.Get(c.Request.Context(), c.Param("id"))
+		if err != nil {
+			s.fail(c, keyError(err))
+			return
+		}
+		c.JSON(http.StatusOK, key)
+	}
+}
+
+func (s *server) updateKey() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		var body updateKeyRequest
+		if err := decodeJSON(c, &body); err != nil {
+			s.fail(c, err)
+			return
+		}
+		patch := auth.Patch{Name: body.Name, Models: body.Models, Plan: body.Plan, Limits: body.Limits, ExpiresAt: body.ExpiresAt}
+		if body.Scopes != nil {
+			scopes, err := scopesOf(*body.Scopes)
+			if err != nil {
+				s.fail(c, err)
+				return
+			}
+			patch.Scopes = &scopes
+		}
+		if body.Plan != nil {
+			if err := s.checkPlan(*body.Plan); err != nil {
+				s.fail(c, err)
+				return
+			}
+		}
+		key, err := s.keys.Update(c.Request.Context(), actor(c), c.Param("id"), patch)
+		if err != nil {
+			s.fail(c, keyError(err))
+			return
+		}
+		c.JSON(http.StatusOK, key)
+	}
+}
+
+func (s *server) revokeKey() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		key, err := s.keys.Revoke(c.Request.Context(), actor(c), c.Param("id"))
+		if err != nil {
+			s.fail(c, keyError(err))
+			return
+		}
+		c.JSON(http.StatusOK, key)
+	}
+}
+
+// rotateKey serves both the admin route (any key, any grace) and the
+// self-service one (the caller's own key, grace capped).
+func (s *server) rotateKey(self bool) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		var body rotateRequest
+		if err := decodeOptional(c, &body); err != nil {
+			s.fail(c, err)
+			return
+		}
+		id, limit := c.Param("id"), time.Duration(0)
+		if self {
+			id, limit = info(c).keyID, MaxSelfRotateGrace
+		}
+		grace, err := parseGrace(body.Grace, limit)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		key, secret, err := s.keys.Rotate(c.Request.Context(), actor(c), id, grace)
+		if err != nil {
+			s.fail(c, keyError(err))
+			return
+		}
+		c.Header("Cache-Control", "no-store")
+		c.JSON(http.StatusOK, createdKey{Key: secret, Notice: shownOnce + "; the old key keeps working for " + grace.String(), Info: key})
+	}
+}
+
+type auditList struct {
+	Entries []auth.AuditEntry `json:"entries"`
+}
+
+func (s *server) listAudit() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		entries, err := s.audit.Audit(c.Request.Context(), c.Query("key_id"))
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		if entries == nil {
+			entries = []auth.AuditEntry{}
+		}
+		c.JSON(http.StatusOK, auditList{Entries: entries})
+	}
+}

@@ -1,0 +1,145 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"tollgate/auth"
+	"tollgate/inference"
+)
+
+// Verifier checks a presented key; *auth.Verifier satisfies it.
+type Verifier interface {
+	Verify(ctx context.Context, secret string) (auth.Key, error)
+}
+
+// FailureThrottle limits failed authentication attempts per client address;
+// *auth.Throttle satisfies it.
+type FailureThrottle interface {
+	Wait(addr string, now time.Time) time.Duration
+	Take(addr string, now time.Time)
+}
+
+const challenge = `Bearer realm="tollgate", charset="UTF-8"`
+
+// queryKeyNames are query parameters that, by convention, carry API keys.
+var queryKeyNames = []string{"api_key", "apikey", "api-key", "key", "token", "access_token", "x-api-key"}
+
+// authenticate admits requests carrying a valid key in X-API-Key or
+// Authorization: Bearer. Failed attempts are throttled per client address
+// (never charged to a key); a key in the URL is refused outright.
+func (s *server) authenticate() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if keyInQuery(c.Request) {
+			s.unauthorized(c, "key_in_query", "API keys are not accepted in the URL, where they end up in logs and histories; send the key in the X-API-Key header (or Authorization: Bearer <key>) and revoke this one if it was shared")
+			return
+		}
+		addr := c.ClientIP()
+		now := s.now()
+		if wait := s.failures.Wait(addr, now); wait > 0 {
+			secs := int(math.Ceil(wait.Seconds()))
+			c.Header("Retry-After", strconv.Itoa(secs))
+			s.abort(c, http.StatusTooManyRequests, "too_many_auth_failures", "too many failed authentication attempts from your address; retry in "+strconv.Itoa(secs)+" s")
+			return
+		}
+		secret, ok := presentedKey(c.Request)
+		if !ok {
+			s.unauthorized(c, "missing_api_key", "an API key is required: send it in the X-API-Key header or as Authorization: Bearer <key>")
+			return
+		}
+		key, err := s.verifier.Verify(c.Request.Context(), secret)
+		if err != nil {
+			s.authFailed(c, addr, now, err)
+			return
+		}
+		ri := info(c)
+		ri.keyID = key.ID
+		ri.key = key
+		c.Next()
+	}
+}
+
+func (s *server) authFailed(c *gin.Context, addr string, now time.Time, err error) {
+	code, msg := "invalid_api_key", "the API key is not valid"
+	switch {
+	case errors.Is(err, auth.ErrMalformed):
+		msg = "the API key is malformed (a Tollgate key starts with tg_ and is 41 characters long; check for a typo or truncation)"
+	case errors.Is(err, auth.ErrExpired):
+		code, msg = "key_expired", "the API key has expired (or was rotated and its grace period is over)"
+	case errors.Is(err, auth.ErrRevoked):
+		code, msg = "key_revoked", "the API key has been revoked"
+	case errors.Is(err, auth.ErrUnknown):
+	default:
+		s.fail(c, err) // the store failed: not the client's fault, not a failed attempt
+		return
+	}
+	s.failures.Take(addr, now)
+	s.unauthorized(c, code, msg)
+}
+
+func (s *server) unauthorized(c *gin.Context, code, msg string) {
+	c.Header("WWW-Authenticate", challenge)
+	s.abort(c, http.StatusUnauthorized, code, msg)
+}
+
+// presentedKey returns the key from X-API-Key or Authorization: Bearer.
+func presentedKey(r *http.Request) (string, bool) {
+	if k := strings.TrimSpace(r.Header.Get("X-API-Key")); k != "" {
+		return k, true
+	}
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		if k := strings.TrimSpace(h[7:]); k != "" {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+func keyInQuery(r *http.Request) bool {
+	if r.URL.RawQuery == "" {
+		return false
+	}
+	q := r.URL.Query()
+	for _, name := range queryKeyNames {
+		if q.Has(name) {
+			return true
+		}
+	}
+	for _, vals := range q {
+		for _, v := range vals {
+			if strings.HasPrefix(v, auth.SecretPrefix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// require admits keys holding scope; others get 403.
+func (s *server) require(scope auth.Scope) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if !info(c).key.HasScope(scope) {
+			s.abort(c, http.StatusForbidden, "insufficient_scope", "this key does not have the "+string(scope)+" scope")
+			return
+		}
+		c.Next()
+	}
+}
+
+// allowModel reports whether the request's key may use model m, writing the
+// 403 when it may not.
+func (s *server) allowModel(c *gin.Context, m inference.Model) bool {
+	if info(c).key.AllowsModel(m.Name) {
+		return true
+	}
+	s.abort(c, http.StatusForbidden, "model_not_allowed", "this key may not use model "+strconv.Quote(m.Name))
+	return false
+}
