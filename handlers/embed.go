@@ -6,6 +6,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/inference"
+	"tollgate/metering"
 )
 
 type embedRequest struct {
@@ -48,11 +49,8 @@ func (s *server) embed() gin.HandlerFunc {
 		ri := info(c)
 		ri.model = m.Name
 		res, err := s.inf.Embed(c.Request.Context(), m, body.Input.items, keep)
-		ri.usage = toUsage(res.Usage)
-		if err != nil {
-			s.fail(c, err)
-			return
-		}
-		c.JSON(http.StatusOK, embedResponse{Model: m.Name, Embeddings: res.Embeddings, Usage: ri.usage})
+		s.finish(c, metering.EndpointEmbed, m, res.Usage, err, func() {
+			c.JSON(http.StatusOK, embedResponse{Model: m.Name, Embeddings: res.Embeddings, Usage: ri.usage})
+		})
 	}
 }

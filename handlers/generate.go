@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/inference"
+	"tollgate/metering"
 )
 
 type generateRequest struct {
@@ -111,11 +112,18 @@ func (s *server) generate() gin.HandlerFunc {
 			return
 		}
 		res, err := s.inf.Generate(c.Request.Context(), m, req, nil)
-		ri.usage = toUsage(res.Usage)
-		if err != nil {
-			s.fail(c, err)
-			return
-		}
-		c.JSON(http.StatusOK, generateResponse{ID: ri.id, Model: m.Name, Text: res.Text, DoneReason: res.DoneReason, Usage: ri.usage})
+		s.finish(c, metering.EndpointGenerate, m, produced(res), err, func() {
+			c.JSON(http.StatusOK, generateResponse{ID: ri.id, Model: m.Name, Text: res.Text, DoneReason: res.DoneReason, Usage: ri.usage})
+		})
 	}
+}
+
+// produced is what a generation is billed for: Ollama's exact counts when it
+// finished, else the pieces it streamed before it stopped (one piece per
+// generated token; Ollama reports no prompt count for a call cut short).
+func produced(res inference.Result) inference.Usage {
+	if res.Done {
+		return res.Usage
+	}
+	return inference.Usage{CompletionTokens: res.Chunks}
 }

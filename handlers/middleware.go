@@ -22,6 +22,8 @@ type reqInfo struct {
 	key      auth.Key // the authenticated key; zero before authenticate
 	model    string
 	usage    usageJSON
+	metered  bool      // a usage event was recorded
+	start    time.Time // when the request arrived
 }
 
 const infoKey = "tollgate.req"
@@ -30,7 +32,7 @@ func info(c *gin.Context) *reqInfo {
 	if v, ok := c.Get(infoKey); ok {
 		return v.(*reqInfo)
 	}
-	ri := &reqInfo{id: newRequestID()}
+	ri := &reqInfo{id: newRequestID(), start: time.Now()}
 	c.Set(infoKey, ri)
 	return ri
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/inference"
+	"tollgate/metering"
 )
 
 type predictRequest struct {
@@ -100,19 +101,21 @@ func (s *server) predict() gin.HandlerFunc {
 		ri := info(c)
 		ri.model = m.Name
 		res, err := s.inf.Predict(c.Request.Context(), m, req)
-		ri.usage = toUsage(res.Usage)
-		if err != nil {
-			s.fail(c, err)
-			return
-		}
-		if !body.Input.isList {
-			c.JSON(http.StatusOK, predictOne{ID: ri.id, Label: res.Predictions[0].Label, Model: m.Name, Task: body.Task, Usage: ri.usage})
-			return
-		}
-		out := predictMany{ID: ri.id, Predictions: make([]prediction, len(res.Predictions)), Model: m.Name, Task: body.Task, Usage: ri.usage}
-		for i, p := range res.Predictions {
-			out.Predictions[i] = prediction{Label: p.Label}
-		}
-		c.JSON(http.StatusOK, out)
+		s.finish(c, metering.EndpointPredict, m, res.Usage, err, func() { s.writePredictions(c, body, m, res) })
 	}
+}
+
+// writePredictions writes the flat answer for a string input, the list for
+// an array.
+func (s *server) writePredictions(c *gin.Context, body predictRequest, m inference.Model, res inference.PredictResult) {
+	ri := info(c)
+	if !body.Input.isList {
+		c.JSON(http.StatusOK, predictOne{ID: ri.id, Label: res.Predictions[0].Label, Model: m.Name, Task: body.Task, Usage: ri.usage})
+		return
+	}
+	out := predictMany{ID: ri.id, Predictions: make([]prediction, len(res.Predictions)), Model: m.Name, Task: body.Task, Usage: ri.usage}
+	for i, p := range res.Predictions {
+		out.Predictions[i] = prediction{Label: p.Label}
+	}
+	c.JSON(http.StatusOK, out)
 }

@@ -20,6 +20,7 @@ func addRoutes(r *gin.Engine, s *server) {
 	api.POST("/embed", s.require(auth.ScopeEmbed), s.embed())
 	api.POST("/predict", s.require(auth.ScopePredict), s.predict())
 	api.GET("/models", s.models())
+	api.GET("/usage", s.ownUsage())
 	api.POST("/keys/self/rotate", s.rotateKey(true))
 
 	admin := api.Group("/admin", s.require(auth.ScopeAdmin))
@@ -31,4 +32,6 @@ func addRoutes(r *gin.Engine, s *server) {
 	admin.POST("/keys/:id/revoke", s.revokeKey())
 	admin.DELETE("/keys/:id", s.revokeKey())
 	admin.GET("/audit", s.listAudit())
+	admin.GET("/usage", s.adminUsage())
+	admin.GET("/usage/export", s.adminExport())
 }

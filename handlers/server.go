@@ -40,18 +40,21 @@ type AuditLog interface {
 	Audit(ctx context.Context, keyID string) ([]auth.AuditEntry, error)
 }
 
-// Config holds everything the server depends on. Inference, DB, Verifier,
-// Keys and Audit are required.
+// Config holds everything the server depends on. All but the fields marked
+// optional are required.
 type Config struct {
 	Inference    Inferencer
 	DB           Pinger
 	Verifier     Verifier
 	Keys         KeyManager
 	Audit        AuditLog
-	AuthFailures FailureThrottle  // nil: DefaultAuthFailures
-	Logger       *slog.Logger     // nil discards
-	MaxBodyBytes int64            // 0 = DefaultMaxBodyBytes
-	Now          func() time.Time // nil = time.Now
+	Recorder     Recorder         // usage events, committed before each response is released
+	Usage        UsageStore       // usage reports
+	Counters     MonthCounters    // this month's usage per key, in memory
+	AuthFailures FailureThrottle  // optional: nil = DefaultAuthFailures
+	Logger       *slog.Logger     // optional: nil discards
+	MaxBodyBytes int64            // optional: 0 = DefaultMaxBodyBytes
+	Now          func() time.Time // optional: nil = time.Now
 }
 
 // DefaultAuthFailures allows 20 failed authentication attempts per client
@@ -67,6 +70,9 @@ type server struct {
 	verifier Verifier
 	keys     KeyManager
 	audit    AuditLog
+	recorder Recorder
+	usage    UsageStore
+	counters MonthCounters
 	failures FailureThrottle
 	log      *slog.Logger
 	maxBody  int64
@@ -77,6 +83,7 @@ type server struct {
 // concurrent use; it starts no goroutines.
 func NewServer(cfg Config) http.Handler {
 	s := &server{inf: cfg.Inference, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
+		recorder: cfg.Recorder, usage: cfg.Usage, counters: cfg.Counters,
 		failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, now: cfg.Now}
 	if s.failures == nil {
 		s.failures = DefaultAuthFailures()

@@ -7,6 +7,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/inference"
+	"tollgate/metering"
 )
 
 type streamChunk struct {
@@ -72,12 +73,23 @@ func (s *server) streamGenerate(c *gin.Context, m inference.Model, req inference
 	res, err := s.inf.Generate(c.Request.Context(), m, req, func(text string) error {
 		return w.event("", streamChunk{Text: text})
 	})
-	ri.usage = toUsage(res.Usage)
+	if !w.started {
+		s.finish(c, metering.EndpointGenerate, m, produced(res), err, func() {
+			// Ollama finished without a single piece of text.
+			_ = w.event("", streamDone{Done: true, ID: ri.id, Model: m.Name, DoneReason: res.DoneReason, Usage: ri.usage})
+		})
+		return
+	}
+	status := http.StatusOK
 	if err != nil {
-		if !w.started {
-			s.fail(c, err)
-			return
-		}
+		status = statusOf(err)
+	}
+	// The stream has begun, so the status line is sent; the record carries
+	// what the client actually got (e.g. 499 for a client that left).
+	if merr := s.meter(c, metering.EndpointGenerate, m, produced(res), status); merr != nil && err == nil {
+		err = merr
+	}
+	if err != nil {
 		ae := toAPIError(err)
 		if ae == nil {
 			s.log.Error("internal error in stream", "request_id", ri.id, "error", err.Error())

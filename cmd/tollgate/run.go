@@ -30,6 +30,7 @@ const topUsage = `usage: tollgate <command> [flags]
 commands:
   serve          run the gateway (default flags: --addr 127.0.0.1:8080 --db tollgate.db --models models.yaml)
   keys           create, list, show, revoke and rotate API keys (tollgate keys -h)
+  usage          export usage records (json/csv) or print totals per key (tollgate usage -h)
   check-config   validate models.yaml and reach every Ollama backend
   version        print the version
 
@@ -49,6 +50,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, rest, getenv, stdout, stderr)
 	case "keys":
 		return keysCmd(ctx, rest, getenv, stdout, stderr)
+	case "usage":
+		return usageCmd(ctx, rest, getenv, stdout, stderr)
 	case "check-config":
 		return checkConfig(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version", "-version":

@@ -14,6 +14,7 @@ import (
 	"tollgate/auth"
 	"tollgate/handlers"
 	"tollgate/inference"
+	"tollgate/metering"
 	"tollgate/storage"
 )
 
@@ -57,17 +58,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer db.Close()
 
 	inf := inference.NewClient(cat)
-	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, OnFlushError: func(err error) {
-		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
-	}})
-	handler := handlers.NewServer(handlers.Config{
-		Inference: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, nil), Audit: db,
-		Logger: log, MaxBodyBytes: f.maxBody,
-	})
-	flushDone := make(chan struct{})
-	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
-	go func() { defer close(flushDone); _ = verifier.Run(flushCtx, lastUsedEvery) }()
-	defer func() { stopFlush(); <-flushDone }() // Run flushes once more on its way out
+	handler, stop, err := wire(ctx, inf, db, log, f.maxBody)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.addr, err)
@@ -118,4 +113,39 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, &usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", level)}
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// wire builds the handler and its background parts (last-used flusher,
+// usage recorder). stop drains them; call it after the HTTP server has
+// finished its in-flight requests and before the database closes.
+func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.Logger, maxBody int64) (http.Handler, func(), error) {
+	now := time.Now()
+	totals, err := db.MonthTotals(ctx, metering.MonthStart(now))
+	if err != nil {
+		return nil, nil, fmt.Errorf("seed quota counters: %w", err)
+	}
+	counters := metering.NewCounters(nil)
+	counters.Seed(metering.MonthStart(now), totals)
+	recorder := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, Logger: log})
+	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, OnFlushError: func(err error) {
+		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
+	}})
+	handler := handlers.NewServer(handlers.Config{
+		Inference: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, nil), Audit: db,
+		Recorder: recorder, Usage: db, Counters: counters,
+		Logger: log, MaxBodyBytes: maxBody,
+	})
+	flushDone := make(chan struct{})
+	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
+	go func() { defer close(flushDone); _ = verifier.Run(flushCtx, lastUsedEvery) }()
+	stop := func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := recorder.Close(cctx); err != nil {
+			log.Error("usage recorder did not drain", "error", err.Error())
+		}
+		stopFlush() // Run flushes last-used times once more on its way out
+		<-flushDone
+	}
+	return handler, stop, nil
 }

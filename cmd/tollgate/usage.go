@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"tollgate/metering"
+	"tollgate/storage"
+)
+
+const usageUsage = `usage: tollgate usage <export|summary> [flags]
+
+  export  [--key ID] [--from DATE] [--to DATE] [--format json|csv]   one record per request
+  summary [--key ID] [--from DATE] [--to DATE] [--by key|model|day]  totals (default: per key)
+
+DATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Without --from/--to
+export covers everything and summary the current month.
+`
+
+// usageCmd is `tollgate usage ...`: billing data straight from the database.
+func usageCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "export" && args[0] != "summary") {
+		fmt.Fprint(stderr, usageUsage)
+		return &usageError{"usage: want export or summary"}
+	}
+	sub := args[0]
+	fs := newFlags("usage "+sub, stderr)
+	var c common
+	c.registerDB(fs, getenv)
+	key := fs.String("key", "", "only this key id")
+	from := fs.String("from", "", "start date (inclusive)")
+	to := fs.String("to", "", "end date (exclusive)")
+	format := fs.String("format", "json", "export format: json or csv")
+	by := fs.String("by", metering.GroupKey, "summary grouping: key, model or day")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	q := metering.Query{KeyID: *key, From: time.Unix(0, 0).UTC(), To: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)} // storage keeps unix nanoseconds: years 1970-2262
+	if sub == "summary" {
+		now := time.Now().UTC()
+		q.From, q.To, q.GroupBy = metering.MonthStart(now), metering.NextMonthStart(now), *by
+	}
+	var err error
+	if q.From, err = dateFlag("--from", *from, q.From); err != nil {
+		return err
+	}
+	if q.To, err = dateFlag("--to", *to, q.To); err != nil {
+		return err
+	}
+	if err := q.Validate(); err != nil {
+		return &usageError{err.Error()}
+	}
+	db, err := storage.Open(ctx, c.db)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if sub == "summary" {
+		return usageSummary(ctx, db, q, stdout)
+	}
+	w, err := metering.NewEventWriter(stdout, *format)
+	if err != nil {
+		return &usageError{"--format: want json or csv"}
+	}
+	if err := db.ExportEvents(ctx, q, w.Write); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+func dateFlag(name, v string, def time.Time) (time.Time, error) {
+	if v == "" {
+		return def, nil
+	}
+	if t, err := time.Parse("2006-01-02", v); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return def, &usageError{fmt.Sprintf("%s %q: want 2006-01-02 or an RFC 3339 time", name, v)}
+	}
+	return t, nil
+}
+
+func usageSummary(ctx context.Context, db *storage.DB, q metering.Query, stdout io.Writer) error {
+	rows, err := db.Summary(ctx, q)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "usage from %s to %s (UTC, end exclusive)\n", q.From.Format(time.RFC3339), q.To.Format(time.RFC3339))
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "%s\tREQUESTS\tPROMPT\tCOMPLETION\tTOTAL\tCOST\t\n", map[string]string{"key": "KEY", "model": "MODEL", "day": "DAY"}[q.GroupBy])
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", r.Group, r.Requests, r.PromptTokens, r.CompletionTokens, r.TotalTokens(), metering.FormatMicros(r.Cost))
+	}
+	return tw.Flush()
+}
