@@ -71,7 +71,7 @@ func toAPIError(err error) *apiError {
 	case errors.As(err, &miss):
 		return &apiError{status: http.StatusBadGateway, code: "model_not_installed", message: miss.Error()}
 	case errors.Is(err, inference.ErrBusy):
-		return &apiError{status: http.StatusServiceUnavailable, code: "backend_busy", message: err.Error() + "; retry shortly", retryAfter: 1}
+		return &apiError{status: http.StatusServiceUnavailable, code: "overloaded", message: err.Error() + "; retry shortly", retryAfter: 1}
 	case errors.As(err, &up):
 		return &apiError{status: http.StatusBadGateway, code: "backend_error", message: up.Error()}
 	case errors.Is(err, context.Canceled):

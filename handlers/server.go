@@ -51,6 +51,9 @@ type Config struct {
 	Recorder     Recorder         // usage events, committed before each response is released
 	Usage        UsageStore       // usage reports
 	Counters     MonthCounters    // this month's usage per key, in memory
+	Limiter      KeyLimiter       // optional: nil = auth.NewLimiter(0)
+	MaxInFlight  int              // optional: global cap on inference requests, 0 = DefaultMaxInFlight
+	QueueWait    time.Duration    // optional: wait for a global slot, 0 = DefaultQueueWait
 	AuthFailures FailureThrottle  // optional: nil = DefaultAuthFailures
 	Logger       *slog.Logger     // optional: nil discards
 	MaxBodyBytes int64            // optional: 0 = DefaultMaxBodyBytes
@@ -65,18 +68,21 @@ func DefaultAuthFailures() FailureThrottle {
 
 // server carries the dependencies the handlers close over.
 type server struct {
-	inf      Inferencer
-	db       Pinger
-	verifier Verifier
-	keys     KeyManager
-	audit    AuditLog
-	recorder Recorder
-	usage    UsageStore
-	counters MonthCounters
-	failures FailureThrottle
-	log      *slog.Logger
-	maxBody  int64
-	now      func() time.Time
+	inf       Inferencer
+	db        Pinger
+	verifier  Verifier
+	keys      KeyManager
+	audit     AuditLog
+	recorder  Recorder
+	usage     UsageStore
+	counters  MonthCounters
+	failures  FailureThrottle
+	limiter   KeyLimiter
+	inflight  chan struct{}
+	queueWait time.Duration
+	log       *slog.Logger
+	maxBody   int64
+	now       func() time.Time
 }
 
 // NewServer returns the HTTP handler for the whole API. It is safe for
@@ -85,6 +91,17 @@ func NewServer(cfg Config) http.Handler {
 	s := &server{inf: cfg.Inference, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
 		recorder: cfg.Recorder, usage: cfg.Usage, counters: cfg.Counters,
 		failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, now: cfg.Now}
+	s.limiter, s.queueWait = cfg.Limiter, cfg.QueueWait
+	if s.limiter == nil {
+		s.limiter = auth.NewLimiter(0)
+	}
+	if s.queueWait <= 0 {
+		s.queueWait = DefaultQueueWait
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	s.inflight = make(chan struct{}, cfg.MaxInFlight)
 	if s.failures == nil {
 		s.failures = DefaultAuthFailures()
 	}

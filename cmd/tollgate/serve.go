@@ -27,6 +27,8 @@ type serveFlags struct {
 	maxBody  int64
 	logLevel string
 	drain    time.Duration
+	inFlight int
+	wait     time.Duration
 }
 
 // serve runs the gateway until ctx is cancelled (SIGINT/SIGTERM), then
@@ -40,6 +42,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.Int64Var(&f.maxBody, "max-body", handlers.DefaultMaxBodyBytes, "largest request body in bytes; larger is 413")
 	fs.StringVar(&f.logLevel, "log-level", envOr(getenv, "TOLLGATE_LOG_LEVEL", "info"), "debug, info, warn or error (env TOLLGATE_LOG_LEVEL)")
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "how long in-flight requests may run after SIGTERM")
+	fs.IntVar(&f.inFlight, "max-inflight", handlers.DefaultMaxInFlight, "inference requests sent to Ollama at once, across all keys")
+	fs.DurationVar(&f.wait, "queue-wait", handlers.DefaultQueueWait, "how long a request waits for one of those slots before 503")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -58,7 +62,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer db.Close()
 
 	inf := inference.NewClient(cat)
-	handler, stop, err := wire(ctx, inf, db, log, f.maxBody)
+	handler, stop, err := wire(ctx, inf, db, log, f)
 	if err != nil {
 		return err
 	}
@@ -118,7 +122,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 // wire builds the handler and its background parts (last-used flusher,
 // usage recorder). stop drains them; call it after the HTTP server has
 // finished its in-flight requests and before the database closes.
-func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.Logger, maxBody int64) (http.Handler, func(), error) {
+func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.Logger, f serveFlags) (http.Handler, func(), error) {
 	now := time.Now()
 	totals, err := db.MonthTotals(ctx, metering.MonthStart(now))
 	if err != nil {
@@ -133,7 +137,8 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 	handler := handlers.NewServer(handlers.Config{
 		Inference: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, nil), Audit: db,
 		Recorder: recorder, Usage: db, Counters: counters,
-		Logger: log, MaxBodyBytes: maxBody,
+		Limiter: auth.NewLimiter(0), MaxInFlight: f.inFlight, QueueWait: f.wait,
+		Logger: log, MaxBodyBytes: f.maxBody,
 	})
 	flushDone := make(chan struct{})
 	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
