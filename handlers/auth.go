@@ -135,11 +135,15 @@ func (s *server) require(scope auth.Scope) gin.HandlerFunc {
 }
 
 // allowModel reports whether the request's key may use model m, writing the
-// 403 when it may not.
-func (s *server) allowModel(c *gin.Context, m inference.Model) bool {
-	if info(c).key.AllowsModel(m.Name) {
-		return true
+// 403 when it may not. On success m's limits are lowered to the key's plan.
+func (s *server) allowModel(c *gin.Context, m *inference.Model) bool {
+	key := info(c).key
+	if !key.AllowsModel(m.Name) {
+		s.abort(c, http.StatusForbidden, "model_not_allowed", "this key may not use model "+strconv.Quote(m.Name))
+		return false
 	}
-	s.abort(c, http.StatusForbidden, "model_not_allowed", "this key may not use model "+strconv.Quote(m.Name))
-	return false
+	if plan, ok := s.inf.Catalog().Plans[key.Plan]; ok {
+		*m = plan.Restrict(*m)
+	}
+	return true
 }

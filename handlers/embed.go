@@ -34,7 +34,7 @@ func (s *server) embed() gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		if !s.allowModel(c, m) {
+		if !s.allowModel(c, &m) {
 			return
 		}
 		if err := body.Input.check(m.Limits.MaxInputs); err != nil {

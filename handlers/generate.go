@@ -97,7 +97,7 @@ func (s *server) generate() gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		if !s.allowModel(c, m) {
+		if !s.allowModel(c, &m) {
 			return
 		}
 		req, err := body.check(m)

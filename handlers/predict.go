@@ -95,7 +95,7 @@ func (s *server) predict() gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		if !s.allowModel(c, m) {
+		if !s.allowModel(c, &m) {
 			return
 		}
 		ri := info(c)

@@ -80,6 +80,19 @@ type Plan struct {
 	MaxConcurrent     int
 	MonthlyTokens     int64
 	MonthlyRequests   int64
+	MaxNumPredict     int // caps the model's max_num_predict for keys on this plan; 0 = no extra cap
+	MaxNumCtx         int // caps the model's max_num_ctx likewise
+}
+
+// Restrict returns m with its GPU-costly limits lowered to the plan's.
+func (p Plan) Restrict(m Model) Model {
+	if p.MaxNumPredict > 0 && p.MaxNumPredict < m.Limits.MaxNumPredict {
+		m.Limits.MaxNumPredict = p.MaxNumPredict
+	}
+	if p.MaxNumCtx > 0 && (m.Limits.MaxNumCtx == 0 || p.MaxNumCtx < m.Limits.MaxNumCtx) {
+		m.Limits.MaxNumCtx = p.MaxNumCtx
+	}
+	return m
 }
 
 // Serves reports whether the model may be used on endpoint e.

@@ -386,7 +386,7 @@ func (p *parser) task(n *yaml.Node, field string, c *Catalog) (Task, error) {
 
 func (p *parser) plan(n *yaml.Node, field string) (Plan, error) {
 	var pl Plan
-	keys := []string{"requests_per_second", "burst", "tokens_per_minute", "max_concurrent", "monthly_tokens", "monthly_requests"}
+	keys := []string{"requests_per_second", "burst", "tokens_per_minute", "max_concurrent", "monthly_tokens", "monthly_requests", "max_num_predict", "max_num_ctx"}
 	err := p.mapping(n, field, keys, func(key string, _, v *yaml.Node) error {
 		f := field + "." + key
 		if key == "requests_per_second" {
@@ -412,6 +412,10 @@ func (p *parser) plan(n *yaml.Node, field string) (Plan, error) {
 			pl.MonthlyTokens = x
 		case "monthly_requests":
 			pl.MonthlyRequests = x
+		case "max_num_predict":
+			pl.MaxNumPredict = int(x)
+		case "max_num_ctx":
+			pl.MaxNumCtx = int(x)
 		}
 		return nil
 	})

@@ -198,3 +198,32 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+func TestPlanClampsGPUKnobs(t *testing.T) {
+	fake := ollamatest.NewServer()
+	defer fake.Close()
+	cat := tinyCatalog(fake.URL, "tiny") + "plans:\n  small: {max_num_predict: 5, max_num_ctx: 256}\n"
+	path := writeFile(t, "models.yaml", cat)
+	r := startServe(t, env("TOLLGATE_MODELS", path))
+	small := createKey(t, r.db, "--name", "small", "--plan", "small", "--catalog", path)
+	big := createKey(t, r.db, "--name", "big")
+	for _, tc := range []struct {
+		key              string
+		wantPredict, ctx int
+	}{{small, 5, 256}, {big, 1000, 0}} { // without max_num_ctx in the catalog a request may not raise num_ctx at all
+		got := post(t, r.url+"/generate", tc.key, `{"prompt":"hi","options":{"num_predict":1000,"num_ctx":4096}}`)
+		if got.status != 200 {
+			t.Fatalf("%d %s", got.status, got.body)
+		}
+		last, ok := fake.LastRequest()
+		if !ok {
+			t.Fatal("Ollama got no request")
+		}
+		if n, _ := last.NumPredict(); n != tc.wantPredict {
+			t.Errorf("num_predict sent to Ollama = %d, want %d", n, tc.wantPredict)
+		}
+		if ctx, _ := last.Options["num_ctx"].(float64); int(ctx) != tc.ctx {
+			t.Errorf("num_ctx sent to Ollama = %v, want %d", last.Options["num_ctx"], tc.ctx)
+		}
+	}
+}
