@@ -69,7 +69,10 @@ func decodeBytes(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return describeJSONError(err)
 	}
-	if dec.More() {
+	// Anything but JSON whitespace after the object is an error. dec.More
+	// would miss a stray '}' or ']' ("{...}}"), which it reads as the end
+	// of an enclosing value.
+	if rest := bytes.Trim(body[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
 		return badRequest("request body must hold a single JSON object")
 	}
 	return nil

@@ -2,11 +2,16 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 )
+
+// readyTimeout bounds a readiness check, database and Ollama together.
+const readyTimeout = 3 * time.Second
 
 type readyResponse struct {
 	Status   string `json:"status"`
@@ -25,7 +30,7 @@ func (s *server) healthz() gin.HandlerFunc {
 // with the reason for each.
 func (s *server) readyz() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		ctx, cancel := context.WithTimeout(c.Request.Context(), 3*time.Second)
+		ctx, cancel := context.WithTimeout(c.Request.Context(), readyTimeout)
 		defer cancel()
 		out := readyResponse{Status: "ready", Database: "ok", Ollama: "ok"}
 		if s.db != nil {
@@ -36,10 +41,7 @@ func (s *server) readyz() gin.HandlerFunc {
 		}
 		if err := s.inf.Ping(ctx); err != nil {
 			out.Status = "not ready"
-			out.Ollama = err.Error()
-			if ae := toAPIError(err); ae != nil {
-				out.Ollama = ae.message
-			}
+			out.Ollama = s.ollamaProblem(err)
 		}
 		if out.Status != "ready" {
 			c.JSON(http.StatusServiceUnavailable, out)
@@ -47,4 +49,21 @@ func (s *server) readyz() gin.HandlerFunc {
 		}
 		c.JSON(http.StatusOK, out)
 	}
+}
+
+// ollamaProblem says why Ollama is not ready. A Ping that runs out of
+// readyTimeout (before a backend's own first-byte timeout) still names Ollama
+// and where it is, not just "the request took too long".
+func (s *server) ollamaProblem(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		urls := make([]string, 0, len(s.inf.Catalog().Backends))
+		for _, b := range s.inf.Catalog().Backends {
+			urls = append(urls, b.URL)
+		}
+		return "Ollama at " + strings.Join(urls, " or ") + " did not answer within " + readyTimeout.String()
+	}
+	if ae := toAPIError(err); ae != nil {
+		return ae.message
+	}
+	return err.Error()
 }
