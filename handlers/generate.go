@@ -54,6 +54,9 @@ func (r *generateRequest) check(m inference.Model) (inference.GenerateRequest, e
 	if err := checkMessages(r.Messages); err != nil {
 		return out, err
 	}
+	if err := inference.CheckFormat(r.Format); err != nil {
+		return out, err // before Ollama is called: a 400 here is not metered
+	}
 	opts, err := inference.CheckOptions(r.Options)
 	if err != nil {
 		return out, err

@@ -87,7 +87,7 @@ func TestUpstreamLimits(t *testing.T) {
 		{"keep_alive above the limit", "/generate", `{"model":"chat","prompt":"hi","keep_alive":"24h"}`, 64, "10m0s"},
 		{"keep_alive in seconds", "/generate", `{"model":"chat","prompt":"hi","keep_alive":3600}`, 64, "10m0s"},
 		{"unload", "/generate", `{"model":"chat","prompt":"hi","keep_alive":0}`, 64, "0s"},
-		{"embed", "/embed", `{"model":"embedder","input":"a","keep_alive":"2h"}`, 2048, "30m0s"}, // the catalog's defaults
+		{"embed", "/embed", `{"model":"embedder","input":"a","keep_alive":"2h"}`, -1, "30m0s"}, // nothing to generate; the catalog's default keep_alive
 		{"predict default", "/predict", `{"task":"sentiment","input":"hi"}`, 32 + 2*len("positive"), ""},
 		{"predict above the limit", "/predict", `{"task":"sentiment","input":"hi","options":{"num_predict":5000},"keep_alive":"1h"}`, 64, "10m0s"},
 	} {
@@ -97,7 +97,9 @@ func TestUpstreamLimits(t *testing.T) {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
 			req := lastRequest(t, fake)
-			if n, ok := req.NumPredict(); !ok || n != tc.numPredict {
+			if n, ok := req.NumPredict(); tc.numPredict < 0 && ok {
+				t.Errorf("num_predict sent to Ollama for an embedding: %d", n)
+			} else if tc.numPredict >= 0 && (!ok || n != tc.numPredict) {
 				t.Errorf("num_predict sent to Ollama: %d (set %v), want %d", n, ok, tc.numPredict)
 			}
 			keep := ""

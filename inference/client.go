@@ -170,8 +170,9 @@ func errStreamCut(b *backend) error {
 	return &UpstreamError{Message: "the stream from Ollama at " + b.url + " ended before its final chunk"}
 }
 
-// checkFormat accepts "json" or a JSON object (a JSON schema).
-func checkFormat(raw json.RawMessage) error {
+// CheckFormat accepts an absent format, "json" or a JSON object (a JSON
+// schema); anything else is an *InvalidError for field "format".
+func CheckFormat(raw json.RawMessage) error {
 	if len(raw) == 0 || string(raw) == "null" || string(raw) == `"json"` {
 		return nil
 	}

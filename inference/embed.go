@@ -30,7 +30,7 @@ func (c *Client) Embed(ctx context.Context, m Model, inputs []string, keepAlive 
 	if len(inputs) == 1 {
 		in = inputs[0]
 	}
-	resp, err := b.api.Embed(withStatus(ctx, &status), &api.EmbedRequest{Model: m.Ollama, Input: in, KeepAlive: keep, Options: effectiveOptions(m, nil)})
+	resp, err := b.api.Embed(withStatus(ctx, &status), &api.EmbedRequest{Model: m.Ollama, Input: in, KeepAlive: keep, Options: m.Options})
 	if err != nil {
 		return EmbedResult{}, b.classify(ctx, err, status, m.Ollama)
 	}

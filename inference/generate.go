@@ -44,7 +44,7 @@ type Result struct {
 // *TimeoutError, *ModelMissingError, ErrBusy or *UpstreamError from Ollama
 // (including a stream cut before its final chunk).
 func (c *Client) Generate(ctx context.Context, m Model, req GenerateRequest, onText func(string) error) (Result, error) {
-	if err := checkFormat(req.Format); err != nil {
+	if err := CheckFormat(req.Format); err != nil {
 		return Result{}, err
 	}
 	b := c.backendFor(m)
