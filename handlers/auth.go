@@ -46,6 +46,7 @@ func (s *server) authenticate() gin.HandlerFunc {
 		if wait := s.failures.Wait(addr, now); wait > 0 {
 			secs := int(math.Ceil(wait.Seconds()))
 			c.Header("Retry-After", strconv.Itoa(secs))
+			s.metrics.reject(rejectAuth)
 			s.abort(c, http.StatusTooManyRequests, "too_many_auth_failures", "too many failed authentication attempts from your address; retry in "+strconv.Itoa(secs)+" s")
 			return
 		}
@@ -85,6 +86,7 @@ func (s *server) authFailed(c *gin.Context, addr string, now time.Time, err erro
 }
 
 func (s *server) unauthorized(c *gin.Context, code, msg string) {
+	s.metrics.reject(rejectAuth)
 	c.Header("WWW-Authenticate", challenge)
 	s.abort(c, http.StatusUnauthorized, code, msg)
 }

@@ -115,6 +115,7 @@ func (s *server) generate() gin.HandlerFunc {
 			return
 		}
 		res, err := s.inf.Generate(c.Request.Context(), m, req, nil)
+		ri.firstToken = res.FirstToken
 		s.finish(c, metering.EndpointGenerate, m, produced(res), err, func() {
 			c.JSON(http.StatusOK, generateResponse{ID: ri.id, Model: m.Name, Text: res.Text, DoneReason: res.DoneReason, Usage: ri.usage})
 		})

@@ -82,7 +82,8 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	logs := &logSink{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	counters := metering.NewCounters(nil)
-	recorder := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, Logger: log})
+	metrics := handlers.NewMetrics()
+	recorder := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, OnBatch: metrics.ObserveBatch, Logger: log})
 	t.Cleanup(func() { recorder.Close(ctx) }) // after the server, before the database
 	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db})
 	keys := auth.NewKeys(db, verifier, nil)
@@ -93,6 +94,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	h := handlers.NewServer(handlers.Config{
 		Inference: inf, DB: db, Verifier: verifier, Keys: keys, Audit: db,
 		Recorder: recorder, Usage: db, Counters: counters,
+		Metrics: metrics, MetricsRoute: true,
 		Logger: log, MaxBodyBytes: cfg.maxBody,
 	})
 	srv := httptest.NewServer(h)

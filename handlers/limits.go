@@ -36,23 +36,28 @@ func (s *server) limit() gin.HandlerFunc {
 		lim := effectiveLimits(ri.key, s.inf.Catalog())
 		now := s.now()
 		if err := s.checkQuota(ri.key.ID, lim, now); err != nil {
+			s.metrics.reject(rejectQuota)
 			c.Header("x-should-retry", "false")
 			s.fail(c, err)
 			return
 		}
 		if rej := s.limiter.Admit(ri.key.ID, lim, now); rej != nil {
+			s.metrics.reject(map[string]string{auth.ReasonRate: rejectRate, auth.ReasonTokens: rejectTokens, auth.ReasonConcurrency: rejectConc}[rej.Reason])
 			s.setLimitHeaders(c, lim, now)
 			s.fail(c, rejection(rej))
 			return
 		}
 		if !s.acquire(c) {
 			s.limiter.Done(ri.key.ID, 0, s.now())
+			s.metrics.reject(rejectOverload)
 			s.fail(c, &apiError{status: http.StatusServiceUnavailable, code: "overloaded",
 				message: "the models are busy with other requests; retry shortly", retryAfter: 1})
 			return
 		}
 		s.setLimitHeaders(c, lim, now)
+		s.metrics.inFlight.Inc()
 		defer func() {
+			s.metrics.inFlight.Dec()
 			<-s.inflight
 			s.limiter.Done(ri.key.ID, int64(ri.usage.TotalTokens), s.now())
 		}()

@@ -36,6 +36,7 @@ func (s *server) meter(c *gin.Context, endpoint string, m inference.Model, u inf
 	ri := info(c)
 	ri.usage = toUsage(u)
 	ri.metered = true
+	ri.status = status
 	price := metering.Price{InputPer1K: m.Price.InputPer1K, OutputPer1K: m.Price.OutputPer1K}
 	ev := metering.Event{
 		RequestID:        ri.id,
@@ -58,12 +59,17 @@ func (s *server) meter(c *gin.Context, endpoint string, m inference.Model, u inf
 	return nil
 }
 
-// statusOf is the status a failed inference call gives the client.
-func statusOf(err error) int {
-	if ae := toAPIError(err); ae != nil {
-		return ae.status
+// statusOf is the status a failed inference call gives the client. It also
+// notes an Ollama failure for the metrics.
+func statusOf(ri *reqInfo, err error) int {
+	ae := toAPIError(err)
+	if ae == nil {
+		return http.StatusInternalServerError
 	}
-	return http.StatusInternalServerError
+	if ae.status >= http.StatusBadGateway {
+		ri.upstreamErr = ae.code
+	}
+	return ae.status
 }
 
 // finish meters a finished inference call and then writes either its error
@@ -71,7 +77,7 @@ func statusOf(err error) int {
 func (s *server) finish(c *gin.Context, endpoint string, m inference.Model, u inference.Usage, err error, ok func()) {
 	status := http.StatusOK
 	if err != nil {
-		status = statusOf(err)
+		status = statusOf(info(c), err)
 	}
 	if merr := s.meter(c, endpoint, m, u, status); merr != nil && err == nil {
 		err = merr

@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -22,8 +24,12 @@ type reqInfo struct {
 	key      auth.Key // the authenticated key; zero before authenticate
 	model    string
 	usage    usageJSON
-	metered  bool      // a usage event was recorded
-	start    time.Time // when the request arrived
+	metered  bool // a usage event was recorded
+	status   int  // the status the client got, when it differs from what was written (499)
+	// for metrics
+	firstToken  time.Duration // Ollama's time to first token
+	upstreamErr string        // error code of a failed Ollama call
+	start       time.Time     // when the request arrived
 }
 
 const infoKey = "tollgate.req"
@@ -82,13 +88,16 @@ func (s *server) accessLog() gin.HandlerFunc {
 		c.Next()
 		ri := info(c)
 		status := c.Writer.Status()
-		if c.Request.Context().Err() != nil && status == http.StatusOK && !c.Writer.Written() {
+		switch {
+		case ri.status != 0:
+			status = ri.status // e.g. 499 for a stream the client left after its 200
+		case c.Request.Context().Err() != nil && status == http.StatusOK && !c.Writer.Written():
 			status = statusClientClosed
 		}
 		attrs := []slog.Attr{
 			slog.String("request_id", ri.id),
 			slog.String("method", c.Request.Method),
-			slog.String("path", c.Request.URL.Path),
+			slog.String("path", redactPath(c.Request.URL.Path)),
 			slog.String("route", c.FullPath()),
 			slog.Int("status", status),
 			slog.Float64("latency_ms", float64(time.Since(start).Microseconds())/1000),
@@ -107,6 +116,18 @@ func (s *server) accessLog() gin.HandlerFunc {
 		}
 		s.log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request", attrs...)
 	}
+}
+
+// secretLike matches what may be an API key inside a URL path.
+var secretLike = regexp.MustCompile(regexp.QuoteMeta(auth.SecretPrefix) + `[0-9A-Za-z]{8,}`)
+
+// redactPath hides anything in p that looks like an API key, so a key pasted
+// into a URL path reaches neither the log nor an error message.
+func redactPath(p string) string {
+	if !strings.Contains(p, auth.SecretPrefix) {
+		return p
+	}
+	return secretLike.ReplaceAllString(p, auth.SecretPrefix+"[redacted]")
 }
 
 // recovery turns a panic into a 500 envelope; the stack goes to the log only.
@@ -143,12 +164,12 @@ func (s *server) bodyLimit() gin.HandlerFunc {
 
 func (s *server) notFound() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		s.abort(c, http.StatusNotFound, "not_found", "no route "+c.Request.Method+" "+c.Request.URL.Path+" (see GET /models, POST /generate, /embed, /predict)")
+		s.abort(c, http.StatusNotFound, "not_found", "no route "+c.Request.Method+" "+redactPath(c.Request.URL.Path)+" (see GET /models, POST /generate, /embed, /predict)")
 	}
 }
 
 func (s *server) methodNotAllowed() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		s.abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method "+c.Request.Method+" is not allowed on "+c.Request.URL.Path+"; allowed: "+c.Writer.Header().Get("Allow"))
+		s.abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method "+c.Request.Method+" is not allowed on "+redactPath(c.Request.URL.Path)+"; allowed: "+c.Writer.Header().Get("Allow"))
 	}
 }

@@ -8,12 +8,15 @@ import (
 
 // addRoutes is the whole API surface on one screen.
 func addRoutes(r *gin.Engine, s *server) {
-	r.Use(s.requestID(), s.accessLog(), s.recovery())
+	r.Use(s.requestID(), s.accessLog(), s.observe(), s.recovery())
 	r.NoRoute(s.notFound())
 	r.NoMethod(s.methodNotAllowed())
 
 	r.GET("/healthz", s.healthz())
 	r.GET("/readyz", s.readyz())
+	if s.metricsRoute {
+		r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
+	}
 
 	api := r.Group("/", s.bodyLimit(), s.authenticate())
 	api.POST("/generate", s.require(auth.ScopeGenerate), s.limit(), s.generate())

@@ -58,6 +58,8 @@ type Config struct {
 	Logger       *slog.Logger     // optional: nil discards
 	MaxBodyBytes int64            // optional: 0 = DefaultMaxBodyBytes
 	Now          func() time.Time // optional: nil = time.Now
+	Metrics      *Metrics         // optional: nil = NewMetrics(), served at /metrics
+	MetricsRoute bool             // serve /metrics on this handler (false when it has its own address)
 }
 
 // DefaultAuthFailures allows 20 failed authentication attempts per client
@@ -68,21 +70,23 @@ func DefaultAuthFailures() FailureThrottle {
 
 // server carries the dependencies the handlers close over.
 type server struct {
-	inf       Inferencer
-	db        Pinger
-	verifier  Verifier
-	keys      KeyManager
-	audit     AuditLog
-	recorder  Recorder
-	usage     UsageStore
-	counters  MonthCounters
-	failures  FailureThrottle
-	limiter   KeyLimiter
-	inflight  chan struct{}
-	queueWait time.Duration
-	log       *slog.Logger
-	maxBody   int64
-	now       func() time.Time
+	inf          Inferencer
+	db           Pinger
+	verifier     Verifier
+	keys         KeyManager
+	audit        AuditLog
+	recorder     Recorder
+	usage        UsageStore
+	counters     MonthCounters
+	failures     FailureThrottle
+	metrics      *Metrics
+	metricsRoute bool
+	limiter      KeyLimiter
+	inflight     chan struct{}
+	queueWait    time.Duration
+	log          *slog.Logger
+	maxBody      int64
+	now          func() time.Time
 }
 
 // NewServer returns the HTTP handler for the whole API. It is safe for
@@ -91,7 +95,11 @@ func NewServer(cfg Config) http.Handler {
 	s := &server{inf: cfg.Inference, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
 		recorder: cfg.Recorder, usage: cfg.Usage, counters: cfg.Counters,
 		failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, now: cfg.Now}
-	s.limiter, s.queueWait = cfg.Limiter, cfg.QueueWait
+	s.limiter, s.queueWait, s.metrics = cfg.Limiter, cfg.QueueWait, cfg.Metrics
+	if s.metrics == nil {
+		s.metrics = NewMetrics()
+	}
+	s.metricsRoute = cfg.MetricsRoute
 	if s.limiter == nil {
 		s.limiter = auth.NewLimiter(0)
 	}

@@ -73,6 +73,7 @@ func (s *server) streamGenerate(c *gin.Context, m inference.Model, req inference
 	res, err := s.inf.Generate(c.Request.Context(), m, req, func(text string) error {
 		return w.event("", streamChunk{Text: text})
 	})
+	ri.firstToken = res.FirstToken
 	if !w.started {
 		s.finish(c, metering.EndpointGenerate, m, produced(res), err, func() {
 			// Ollama finished without a single piece of text.
@@ -82,7 +83,7 @@ func (s *server) streamGenerate(c *gin.Context, m inference.Model, req inference
 	}
 	status := http.StatusOK
 	if err != nil {
-		status = statusOf(err)
+		status = statusOf(ri, err)
 	}
 	// The stream has begun, so the status line is sent; the record carries
 	// what the client actually got (e.g. 499 for a client that left).

@@ -33,7 +33,8 @@ type Result struct {
 	DoneReason string
 	Usage      Usage
 	Chunks     int
-	Done       bool // Ollama sent its final chunk with exact counts
+	Done       bool          // Ollama sent its final chunk with exact counts
+	FirstToken time.Duration // from calling Ollama to its first piece of text; 0 if none came
 }
 
 // Generate runs req on model m. When onText is nil the text is collected into
@@ -54,8 +55,12 @@ func (c *Client) Generate(ctx context.Context, m Model, req GenerateRequest, onT
 		sb     strings.Builder
 		status int
 	)
+	start := time.Now()
 	piece := func(text string, done bool, reason string, metrics api.Metrics) error {
 		if text != "" {
+			if res.Chunks == 0 {
+				res.FirstToken = time.Since(start)
+			}
 			res.Chunks++
 			if onText == nil {
 				sb.WriteString(text)

@@ -29,6 +29,8 @@ type serveFlags struct {
 	drain    time.Duration
 	inFlight int
 	wait     time.Duration
+
+	metricsAddr string
 }
 
 // serve runs the gateway until ctx is cancelled (SIGINT/SIGTERM), then
@@ -42,6 +44,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.Int64Var(&f.maxBody, "max-body", handlers.DefaultMaxBodyBytes, "largest request body in bytes; larger is 413")
 	fs.StringVar(&f.logLevel, "log-level", envOr(getenv, "TOLLGATE_LOG_LEVEL", "info"), "debug, info, warn or error (env TOLLGATE_LOG_LEVEL)")
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "how long in-flight requests may run after SIGTERM")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", getenv("TOLLGATE_METRICS_ADDR"), "serve /metrics on this address instead of the API's (env TOLLGATE_METRICS_ADDR)")
 	fs.IntVar(&f.inFlight, "max-inflight", handlers.DefaultMaxInFlight, "inference requests sent to Ollama at once, across all keys")
 	fs.DurationVar(&f.wait, "queue-wait", handlers.DefaultQueueWait, "how long a request waits for one of those slots before 503")
 	if err := parse(fs, args); err != nil {
@@ -130,7 +133,8 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 	}
 	counters := metering.NewCounters(nil)
 	counters.Seed(metering.MonthStart(now), totals)
-	recorder := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, Logger: log})
+	metrics := handlers.NewMetrics()
+	recorder := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, OnBatch: metrics.ObserveBatch, Logger: log})
 	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, OnFlushError: func(err error) {
 		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
 	}})
@@ -138,8 +142,14 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 		Inference: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, nil), Audit: db,
 		Recorder: recorder, Usage: db, Counters: counters,
 		Limiter: auth.NewLimiter(0), MaxInFlight: f.inFlight, QueueWait: f.wait,
+		Metrics: metrics, MetricsRoute: f.metricsAddr == "",
 		Logger: log, MaxBodyBytes: f.maxBody,
 	})
+	if f.metricsAddr != "" {
+		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {
+			return nil, nil, err
+		}
+	}
 	flushDone := make(chan struct{})
 	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
 	go func() { defer close(flushDone); _ = verifier.Run(flushCtx, lastUsedEvery) }()
@@ -153,4 +163,19 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 		<-flushDone
 	}
 	return handler, stop, nil
+}
+
+// serveMetrics serves /metrics on its own address until ctx ends.
+func serveMetrics(ctx context.Context, addr string, m *handlers.Metrics, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics: listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return nil
 }

@@ -1,0 +1,122 @@
+package handlers
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the gateway's Prometheus series, all prefixed tollgate_, in a
+// registry of their own (no global state). Labels are bounded: routes come
+// from the router, models from the catalog, reasons and codes from fixed
+// lists; never a key. Safe for concurrent use.
+type Metrics struct {
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	firstToken *prometheus.HistogramVec
+	tokens     *prometheus.CounterVec
+	rejections *prometheus.CounterVec
+	inFlight   prometheus.Gauge
+	batchSize  prometheus.Histogram
+	commit     prometheus.Histogram
+	batchFails prometheus.Counter
+	upstream   *prometheus.CounterVec
+}
+
+// Rejection reasons for tollgate_rejections_total.
+const (
+	rejectAuth     = "auth"
+	rejectRate     = "rate"
+	rejectTokens   = "tokens"
+	rejectConc     = "concurrency"
+	rejectQuota    = "quota"
+	rejectOverload = "overload"
+)
+
+// NewMetrics returns the gateway's metrics, with Go runtime and process
+// collectors registered beside them.
+func NewMetrics() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_requests_total",
+		Help: "HTTP requests by route, status and public model."}, []string{"route", "status", "model"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tollgate_request_duration_seconds",
+		Help: "Time from request to last byte, by route.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}, []string{"route"})
+	m.firstToken = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tollgate_upstream_first_token_seconds",
+		Help: "Time from calling Ollama to its first token, by model.", Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"model"})
+	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_tokens_total",
+		Help: "Tokens as Ollama counted them, by model and kind (prompt, completion)."}, []string{"model", "kind"})
+	m.rejections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_rejections_total",
+		Help: "Requests refused before inference, by reason (auth, rate, tokens, concurrency, quota, overload)."}, []string{"reason"})
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tollgate_inflight_requests",
+		Help: "Inference requests holding a slot in front of Ollama."})
+	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tollgate_metering_batch_size",
+		Help: "Usage records committed per transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 11)})
+	m.commit = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tollgate_metering_commit_seconds",
+		Help: "Time to commit one batch of usage records.", Buckets: prometheus.ExponentialBuckets(.0001, 2.5, 12)})
+	m.batchFails = prometheus.NewCounter(prometheus.CounterOpts{Name: "tollgate_metering_batch_failures_total",
+		Help: "Usage batches whose commit attempt failed."})
+	m.upstream = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_ollama_errors_total",
+		Help: "Failed Ollama calls by error code."}, []string{"code"})
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.firstToken, m.tokens, m.rejections, m.inFlight,
+		m.batchSize, m.commit, m.batchFails, m.upstream, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		f(c)
+	}
+	for _, r := range []string{rejectAuth, rejectRate, rejectTokens, rejectConc, rejectQuota, rejectOverload} {
+		m.rejections.WithLabelValues(r) // export zeros so rates work from the start
+	}
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// ObserveBatch records one metering commit; it fits
+// metering.RecorderOptions.OnBatch.
+func (m *Metrics) ObserveBatch(size int, took time.Duration, err error) {
+	if err != nil {
+		m.batchFails.Inc()
+		return
+	}
+	m.batchSize.Observe(float64(size))
+	m.commit.Observe(took.Seconds())
+}
+
+func (m *Metrics) reject(reason string) { m.rejections.WithLabelValues(reason).Inc() }
+
+// observe counts every request once it is done.
+func (s *server) observe() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Next()
+		ri := info(c)
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched"
+		}
+		status := c.Writer.Status()
+		if ri.status != 0 {
+			status = ri.status
+		}
+		m := s.metrics
+		m.requests.WithLabelValues(route, strconv.Itoa(status), ri.model).Inc()
+		m.duration.WithLabelValues(route).Observe(time.Since(ri.start).Seconds())
+		if ri.model != "" && ri.usage.TotalTokens > 0 {
+			m.tokens.WithLabelValues(ri.model, "prompt").Add(float64(ri.usage.PromptTokens))
+			m.tokens.WithLabelValues(ri.model, "completion").Add(float64(ri.usage.CompletionTokens))
+		}
+		if ri.firstToken > 0 {
+			m.firstToken.WithLabelValues(ri.model).Observe(ri.firstToken.Seconds())
+		}
+		if ri.upstreamErr != "" {
+			m.upstream.WithLabelValues(ri.upstreamErr).Inc()
+		}
+	}
+}
