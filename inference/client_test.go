@@ -86,6 +86,10 @@ func TestGenerateStreams(t *testing.T) {
 		t.Errorf("onText got %q, want %q", pieces, want)
 	}
 	want := Result{Text: "", DoneReason: "stop", Usage: Usage{PromptTokens: 11, CompletionTokens: 7}, Chunks: 4, Done: true}
+	if res.FirstToken <= 0 {
+		t.Errorf("FirstToken = %v, want the time to the first piece", res.FirstToken)
+	}
+	res.FirstToken = 0
 	if res != want {
 		t.Errorf("Result = %+v, want %+v", res, want)
 	}

@@ -52,7 +52,10 @@ func TestRealGenerate(t *testing.T) {
 			if res.Chunks < 1 {
 				t.Errorf("Chunks = %d", res.Chunks)
 			}
-			res.Chunks = 0
+			if res.FirstToken <= 0 {
+				t.Errorf("FirstToken = %v", res.FirstToken)
+			}
+			res.Chunks, res.FirstToken = 0, 0
 			if res != want {
 				t.Errorf("Result = %+v, want %+v", res, want)
 			}
