@@ -67,13 +67,9 @@ func startServe(t *testing.T, getenv func(string) string, args ...string) *runni
 	t.Cleanup(func() { r.stop(t) })
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		sc := bufio.NewScanner(strings.NewReader(r.out.String()))
-		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "tollgate listening" {
-				r.url = "http://" + line.Addr
-				return r
-			}
+		if url, ok := listeningURL(r.out.String()); ok {
+			r.url = url
+			return r
 		}
 		select {
 		case err := <-r.done:
@@ -83,6 +79,18 @@ func startServe(t *testing.T, getenv func(string) string, args ...string) *runni
 	}
 	t.Fatalf("serve did not start:\n%s", r.out.String())
 	return nil
+}
+
+// listeningURL finds the address in serve's "tollgate listening" log line.
+func listeningURL(log string) (string, bool) {
+	sc := bufio.NewScanner(strings.NewReader(log))
+	for sc.Scan() {
+		var line struct{ Msg, Addr string }
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "tollgate listening" {
+			return "http://" + line.Addr, true
+		}
+	}
+	return "", false
 }
 
 func (r *running) stop(t *testing.T) error {
@@ -218,14 +226,6 @@ func TestCheckConfigAndVersion(t *testing.T) {
 // createKey runs `tollgate keys create --json` on db and returns the secret.
 func createKey(t *testing.T, db string, args ...string) string {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	args = append([]string{"keys", "create", "--db", db, "--json"}, args...)
-	if err := run(context.Background(), args, env(), &out, &errOut); err != nil {
-		t.Fatalf("keys create: %v\n%s", err, errOut.String())
-	}
-	var created struct{ ID, Key string }
-	if err := json.Unmarshal(out.Bytes(), &created); err != nil || created.ID == "" || created.Key == "" {
-		t.Fatalf("keys create --json printed %q (%v)", out.String(), err)
-	}
-	return created.Key
+	_, secret := createKeyWithID(t, db, args...)
+	return secret
 }
