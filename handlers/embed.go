@@ -16,6 +16,7 @@ type embedRequest struct {
 }
 
 type embedResponse struct {
+	ID         string      `json:"id"`
 	Model      string      `json:"model"`
 	Embeddings [][]float32 `json:"embeddings"`
 	Usage      usageJSON   `json:"usage"`
@@ -50,7 +51,7 @@ func (s *server) embed() gin.HandlerFunc {
 		ri.model = m.Name
 		res, err := s.inf.Embed(c.Request.Context(), m, body.Input.items, keep)
 		s.finish(c, metering.EndpointEmbed, m, res.Usage, err, func() {
-			c.JSON(http.StatusOK, embedResponse{Model: m.Name, Embeddings: res.Embeddings, Usage: ri.usage})
+			c.JSON(http.StatusOK, embedResponse{ID: ri.id, Model: m.Name, Embeddings: res.Embeddings, Usage: ri.usage})
 		})
 	}
 }

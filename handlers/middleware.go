@@ -49,9 +49,10 @@ func newRequestID() string {
 	return "req_" + hex.EncodeToString(b[:])
 }
 
-// saneRequestID accepts 1-128 characters of [A-Za-z0-9._:-].
+// saneRequestID accepts 1-128 characters of [A-Za-z0-9._:-], except
+// anything that starts like an API key (it would be echoed and logged).
 func saneRequestID(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
+	if len(s) == 0 || len(s) > 128 || strings.HasPrefix(s, auth.SecretPrefix) {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -45,6 +45,7 @@ func TestRequestID(t *testing.T) {
 		{"sane", "trace-42.a_b:C", true},
 		{"longest sane", strings.Repeat("a", 128), true},
 		{"too long", strings.Repeat("a", 129), false},
+		{"shaped like an API key", "tg_0123456789abcdefABCDEF0123456789abcdef", false},
 		{"space", "trace 42", false},
 		{"tab", "trace\t42", false},
 		{"slash", "../../etc", false},

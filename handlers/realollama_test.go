@@ -129,11 +129,15 @@ func TestRealEmbed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got struct {
+				ID         string      `json:"id"`
 				Model      string      `json:"model"`
 				Embeddings [][]float64 `json:"embeddings"`
 				Usage      usage       `json:"usage"`
 			}
 			ts.doJSON(t, "POST", "/embed", map[string]any{"model": "tiny", "input": tc.input}, http.StatusOK, &got)
+			if !strings.HasPrefix(got.ID, "req_") {
+				t.Errorf("embed answer id = %q, want Tollgate's request id", got.ID)
+			}
 			if got.Model != "tiny" || len(got.Embeddings) != tc.want {
 				t.Fatalf("model %q, %d embeddings; want tiny, %d", got.Model, len(got.Embeddings), tc.want)
 			}
