@@ -12,6 +12,8 @@ func addRoutes(r *gin.Engine, s *server) {
 	r.NoRoute(s.notFound())
 	r.NoMethod(s.methodNotAllowed())
 
+	r.GET("/openapi.json", s.openAPI())
+	r.GET("/docs", s.docs())
 	r.GET("/healthz", s.healthz())
 	r.GET("/readyz", s.readyz())
 	if s.metricsRoute {
