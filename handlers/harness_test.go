@@ -44,6 +44,7 @@ type testServer struct {
 
 type serverConfig struct {
 	maxBody int64
+	proxies []string
 	wrap    func(handlers.Inferencer) handlers.Inferencer
 }
 
@@ -51,6 +52,9 @@ type serverOpt func(*serverConfig)
 
 // withMaxBody sets Config.MaxBodyBytes.
 func withMaxBody(n int64) serverOpt { return func(c *serverConfig) { c.maxBody = n } }
+
+// withTrustedProxies sets Config.TrustedProxies.
+func withTrustedProxies(p ...string) serverOpt { return func(c *serverConfig) { c.proxies = p } }
 
 // withInferencer wraps the real inference client, e.g. to make it panic.
 func withInferencer(wrap func(handlers.Inferencer) handlers.Inferencer) serverOpt {
@@ -94,7 +98,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	h := handlers.NewServer(handlers.Config{
 		Inference: inf, DB: db, Verifier: verifier, Keys: keys, Audit: db,
 		Recorder: recorder, Usage: db, Counters: counters,
-		Metrics: metrics, MetricsRoute: true,
+		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies,
 		Logger: log, MaxBodyBytes: cfg.maxBody,
 	})
 	srv := httptest.NewServer(h)

@@ -6,9 +6,11 @@ package handlers
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -59,7 +61,11 @@ type Config struct {
 	MaxBodyBytes int64            // optional: 0 = DefaultMaxBodyBytes
 	Now          func() time.Time // optional: nil = time.Now
 	Metrics      *Metrics         // optional: nil = NewMetrics(), served at /metrics
-	MetricsRoute bool             // serve /metrics on this handler (false when it has its own address)
+	// TrustedProxies lists the addresses or CIDRs of reverse proxies whose
+	// X-Forwarded-For / X-Real-IP give the client address (see
+	// CheckTrustedProxies). Optional: none trusted, the TCP peer is the client.
+	TrustedProxies []string
+	MetricsRoute   bool // serve /metrics on this handler (false when it has its own address)
 }
 
 // DefaultAuthFailures allows 20 failed authentication attempts per client
@@ -125,9 +131,30 @@ func NewServer(cfg Config) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
-	r.ForwardedByClientIP = false // no client-address spoofing through X-Forwarded-For
-	_ = r.SetTrustedProxies(nil)
+	// The client address is the TCP peer unless it is a configured proxy, so
+	// nobody can pick their address (and dodge the per-address throttle) by
+	// sending X-Forwarded-For.
+	r.ForwardedByClientIP = len(cfg.TrustedProxies) > 0
+	r.RemoteIPHeaders = []string{"X-Forwarded-For", "X-Real-IP"}
+	if err := r.SetTrustedProxies(cfg.TrustedProxies); err != nil {
+		r.ForwardedByClientIP = false // fail closed; CheckTrustedProxies reports it at start-up
+		_ = r.SetTrustedProxies(nil)
+	}
 	r.ContextWithFallback = false
 	addRoutes(r, s)
 	return r
+}
+
+// CheckTrustedProxies reports the first entry that is neither an IP address
+// nor a CIDR prefix.
+func CheckTrustedProxies(list []string) error {
+	for _, p := range list {
+		if _, err := netip.ParsePrefix(p); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(p); err != nil {
+			return fmt.Errorf("trusted proxy %q is neither an IP address nor a CIDR like 10.0.0.0/8", p)
+		}
+	}
+	return nil
 }

@@ -31,6 +31,7 @@ type serveFlags struct {
 	wait     time.Duration
 
 	metricsAddr string
+	proxies     string
 }
 
 // serve runs the gateway until ctx is cancelled (SIGINT/SIGTERM), then
@@ -45,10 +46,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.StringVar(&f.logLevel, "log-level", envOr(getenv, "TOLLGATE_LOG_LEVEL", "info"), "debug, info, warn or error (env TOLLGATE_LOG_LEVEL)")
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "how long in-flight requests may run after SIGTERM")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", getenv("TOLLGATE_METRICS_ADDR"), "serve /metrics on this address instead of the API's (env TOLLGATE_METRICS_ADDR)")
+	fs.StringVar(&f.proxies, "trusted-proxies", getenv("TOLLGATE_TRUSTED_PROXIES"), "comma list of reverse-proxy IPs/CIDRs whose X-Forwarded-For is believed (env TOLLGATE_TRUSTED_PROXIES; default none)")
 	fs.IntVar(&f.inFlight, "max-inflight", handlers.DefaultMaxInFlight, "inference requests sent to Ollama at once, across all keys")
 	fs.DurationVar(&f.wait, "queue-wait", handlers.DefaultQueueWait, "how long a request waits for one of those slots before 503")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if err := handlers.CheckTrustedProxies(splitList(f.proxies)); err != nil {
+		return &usageError{"--trusted-proxies: " + err.Error()}
 	}
 	log, err := newLogger(stdout, f.logLevel)
 	if err != nil {
@@ -142,7 +147,7 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 		Inference: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, nil), Audit: db,
 		Recorder: recorder, Usage: db, Counters: counters,
 		Limiter: auth.NewLimiter(0), MaxInFlight: f.inFlight, QueueWait: f.wait,
-		Metrics: metrics, MetricsRoute: f.metricsAddr == "",
+		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
 		Logger: log, MaxBodyBytes: f.maxBody,
 	})
 	if f.metricsAddr != "" {
@@ -178,4 +183,15 @@ func serveMetrics(ctx context.Context, addr string, m *handlers.Metrics, log *sl
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	log.Info("metrics listening", "addr", ln.Addr().String())
 	return nil
+}
+
+// splitList splits a comma list, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
