@@ -12,6 +12,13 @@ import (
 // actor names who did an admin action, for the audit trail.
 func actor(c *gin.Context) string { return info(c).keyID }
 
+// auditLog writes an audit line for a key change (the audit table holds
+// the same); it names keys by id and display prefix, never by secret.
+func (s *server) auditLog(c *gin.Context, action string, key auth.Key, attrs ...any) {
+	attrs = append([]any{"request_id", info(c).id, "actor", actor(c), "action", action, "key_id", key.ID, "prefix", key.Prefix}, attrs...)
+	s.log.Info("audit", attrs...)
+}
+
 func (s *server) createKey() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var body createKeyRequest
@@ -32,6 +39,7 @@ func (s *server) createKey() gin.HandlerFunc {
 			s.fail(c, keyError(err))
 			return
 		}
+		s.auditLog(c, auth.ActionCreate, key, "scopes", auth.JoinScopes(key.Scopes))
 		c.Header("Cache-Control", "no-store")
 		c.JSON(http.StatusCreated, createdKey{Key: secret, Notice: shownOnce, Info: key})
 	}
@@ -89,6 +97,7 @@ func (s *server) updateKey() gin.HandlerFunc {
 			s.fail(c, keyError(err))
 			return
 		}
+		s.auditLog(c, auth.ActionUpdate, key)
 		c.JSON(http.StatusOK, key)
 	}
 }
@@ -100,6 +109,7 @@ func (s *server) revokeKey() gin.HandlerFunc {
 			s.fail(c, keyError(err))
 			return
 		}
+		s.auditLog(c, auth.ActionRevoke, key)
 		c.JSON(http.StatusOK, key)
 	}
 }
@@ -127,6 +137,7 @@ func (s *server) rotateKey(self bool) gin.HandlerFunc {
 			s.fail(c, keyError(err))
 			return
 		}
+		s.auditLog(c, auth.ActionRotate, key, "grace", grace.String())
 		c.Header("Cache-Control", "no-store")
 		c.JSON(http.StatusOK, createdKey{Key: secret, Notice: shownOnce + "; the old key keeps working for " + grace.String(), Info: key})
 	}
