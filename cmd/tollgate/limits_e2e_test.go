@@ -227,3 +227,32 @@ func TestPlanClampsGPUKnobs(t *testing.T) {
 		}
 	}
 }
+
+// An admin raising a key's limits takes effect on its next request.
+func TestLimitsChangeWithoutRestart(t *testing.T) {
+	fake := ollamatest.NewServer()
+	defer fake.Close()
+	r := limitsServer(t, fake)
+	admin := createKey(t, r.db, "--name", "ops", "--scopes", "admin")
+	id, key := createKeyWithID(t, r.db, "--name", "slow", "--rate", "0.001", "--burst", "1")
+	if got := post(t, r.url+"/embed", key, `{"input":"x"}`); got.status != 200 {
+		t.Fatalf("first request: %d %s", got.status, got.body)
+	}
+	if got := post(t, r.url+"/embed", key, `{"input":"x"}`); got.status != 429 {
+		t.Fatalf("second request at burst 1: %d %s", got.status, got.body)
+	}
+	req, _ := http.NewRequest("PATCH", r.url+"/admin/keys/"+id, strings.NewReader(`{"limits":{"requests_per_second":100,"burst":10}}`))
+	req.Header.Set("X-API-Key", admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("PATCH limits: %d", resp.StatusCode)
+	}
+	got := post(t, r.url+"/embed", key, `{"input":"x"}`)
+	if got.status != 200 || got.header.Get("x-ratelimit-limit-requests") != "10" {
+		t.Fatalf("after raising the limit: %d, limit header %q, %s", got.status, got.header.Get("x-ratelimit-limit-requests"), got.body)
+	}
+}
