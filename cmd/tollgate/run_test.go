@@ -81,13 +81,13 @@ func startServe(t *testing.T, getenv func(string) string, args ...string) *runni
 	return nil
 }
 
-// listeningURL finds the address in serve's "tollgate listening" log line.
+// listeningURL finds the scheme and address in serve's "tollgate listening" log line.
 func listeningURL(log string) (string, bool) {
 	sc := bufio.NewScanner(strings.NewReader(log))
 	for sc.Scan() {
-		var line struct{ Msg, Addr string }
+		var line struct{ Msg, Scheme, Addr string }
 		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "tollgate listening" {
-			return "http://" + line.Addr, true
+			return line.Scheme + "://" + line.Addr, true
 		}
 	}
 	return "", false

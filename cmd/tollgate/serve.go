@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -32,6 +34,8 @@ type serveFlags struct {
 
 	metricsAddr string
 	proxies     string
+	tlsCert     string
+	tlsKey      string
 }
 
 // serve runs the gateway until ctx is cancelled (SIGINT/SIGTERM), then
@@ -49,7 +53,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.StringVar(&f.proxies, "trusted-proxies", getenv("TOLLGATE_TRUSTED_PROXIES"), "comma list of reverse-proxy IPs/CIDRs whose X-Forwarded-For is believed (env TOLLGATE_TRUSTED_PROXIES; default none)")
 	fs.IntVar(&f.inFlight, "max-inflight", handlers.DefaultMaxInFlight, "inference requests sent to Ollama at once, across all keys")
 	fs.DurationVar(&f.wait, "queue-wait", handlers.DefaultQueueWait, "how long a request waits for one of those slots before 503")
+	fs.StringVar(&f.tlsCert, "tls-cert", getenv("TOLLGATE_TLS_CERT"), "PEM certificate (chain) file: serve HTTPS; needs --tls-key (env TOLLGATE_TLS_CERT)")
+	fs.StringVar(&f.tlsKey, "tls-key", getenv("TOLLGATE_TLS_KEY"), "PEM private key file for --tls-cert (env TOLLGATE_TLS_KEY)")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	tlsConf, err := loadTLS(f.tlsCert, f.tlsKey)
+	if err != nil {
 		return err
 	}
 	if err := handlers.CheckTrustedProxies(splitList(f.proxies)); err != nil {
@@ -79,11 +89,49 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.addr, err)
 	}
-	log.Info("tollgate listening", "addr", ln.Addr().String(), "db", f.db, "catalog", from, "ollama", cat.Backends[0].URL, "version", version)
+	scheme := "http"
+	if tlsConf != nil {
+		scheme = "https"
+		ln = tls.NewListener(ln, tlsConf)
+	}
+	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", f.db, "catalog", from, "ollama", cat.Backends[0].URL, "version", version)
 	if err := inf.Ping(ctx); err != nil {
 		log.Warn("ollama not reachable yet; /readyz reports it until it is", "error", err.Error())
 	}
 	return serveHTTP(ctx, ln, handler, f.drain, log)
+}
+
+// loadTLS reads the certificate and key named by --tls-cert and --tls-key
+// (both or neither; neither means plain HTTP and a nil config). The pair is
+// loaded once, at start-up, so a bad file stops start-up with its path and
+// the reason; a renewed certificate is picked up by a restart. The config
+// offers HTTP/2 and HTTP/1.1 and refuses anything older than TLS 1.2.
+func loadTLS(certFile, keyFile string) (*tls.Config, error) {
+	switch {
+	case certFile == "" && keyFile == "":
+		return nil, nil
+	case keyFile == "":
+		return nil, &usageError{"--tls-cert needs --tls-key (env TOLLGATE_TLS_KEY): give both to serve HTTPS, or neither"}
+	case certFile == "":
+		return nil, &usageError{"--tls-key needs --tls-cert (env TOLLGATE_TLS_CERT): give both to serve HTTPS, or neither"}
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("TLS key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate %s with key %s: %w", certFile, keyFile, err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"h2", "http/1.1"},
+	}, nil
 }
 
 // serveHTTP serves until ctx ends, then shuts down gracefully. Timeouts: a
