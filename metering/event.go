@@ -82,6 +82,9 @@ func (e Event) Validate() error {
 
 // Totals are summed usage: a key's month so far, or a report group.
 type Totals struct {
+	// Requests counts requests charged to a request quota: those that did
+	// not fail on the gateway's or Ollama's side (status < 500). Tokens and
+	// cost count every request.
 	Requests         int64
 	PromptTokens     int64
 	CompletionTokens int64
@@ -94,7 +97,9 @@ func (t Totals) TotalTokens() int64 { return t.PromptTokens + t.CompletionTokens
 
 // add counts one event into t.
 func (t *Totals) add(e Event) {
-	t.Requests++
+	if e.Status < 500 {
+		t.Requests++
+	}
 	t.PromptTokens += e.PromptTokens
 	t.CompletionTokens += e.CompletionTokens
 	t.Cost += e.Cost

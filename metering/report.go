@@ -45,8 +45,11 @@ func (q Query) Validate() error {
 type Row struct {
 	// Group is the day ("2006-01-02", UTC), model or key id the row sums,
 	// or "" when the query is not grouped.
-	Group            string
-	Requests         int64
+	Group    string
+	Requests int64
+	// ChargedRequests counts the requests that did not fail on the
+	// gateway's or Ollama's side (status < 500): what a request quota uses.
+	ChargedRequests  int64
 	PromptTokens     int64
 	CompletionTokens int64
 	// Cost is in micro-units; FormatMicros renders it.

@@ -68,7 +68,7 @@ func (db *DB) MonthTotals(ctx context.Context, month time.Time) (map[string]mete
 	out := make(map[string]metering.Totals, len(rows))
 	for _, r := range rows {
 		out[r.Group] = metering.Totals{
-			Requests: r.Requests, PromptTokens: r.PromptTokens,
+			Requests: r.ChargedRequests, PromptTokens: r.PromptTokens,
 			CompletionTokens: r.CompletionTokens, Cost: r.Cost,
 		}
 	}
@@ -113,7 +113,7 @@ func (db *DB) Summary(ctx context.Context, q metering.Query) ([]metering.Row, er
 		return nil, err
 	}
 	cond, args := where(q)
-	query := `SELECT ` + groupExpr[q.GroupBy] + ` AS g, COUNT(*),
+	query := `SELECT ` + groupExpr[q.GroupBy] + ` AS g, COUNT(*), COALESCE(SUM(status < 500), 0),
 		COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_micros), 0)
 		FROM usage` + cond
 	if q.GroupBy != metering.GroupNone {
@@ -127,7 +127,7 @@ func (db *DB) Summary(ctx context.Context, q metering.Query) ([]metering.Row, er
 	var out []metering.Row
 	for rows.Next() {
 		var r metering.Row
-		if err := rows.Scan(&r.Group, &r.Requests, &r.PromptTokens, &r.CompletionTokens, &r.Cost); err != nil {
+		if err := rows.Scan(&r.Group, &r.Requests, &r.ChargedRequests, &r.PromptTokens, &r.CompletionTokens, &r.Cost); err != nil {
 			return nil, fmt.Errorf("storage: usage summary: %w", err)
 		}
 		out = append(out, r)

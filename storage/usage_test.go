@@ -341,3 +341,34 @@ func TestExportStopsOnCallbackError(t *testing.T) {
 		t.Fatalf("ExportEvents = %v after %d rows", err, n)
 	}
 }
+
+// A request that failed on our side (5xx) is recorded with its tokens but
+// is not charged to a request quota, in the counters or their seed.
+func TestServerFailuresAreNotChargedRequests(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	ok := usageEvent("r-ok", "k", "m", time.Minute)
+	failed := usageEvent("r-502", "k", "m", 2*time.Minute)
+	failed.Status, failed.PromptTokens, failed.CompletionTokens = 502, 0, 0
+	gone := usageEvent("r-499", "k", "m", 3*time.Minute)
+	gone.Status = 499
+	if _, err := db.InsertEvents(ctx, []metering.Event{ok, failed, gone}); err != nil {
+		t.Fatal(err)
+	}
+	totals, err := db.MonthTotals(ctx, day0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := totals["k"]; got.Requests != 2 || got.PromptTokens != 24 {
+		t.Fatalf("seed = %+v, want 2 charged requests (200 and 499) and the tokens of all", got)
+	}
+	c := metering.NewCounters(func() time.Time { return day0 })
+	c.AddAll([]metering.Event{ok, failed, gone})
+	if got := c.Month("k"); got != totals["k"] {
+		t.Fatalf("live counters %+v differ from the seed %+v", got, totals["k"])
+	}
+	rows, err := db.Summary(ctx, metering.Query{From: day0, To: day0.Add(time.Hour)})
+	if err != nil || rows[0].Requests != 3 || rows[0].ChargedRequests != 2 {
+		t.Fatalf("summary %+v (%v): want 3 requests, 2 charged", rows, err)
+	}
+}
