@@ -23,6 +23,8 @@ type Client struct {
 
 type backend struct {
 	url       string
+	base      *url.URL
+	http      *http.Client
 	api       *api.Client
 	firstByte time.Duration
 }
@@ -44,7 +46,7 @@ func NewClient(c *Catalog) *Client {
 			IdleConnTimeout:       90 * time.Second,
 		}
 		hc := &http.Client{Transport: statusRecorder{tr}}
-		cl.backends[b.Name] = &backend{url: b.URL, api: api.NewClient(u, hc), firstByte: b.FirstByteTimeout}
+		cl.backends[b.Name] = &backend{url: b.URL, base: u, http: hc, api: api.NewClient(u, hc), firstByte: b.FirstByteTimeout}
 	}
 	return cl
 }

@@ -89,10 +89,10 @@ func (c *Client) Generate(ctx context.Context, m Model, req GenerateRequest, onT
 		for _, mm := range req.Messages {
 			msgs = append(msgs, api.Message{Role: mm.Role, Content: mm.Content})
 		}
-		err = b.api.Chat(cctx, &api.ChatRequest{Model: m.Ollama, Messages: msgs, Format: req.Format, Options: opts, KeepAlive: keep},
+		err = b.chat(cctx, &api.ChatRequest{Model: m.Ollama, Messages: msgs, Format: req.Format, Options: opts, KeepAlive: keep},
 			func(r api.ChatResponse) error { return piece(r.Message.Content, r.Done, r.DoneReason, r.Metrics) })
 	} else {
-		err = b.api.Generate(cctx, &api.GenerateRequest{Model: m.Ollama, Prompt: req.Prompt, System: req.System, Format: req.Format, Options: opts, KeepAlive: keep},
+		err = b.generate(cctx, &api.GenerateRequest{Model: m.Ollama, Prompt: req.Prompt, System: req.System, Format: req.Format, Options: opts, KeepAlive: keep},
 			func(r api.GenerateResponse) error { return piece(r.Response, r.Done, r.DoneReason, r.Metrics) })
 	}
 	res.Text = sb.String()

@@ -1,0 +1,114 @@
+package inference
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"runtime"
+	"sync"
+
+	"github.com/ollama/ollama/api"
+	"github.com/ollama/ollama/envconfig"
+	"github.com/ollama/ollama/version"
+)
+
+// Performance note (see BENCHMARKS.md): api.Client's Generate and Chat read
+// Ollama's NDJSON stream with a bufio.Scanner whose 512 KiB buffer is
+// allocated, and zeroed, on every call. Against a fast backend that was most
+// of the gateway's CPU per request (the allocation, then the GC it drives).
+// stream below is the same code as api.Client.stream (Ollama v0.10.1) with
+// one difference: its scanner starts from a pooled 16 KiB buffer and grows
+// only for a longer line, up to the same 512 KiB limit. Requests, headers,
+// errors and the handling of every line are unchanged, so is what happens
+// to a line over the limit or a read error (the stream just ends, and
+// Generate reports it as cut). When Ollama's client would sign requests
+// (OLLAMA_AUTH, or ollama.com), the call goes through api.Client instead.
+
+// maxLineSize is api.Client's limit on one NDJSON line.
+const maxLineSize = 512 * 1000
+
+var (
+	userAgent = fmt.Sprintf("ollama/%s (%s %s) Go/%s", version.Version, runtime.GOARCH, runtime.GOOS, runtime.Version())
+	linePool  = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+)
+
+// signs reports whether api.Client would sign requests to base.
+func signs(base *url.URL) bool { return envconfig.UseAuth() || base.Hostname() == "ollama.com" }
+
+// stream POSTs data as JSON to path and calls fn with each line of the
+// NDJSON answer, as api.Client.stream does.
+func (b *backend) stream(ctx context.Context, path string, data any, fn func([]byte) error) error {
+	bts, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	request, err := http.NewRequestWithContext(ctx, http.MethodPost, b.base.JoinPath(path).String(), bytes.NewReader(bts))
+	if err != nil {
+		return err
+	}
+	request.Header.Set("Content-Type", "application/json")
+	request.Header.Set("Accept", "application/x-ndjson")
+	request.Header.Set("User-Agent", userAgent)
+	response, err := b.http.Do(request)
+	if err != nil {
+		return err
+	}
+	defer response.Body.Close()
+
+	buf := linePool.Get().(*[]byte)
+	defer linePool.Put(buf)
+	scanner := bufio.NewScanner(response.Body)
+	scanner.Buffer((*buf)[:0], maxLineSize)
+	for scanner.Scan() {
+		var errorResponse struct {
+			Error string `json:"error,omitempty"`
+		}
+		bts := scanner.Bytes()
+		if err := json.Unmarshal(bts, &errorResponse); err != nil {
+			return fmt.Errorf("unmarshal: %w", err)
+		}
+		if response.StatusCode >= http.StatusBadRequest {
+			return api.StatusError{StatusCode: response.StatusCode, Status: response.Status, ErrorMessage: errorResponse.Error}
+		}
+		if errorResponse.Error != "" {
+			return errors.New(errorResponse.Error)
+		}
+		if err := fn(bts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// generate is api.Client.Generate over stream.
+func (b *backend) generate(ctx context.Context, req *api.GenerateRequest, fn api.GenerateResponseFunc) error {
+	if signs(b.base) {
+		return b.api.Generate(ctx, req, fn)
+	}
+	return b.stream(ctx, "/api/generate", req, func(bts []byte) error {
+		var resp api.GenerateResponse
+		if err := json.Unmarshal(bts, &resp); err != nil {
+			return err
+		}
+		return fn(resp)
+	})
+}
+
+// chat is api.Client.Chat over stream.
+func (b *backend) chat(ctx context.Context, req *api.ChatRequest, fn api.ChatResponseFunc) error {
+	if signs(b.base) {
+		return b.api.Chat(ctx, req, fn)
+	}
+	return b.stream(ctx, "/api/chat", req, func(bts []byte) error {
+		var resp api.ChatResponse
+		if err := json.Unmarshal(bts, &resp); err != nil {
+			return err
+		}
+		return fn(resp)
+	})
+}
