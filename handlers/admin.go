@@ -125,6 +125,13 @@ func (s *server) rotateKey(self bool) gin.HandlerFunc {
 		}
 		id, limit := c.Param("id"), time.Duration(0)
 		if self {
+			// Only the current secret may rotate itself: a superseded one
+			// (leaked, the reason for the rotation) would otherwise mint
+			// itself a fresh secret and, with grace 0, end the owner's.
+			if info(c).superseded {
+				s.abort(c, http.StatusForbidden, "superseded_key", "this key was rotated and works only until its grace period ends; rotate with the current key")
+				return
+			}
 			id, limit = info(c).keyID, MaxSelfRotateGrace
 		}
 		grace, err := parseGrace(body.Grace, limit)

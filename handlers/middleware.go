@@ -26,6 +26,9 @@ type reqInfo struct {
 	usage    usageJSON
 	metered  bool // a usage event was recorded
 	status   int  // the status the client got, when it differs from what was written (499)
+	// superseded: the presented secret is not the key's current one; a
+	// rotation left it working until its grace period ends
+	superseded bool
 	// for metrics
 	firstToken  time.Duration // Ollama's time to first token
 	upstreamErr string        // error code of a failed Ollama call
