@@ -47,6 +47,7 @@ func decodeJSON(c *gin.Context, v any) error {
 		}
 		return badRequest("could not read the request body")
 	}
+	info(c).bodyRead = true
 	err = decodeBytes(body, v)
 	if ae, ok := err.(*apiError); ok && !isJSONType(c.GetHeader("Content-Type")) {
 		ae.message += " (send JSON with Content-Type: application/json)"

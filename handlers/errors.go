@@ -98,5 +98,10 @@ func (s *server) fail(c *gin.Context, err error) {
 }
 
 func (s *server) abort(c *gin.Context, status int, code, message string) {
+	if ri := info(c); ri.keyID == "" && c.Request.ContentLength != 0 && !ri.bodyRead {
+		// An anonymous client with an unread body: answer at once and drop
+		// the connection rather than let net/http wait for the body.
+		c.Header("Connection", "close")
+	}
 	c.AbortWithStatusJSON(status, errorBody{Error: errorDetail{Code: code, Message: message, RequestID: info(c).id}})
 }

@@ -29,6 +29,7 @@ type reqInfo struct {
 	// superseded: the presented secret is not the key's current one; a
 	// rotation left it working until its grace period ends
 	superseded bool
+	bodyRead   bool // the handler read the whole request body
 	// for metrics
 	firstToken  time.Duration // Ollama's time to first token
 	upstreamErr string        // error code of a failed Ollama call
@@ -150,6 +151,20 @@ func (s *server) recovery() gin.HandlerFunc {
 				}
 			}
 		}()
+		c.Next()
+	}
+}
+
+// bodyDeadline gives a request that carries a body bodyReadTimeout to send
+// it (decodeJSON lifts the deadline once it has read the body). Without it a
+// body nobody reads (a 401, a 404, GET /healthz with a body) is discarded by
+// net/http before the answer is written, with no time limit, so a client
+// trickling it would hold the connection for ever.
+func (s *server) bodyDeadline() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if c.Request.ContentLength != 0 {
+			_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+		}
 		c.Next()
 	}
 }

@@ -8,7 +8,7 @@ import (
 
 // addRoutes is the whole API surface on one screen.
 func addRoutes(r *gin.Engine, s *server) {
-	r.Use(s.requestID(), s.accessLog(), s.observe(), s.recovery())
+	r.Use(s.requestID(), s.bodyDeadline(), s.accessLog(), s.observe(), s.recovery())
 	r.NoRoute(s.notFound())
 	r.NoMethod(s.methodNotAllowed())
 
