@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"tollgate/auth"
@@ -22,6 +23,11 @@ import (
 
 // lastUsedEvery is how often keys' last-used times are written.
 const lastUsedEvery = 30 * time.Second
+
+// handlerExitWait bounds the wait, after the drain period, for handlers whose
+// connections were closed to return (a usage record's commit takes at most
+// 15 s, handlers.recordTimeout).
+const handlerExitWait = 20 * time.Second
 
 type serveFlags struct {
 	common
@@ -139,8 +145,13 @@ func loadTLS(certFile, keyFile string) (*tls.Config, error) {
 // idle; there is no read or write timeout on the whole request, which would
 // cut a healthy stream (bodies are bounded by the handlers).
 func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, drain time.Duration, log *slog.Logger) error {
+	var running atomic.Int64 // handlers still running, waited for after a forced close
 	srv := &http.Server{
-		Handler:           h,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			running.Add(1)
+			defer running.Add(-1)
+			h.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
@@ -159,6 +170,15 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, drain time.
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("drain period over; closing remaining connections", "error", err.Error())
 		srv.Close()
+		// Close does not wait for handlers. Those it cut still meter what
+		// they delivered (a stream's pieces) on their way out, so wait for
+		// them before the caller closes the usage recorder and the database.
+		for deadline := time.Now().Add(handlerExitWait); running.Load() > 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				log.Error("handlers still running after the drain; their usage may not be recorded", "handlers", running.Load())
+				break
+			}
+		}
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
