@@ -27,9 +27,25 @@ func badRequest(format string, args ...any) *apiError {
 // declared. Errors name the field at fault. The Content-Type is not
 // enforced (curl -d sends form encoding), only mentioned when parsing fails.
 func decodeJSON(c *gin.Context, v any) error {
-	// A body must arrive within bodyReadTimeout (slowloris). The deadline is
-	// lifted afterwards: net/http would otherwise cancel a long stream's
-	// context when it passed.
+	ri := info(c)
+	body := ri.body
+	if !ri.bodyRead {
+		var err error
+		if body, err = readBody(c); err != nil {
+			return err
+		}
+	}
+	err := decodeBytes(body, v)
+	if ae, ok := err.(*apiError); ok && !isJSONType(c.GetHeader("Content-Type")) {
+		ae.message += " (send JSON with Content-Type: application/json)"
+	}
+	return err
+}
+
+// readBody reads the whole (size-limited) body. A body must arrive within
+// bodyReadTimeout (slowloris). The deadline is lifted afterwards: net/http
+// would otherwise cancel a long stream's context when it passed.
+func readBody(c *gin.Context) ([]byte, error) {
 	rc := http.NewResponseController(c.Writer)
 	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := io.ReadAll(c.Request.Body)
@@ -41,18 +57,27 @@ func decodeJSON(c *gin.Context, v any) error {
 		)
 		switch {
 		case errors.As(err, &mbe):
-			return err
+			return nil, err
 		case errors.As(err, &ne) && ne.Timeout():
-			return &apiError{status: http.StatusRequestTimeout, code: "body_timeout", message: "the request body did not arrive within " + bodyReadTimeout.String()}
+			return nil, &apiError{status: http.StatusRequestTimeout, code: "body_timeout", message: "the request body did not arrive within " + bodyReadTimeout.String()}
 		}
-		return badRequest("could not read the request body")
+		return nil, badRequest("could not read the request body")
 	}
-	info(c).bodyRead = true
-	err = decodeBytes(body, v)
-	if ae, ok := err.(*apiError); ok && !isJSONType(c.GetHeader("Content-Type")) {
-		ae.message += " (send JSON with Content-Type: application/json)"
+	ri := info(c)
+	ri.body, ri.bodyRead = body, true
+	return body, nil
+}
+
+// preread reads the body before the limits take a slot, so a client
+// trickling its body holds no GPU or concurrency slot while it does.
+func (s *server) preread() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if _, err := readBody(c); err != nil {
+			s.fail(c, err)
+			return
+		}
+		c.Next()
 	}
-	return err
 }
 
 func isJSONType(ct string) bool {

@@ -90,5 +90,5 @@ func (s *server) finish(c *gin.Context, endpoint string, m inference.Model, u in
 		s.fail(c, err)
 		return
 	}
-	ok()
+	_ = withWriteDeadline(c, func() error { ok(); return nil })
 }

@@ -29,7 +29,8 @@ type reqInfo struct {
 	// superseded: the presented secret is not the key's current one; a
 	// rotation left it working until its grace period ends
 	superseded bool
-	bodyRead   bool // the handler read the whole request body
+	bodyRead   bool   // the whole request body has been read (into body)
+	body       []byte // the request body, once read
 	// for metrics
 	firstToken  time.Duration // Ollama's time to first token
 	upstreamErr string        // error code of a failed Ollama call

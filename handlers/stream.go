@@ -3,6 +3,7 @@ package handlers
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -25,8 +26,9 @@ type streamDone struct {
 // sse writes Server-Sent Events, sending headers with the first event so
 // that an error before any output can still be a plain JSON error.
 type sse struct {
-	c       *gin.Context
-	started bool
+	c        *gin.Context
+	started  bool
+	writeErr error // the client could not be written to
 }
 
 func (w *sse) start() {
@@ -57,11 +59,30 @@ func (w *sse) event(name string, v any) error {
 	buf = append(buf, "data: "...)
 	buf = append(buf, data...)
 	buf = append(buf, '\n', '\n')
-	if _, err := w.c.Writer.Write(buf); err != nil {
-		return err
-	}
-	w.c.Writer.Flush()
-	return nil
+	return withWriteDeadline(w.c, func() error {
+		if _, err := w.c.Writer.Write(buf); err != nil {
+			w.writeErr = err
+			return err
+		}
+		w.c.Writer.Flush()
+		return nil
+	})
+}
+
+// writeTimeout bounds one write to a client. A client that stops reading
+// would otherwise block its handler, and with it a GPU slot and Ollama's
+// generation, for ever. It bounds each write, not the whole response, so a
+// long healthy stream is never cut.
+const writeTimeout = 30 * time.Second
+
+// withWriteDeadline runs write under a fresh write deadline and lifts it
+// afterwards (net/http does not reset it between requests on a connection).
+func withWriteDeadline(c *gin.Context, write func() error) error {
+	rc := http.NewResponseController(c.Writer)
+	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	err := write()
+	_ = rc.SetWriteDeadline(time.Time{})
+	return err
 }
 
 // streamGenerate relays Ollama's pieces as they come. An error before the
@@ -82,7 +103,10 @@ func (s *server) streamGenerate(c *gin.Context, m inference.Model, req inference
 		return
 	}
 	status := http.StatusOK
-	if err != nil {
+	switch {
+	case w.writeErr != nil || c.Request.Context().Err() != nil:
+		status = statusClientClosed // the client left (or stopped reading) mid-stream
+	case err != nil:
 		status = statusOf(ri, err)
 	}
 	// The stream has begun, so the status line is sent; the record carries

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -254,5 +257,32 @@ func TestLimitsChangeWithoutRestart(t *testing.T) {
 	got := post(t, r.url+"/embed", key, `{"input":"x"}`)
 	if got.status != 200 || got.header.Get("x-ratelimit-limit-requests") != "10" {
 		t.Fatalf("after raising the limit: %d, limit header %q, %s", got.status, got.header.Get("x-ratelimit-limit-requests"), got.body)
+	}
+}
+
+// A client trickling its body holds no concurrency or GPU slot while it
+// does: the body is read before the limits are taken.
+func TestSlowBodyHoldsNoSlot(t *testing.T) {
+	fake := ollamatest.NewServer()
+	defer fake.Close()
+	r := limitsServer(t, fake, "--max-inflight", "1", "--queue-wait", "10ms")
+	key := createKey(t, r.db, "--name", "one", "--max-concurrent", "1")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /embed HTTP/1.1\r\nHost: x\r\nX-API-Key: %s\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"inp\r\n", key)
+	// Give the trickling request time to pass authentication and start
+	// waiting for its body (if it took the slots, the request below gets 429
+	// or 503; if it has not got that far, the test passes vacuously).
+	time.Sleep(100 * time.Millisecond)
+	if got := post(t, r.url+"/embed", key, `{"input":"x"}`); got.status != 200 {
+		t.Fatalf("while another request of the key trickles its body: %d %s", got.status, got.body)
+	}
+	fmt.Fprintf(conn, "8\r\nut\":\"x\"}\r\n0\r\n\r\n")
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.Contains(line, "200") {
+		t.Fatalf("the trickled request: %q %v", line, err)
 	}
 }
