@@ -653,3 +653,18 @@ func TestErrorMessages(t *testing.T) {
 		t.Errorf("Usage arithmetic: %+v", u)
 	}
 }
+
+// An input cut short still bills the pieces Ollama produced for it.
+func TestPredictBillsAnInputCutShort(t *testing.T) {
+	t.Parallel()
+	_, c, tiny, _ := fake(t, "", ollamatest.WithReply(ollamatest.Reply{JSONChunks: []string{`{"label":`, `"yes"`, `}`}, PromptEvalCount: 5, EvalCount: 3}),
+		ollamatest.WithFault(ollamatest.CutAfter(2)))
+	res, err := c.Predict(testContext(t), tiny, PredictRequest{Labels: []string{"yes", "no"}, Inputs: []string{"a"}})
+	var up *UpstreamError
+	if !errors.As(err, &up) {
+		t.Fatalf("error %v, want a cut stream", err)
+	}
+	if res.Usage != (Usage{CompletionTokens: 2}) {
+		t.Fatalf("usage %+v, want the 2 pieces streamed before the cut", res.Usage)
+	}
+}

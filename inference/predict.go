@@ -60,7 +60,11 @@ func (c *Client) Predict(ctx context.Context, m Model, req PredictRequest) (Pred
 			Format:    schema,
 			KeepAlive: req.KeepAlive,
 		}, nil)
-		out.Usage = out.Usage.Add(res.Usage)
+		if res.Done {
+			out.Usage = out.Usage.Add(res.Usage)
+		} else { // cut short: bill the pieces Ollama produced, as Generate's callers do
+			out.Usage = out.Usage.Add(Usage{CompletionTokens: res.Chunks})
+		}
 		if err != nil {
 			return out, err
 		}
