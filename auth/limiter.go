@@ -43,6 +43,11 @@ type LimitState struct {
 type Limiter struct {
 	max int
 
+	// nextPrune is the size at which the next prune runs. When every key
+	// is active a prune frees nothing; waiting for a quarter more keys
+	// keeps a table full of active keys from being scanned on every new one.
+	nextPrune int
+
 	mu   sync.Mutex
 	keys map[string]*keyLimits
 }
@@ -153,8 +158,9 @@ func (l *Limiter) get(keyID string, lim Limits, now time.Time) *keyLimits {
 	if ok && k.limits == lim {
 		return k
 	}
-	if !ok && len(l.keys) >= l.max {
+	if !ok && len(l.keys) >= max(l.max, l.nextPrune) {
 		l.prune(now)
+		l.nextPrune = len(l.keys) + l.max/4
 	}
 	nk := &keyLimits{limits: lim, tokens: float64(lim.TokensPerMinute), last: now}
 	if lim.RequestsPerSecond > 0 {
