@@ -21,6 +21,10 @@ import (
 type DB struct {
 	sql  *sql.DB
 	path string
+	// insertUsage is InsertEvents' INSERT, prepared once: database/sql keeps
+	// it prepared on each connection it has run on, so a batch's transaction
+	// reuses it (Tx.StmtContext) instead of parsing the SQL again.
+	insertUsage *sql.Stmt
 }
 
 // ErrNotFound is returned when a requested row does not exist.
@@ -58,6 +62,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		sqldb.Close()
 		return nil, fmt.Errorf("storage: migrate %s: %w", path, err)
 	}
+	if db.insertUsage, err = sqldb.PrepareContext(ctx, insertUsage); err != nil {
+		sqldb.Close()
+		return nil, fmt.Errorf("storage: open %s: prepare: %w", path, err)
+	}
 	return db, nil
 }
 
@@ -74,7 +82,10 @@ func (db *DB) Ping(ctx context.Context) error {
 }
 
 // Close closes the database. Pending writes by callers must be finished first.
-func (db *DB) Close() error { return db.sql.Close() }
+func (db *DB) Close() error {
+	_ = db.insertUsage.Close()
+	return db.sql.Close()
+}
 
 // withTx runs fn in one IMMEDIATE transaction, committing when fn returns nil.
 func (db *DB) withTx(ctx context.Context, fn func(*sql.Tx) error) error {

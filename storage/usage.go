@@ -28,10 +28,7 @@ func (db *DB) InsertEvents(ctx context.Context, events []metering.Event) ([]bool
 		return inserted, nil
 	}
 	err := db.withTx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, insertUsage)
-		if err != nil {
-			return err
-		}
+		stmt := tx.StmtContext(ctx, db.insertUsage)
 		defer stmt.Close()
 		for i, e := range events {
 			res, err := stmt.ExecContext(ctx, e.RequestID, e.KeyID, e.Endpoint, e.Model,
