@@ -3,6 +3,7 @@ package handlers
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -27,6 +28,10 @@ type Metrics struct {
 	commit     prometheus.Histogram
 	batchFails prometheus.Counter
 	upstream   *prometheus.CounterVec
+	// caches of children, see observeRequest
+	reqSeries        sync.Map // reqSeriesKey -> *reqSeries
+	tokenSeries      sync.Map // model -> *tokenSeries
+	firstTokenSeries sync.Map // model -> prometheus.Observer
 }
 
 // Rejection reasons for tollgate_rejections_total.
@@ -105,18 +110,58 @@ func (s *server) observe() gin.HandlerFunc {
 		if ri.status != 0 {
 			status = ri.status
 		}
-		m := s.metrics
-		m.requests.WithLabelValues(route, strconv.Itoa(status), ri.model).Inc()
-		m.duration.WithLabelValues(route).Observe(time.Since(ri.start).Seconds())
-		if ri.model != "" && ri.usage.TotalTokens > 0 {
-			m.tokens.WithLabelValues(ri.model, "prompt").Add(float64(ri.usage.PromptTokens))
-			m.tokens.WithLabelValues(ri.model, "completion").Add(float64(ri.usage.CompletionTokens))
-		}
-		if ri.firstToken > 0 {
-			m.firstToken.WithLabelValues(ri.model).Observe(ri.firstToken.Seconds())
-		}
+		s.metrics.observeRequest(route, status, ri)
 		if ri.upstreamErr != "" {
-			m.upstream.WithLabelValues(ri.upstreamErr).Inc()
+			s.metrics.upstream.WithLabelValues(ri.upstreamErr).Inc()
 		}
+	}
+}
+
+// The children a finished request updates, cached: WithLabelValues hashes
+// and validates its labels on every call. Each is created when it is first
+// updated, as before, so no series appears in /metrics any earlier.
+type reqSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+type reqSeriesKey struct {
+	route  string
+	status int
+	model  string
+}
+
+type tokenSeries struct{ prompt, completion prometheus.Counter }
+
+func (m *Metrics) observeRequest(route string, status int, ri *reqInfo) {
+	k := reqSeriesKey{route, status, ri.model}
+	v, ok := m.reqSeries.Load(k)
+	if !ok {
+		v, _ = m.reqSeries.LoadOrStore(k, &reqSeries{
+			requests: m.requests.WithLabelValues(route, strconv.Itoa(status), ri.model),
+			duration: m.duration.WithLabelValues(route),
+		})
+	}
+	rs := v.(*reqSeries)
+	rs.requests.Inc()
+	rs.duration.Observe(time.Since(ri.start).Seconds())
+	if ri.model != "" && ri.usage.TotalTokens > 0 {
+		v, ok := m.tokenSeries.Load(ri.model)
+		if !ok {
+			v, _ = m.tokenSeries.LoadOrStore(ri.model, &tokenSeries{
+				prompt:     m.tokens.WithLabelValues(ri.model, "prompt"),
+				completion: m.tokens.WithLabelValues(ri.model, "completion"),
+			})
+		}
+		ts := v.(*tokenSeries)
+		ts.prompt.Add(float64(ri.usage.PromptTokens))
+		ts.completion.Add(float64(ri.usage.CompletionTokens))
+	}
+	if ri.firstToken > 0 {
+		v, ok := m.firstTokenSeries.Load(ri.model)
+		if !ok {
+			v, _ = m.firstTokenSeries.LoadOrStore(ri.model, m.firstToken.WithLabelValues(ri.model))
+		}
+		v.(prometheus.Observer).Observe(ri.firstToken.Seconds())
 	}
 }
