@@ -100,7 +100,8 @@ func (s *server) accessLog() gin.HandlerFunc {
 		case c.Request.Context().Err() != nil && status == http.StatusOK && !c.Writer.Written():
 			status = statusClientClosed
 		}
-		attrs := []slog.Attr{
+		// Room for every attribute below, so the slice stays on the stack.
+		attrs := append(make([]slog.Attr, 0, 13),
 			slog.String("request_id", ri.id),
 			slog.String("method", c.Request.Method),
 			slog.String("path", redactPath(c.Request.URL.Path)),
@@ -109,7 +110,7 @@ func (s *server) accessLog() gin.HandlerFunc {
 			slog.Float64("latency_ms", float64(time.Since(start).Microseconds())/1000),
 			slog.Int("bytes", c.Writer.Size()),
 			slog.String("client", c.ClientIP()),
-		}
+		)
 		if ri.clientID != "" {
 			attrs = append(attrs, slog.String("client_request_id", ri.clientID))
 		}
