@@ -375,3 +375,33 @@ func TestInvalidateDuringLookupIsNotCached(t *testing.T) {
 		t.Fatalf("lookups = %d, want 2 (the first answer was not cached)", n)
 	}
 }
+
+func TestVerifyCachedNeverTouchesTheStore(t *testing.T) {
+	f := newFixture(t, VerifierOptions{CacheTTL: time.Minute})
+	if _, err := f.v.VerifyCached(f.secret); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("VerifyCached before any Verify = %v, want ErrUnknown", err)
+	}
+	if n := f.store.lookups.Load(); n != 0 {
+		t.Fatalf("VerifyCached looked the key up %d times", n)
+	}
+	f.verify(t, f.secret, nil) // caches it
+	if k, err := f.v.VerifyCached(f.secret); err != nil || k.ID != f.key.ID {
+		t.Fatalf("VerifyCached after Verify = %v, %v", k.ID, err)
+	}
+	k := f.key
+	k.ExpiresAt = f.clock.Now().Add(time.Second)
+	f.store.setKey(k)
+	f.v.Invalidate(k.ID)
+	f.verify(t, f.secret, nil)
+	f.clock.Advance(time.Second)
+	if _, err := f.v.VerifyCached(f.secret); !errors.Is(err, ErrExpired) {
+		t.Fatalf("VerifyCached of an expired key = %v", err)
+	}
+	f.clock.Advance(time.Minute)
+	if _, err := f.v.VerifyCached(f.secret); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("VerifyCached past the cache lifetime = %v, want ErrUnknown", err)
+	}
+	if n := f.store.lookups.Load(); n != 2 {
+		t.Fatalf("store lookups = %d, want 2 (the two Verify calls)", n)
+	}
+}

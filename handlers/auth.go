@@ -18,6 +18,8 @@ import (
 // Verifier checks a presented key; *auth.Verifier satisfies it.
 type Verifier interface {
 	Verify(ctx context.Context, secret string) (auth.Key, error)
+	// VerifyCached admits only secrets a fresh cache entry vouches for.
+	VerifyCached(secret string) (auth.Key, error)
 }
 
 // FailureThrottle limits failed authentication attempts per client address;
@@ -43,19 +45,32 @@ func (s *server) authenticate() gin.HandlerFunc {
 		}
 		addr := c.ClientIP()
 		now := s.now()
-		if wait := s.failures.Wait(addr, now); wait > 0 {
-			secs := int(math.Ceil(wait.Seconds()))
-			c.Header("Retry-After", strconv.Itoa(secs))
-			s.metrics.reject(rejectAuth)
-			s.abort(c, http.StatusTooManyRequests, "too_many_auth_failures", "too many failed authentication attempts from your address; retry in "+strconv.Itoa(secs)+" s")
-			return
-		}
 		secret, ok := presentedKey(c.Request)
-		if !ok {
-			s.unauthorized(c, "missing_api_key", "an API key is required: send it in the X-API-Key header or as Authorization: Bearer <key>")
-			return
+		var (
+			key auth.Key
+			err error
+		)
+		if wait := s.failures.Wait(addr, now); wait > 0 {
+			// The address is throttled, perhaps for someone else's failures
+			// (NAT, a shared proxy): a key verified recently still passes,
+			// from the cache alone; nothing else reaches the database.
+			if ok {
+				key, err = s.verifier.VerifyCached(secret)
+			}
+			if !ok || err != nil {
+				secs := int(math.Ceil(wait.Seconds()))
+				c.Header("Retry-After", strconv.Itoa(secs))
+				s.metrics.reject(rejectAuth)
+				s.abort(c, http.StatusTooManyRequests, "too_many_auth_failures", "too many failed authentication attempts from your address; retry in "+strconv.Itoa(secs)+" s")
+				return
+			}
+		} else {
+			if !ok {
+				s.unauthorized(c, "missing_api_key", "an API key is required: send it in the X-API-Key header or as Authorization: Bearer <key>")
+				return
+			}
+			key, err = s.verifier.Verify(c.Request.Context(), secret)
 		}
-		key, err := s.verifier.Verify(c.Request.Context(), secret)
 		if err != nil {
 			s.authFailed(c, addr, now, err)
 			return
