@@ -25,6 +25,9 @@ type DB struct {
 	// it prepared on each connection it has run on, so a batch's transaction
 	// reuses it (Tx.StmtContext) instead of parsing the SQL again.
 	insertUsage *sql.Stmt
+
+	stopCkpt chan struct{} // closed by Close to stop the checkpointer
+	ckptDone chan struct{} // closed when the checkpointer has stopped
 }
 
 // ErrNotFound is returned when a requested row does not exist.
@@ -49,7 +52,8 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	q.Set("_txlock", "immediate")
 	q.Set("_synchronous", "NORMAL")
 	dsn := "file:" + path + "?" + q.Encode()
-	sqldb, err := sql.Open("sqlite3", dsn)
+	registerDriver()
+	sqldb, err := sql.Open(driverName, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
@@ -66,6 +70,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		sqldb.Close()
 		return nil, fmt.Errorf("storage: open %s: prepare: %w", path, err)
 	}
+	db.startCheckpoints()
 	return db, nil
 }
 
@@ -83,6 +88,7 @@ func (db *DB) Ping(ctx context.Context) error {
 
 // Close closes the database. Pending writes by callers must be finished first.
 func (db *DB) Close() error {
+	db.stopCheckpoints()
 	_ = db.insertUsage.Close()
 	return db.sql.Close()
 }
