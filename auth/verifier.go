@@ -130,12 +130,10 @@ func orDefault(d, def time.Duration) time.Duration {
 // The returned Key's slices are shared with the cache and must not be
 // modified.
 func (v *Verifier) Verify(ctx context.Context, secret string) (Key, error) {
-	if err := CheckFormat(secret); err != nil {
+	h, err := hashChecked(secret)
+	if err != nil {
 		return Key{}, err
 	}
-	var b [SecretLen]byte
-	copy(b[:], secret)
-	h := sha256.Sum256(b[:])
 	now := v.now()
 	n := now.UnixNano()
 
@@ -152,7 +150,7 @@ func (v *Verifier) Verify(ctx context.Context, secret string) (Key, error) {
 	if n < unknownUntil {
 		return Key{}, ErrUnknown
 	}
-	e, err := v.load(ctx, h)
+	e, err = v.load(ctx, h)
 	if err != nil {
 		return Key{}, err
 	}
@@ -165,12 +163,10 @@ func (v *Verifier) Verify(ctx context.Context, secret string) (Key, error) {
 // others' failures keep using a key it has used recently, at no cost to the
 // database.
 func (v *Verifier) VerifyCached(secret string) (Key, error) {
-	if err := CheckFormat(secret); err != nil {
+	h, err := hashChecked(secret)
+	if err != nil {
 		return Key{}, err
 	}
-	var b [SecretLen]byte
-	copy(b[:], secret)
-	h := sha256.Sum256(b[:])
 	now := v.now()
 	v.mu.RLock()
 	e, hit := v.pos[h]
@@ -179,6 +175,17 @@ func (v *Verifier) VerifyCached(secret string) (Key, error) {
 		return Key{}, ErrUnknown
 	}
 	return admit(e, now)
+}
+
+// hashChecked checks secret's format and returns its SHA-256, the cache key,
+// without allocating.
+func hashChecked(secret string) ([32]byte, error) {
+	if err := CheckFormat(secret); err != nil {
+		return [32]byte{}, err
+	}
+	var b [SecretLen]byte
+	copy(b[:], secret)
+	return sha256.Sum256(b[:]), nil
 }
 
 // admit checks a found secret against the clock and records its use.
