@@ -74,7 +74,7 @@ func usageQuery(c *gin.Context, now time.Time, allowed ...string) (metering.Quer
 		if v == "" {
 			continue
 		}
-		t, err := parseDate(v)
+		t, err := metering.ParseDate(v)
 		if err != nil {
 			return q, badRequest("query parameter %q must be a date like 2026-11-01 or an RFC 3339 time", p.name)
 		}
@@ -87,13 +87,6 @@ func usageQuery(c *gin.Context, now time.Time, allowed ...string) (metering.Quer
 		return q, badRequest("query parameter \"to\" must be after \"from\"")
 	}
 	return q, nil
-}
-
-func parseDate(v string) (time.Time, error) {
-	if t, err := time.Parse("2006-01-02", v); err == nil {
-		return t, nil
-	}
-	return time.Parse(time.RFC3339, v)
 }
 
 func contains(list []string, s string) bool {

@@ -58,3 +58,12 @@ type Row struct {
 
 // TotalTokens returns prompt plus completion tokens.
 func (r Row) TotalTokens() int64 { return r.PromptTokens + r.CompletionTokens }
+
+// ParseDate reads a report boundary as a UTC day ("2006-01-02") or an
+// RFC 3339 time. Errors are time.Parse's for the RFC 3339 form.
+func ParseDate(v string) (time.Time, error) {
+	if t, err := time.Parse("2006-01-02", v); err == nil {
+		return t, nil
+	}
+	return time.Parse(time.RFC3339, v)
+}

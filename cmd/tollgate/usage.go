@@ -75,10 +75,7 @@ func dateFlag(name, v string, def time.Time) (time.Time, error) {
 	if v == "" {
 		return def, nil
 	}
-	if t, err := time.Parse("2006-01-02", v); err == nil {
-		return t, nil
-	}
-	t, err := time.Parse(time.RFC3339, v)
+	t, err := metering.ParseDate(v)
 	if err != nil {
 		return def, &usageError{fmt.Sprintf("%s %q: want 2006-01-02 or an RFC 3339 time", name, v)}
 	}
