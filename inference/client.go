@@ -122,6 +122,10 @@ func (b *backend) classify(ctx context.Context, err error, status int, ollamaMod
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	var sb *streamBroken
+	if errors.As(err, &sb) {
+		return &UpstreamError{Message: "the stream from Ollama at " + b.url + " ended before its final chunk (the connection broke)"}
+	}
 	var se api.StatusError
 	if errors.As(err, &se) {
 		return b.statusError(se.StatusCode, se.ErrorMessage, ollamaModel)

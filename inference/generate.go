@@ -39,7 +39,9 @@ type Result struct {
 
 // Generate runs req on model m. When onText is nil the text is collected into
 // Result.Text; otherwise each piece is handed to onText as it arrives and an
-// error from onText stops the generation and is returned as is.
+// error from onText stops the generation and is returned as is. A stream
+// Ollama ends cleanly after some text but without its final chunk is not an
+// error: Done is false and DoneReason is DoneStoppedEarly.
 //
 // Errors: ctx's error when it ends first; *InvalidError; *UnreachableError,
 // *TimeoutError, *ModelMissingError, ErrBusy or *UpstreamError from Ollama
@@ -103,7 +105,17 @@ func (c *Client) Generate(ctx context.Context, m Model, req GenerateRequest, onT
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
-		return res, errStreamCut(b)
+		if res.Chunks == 0 {
+			return res, errStreamCut(b)
+		}
+		// Ollama ended its stream cleanly after some text but without its
+		// final chunk (v0.10.1 does this when a model repeats itself at
+		// temperature 0): the text is an answer, cut short.
+		res.DoneReason = DoneStoppedEarly
 	}
 	return res, nil
 }
+
+// DoneStoppedEarly is the done reason of a generation whose stream Ollama
+// ended after some text but without its final chunk, so without counts.
+const DoneStoppedEarly = "stopped_early"

@@ -149,7 +149,7 @@ func effectiveOptions(m Model, req map[string]any) map[string]any {
 		out[k] = v
 	}
 	limit := m.Limits.MaxNumPredict
-	if n, ok := out["num_predict"].(int); !ok || n < 0 || n > limit {
+	if n, ok := out["num_predict"].(int); !ok || n <= 0 || n > limit { // Ollama reads 0 as "no limit"
 		out["num_predict"] = limit
 	}
 	if n, ok := out["num_ctx"].(int); ok {

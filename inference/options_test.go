@@ -183,8 +183,10 @@ func TestEffectiveOptions(t *testing.T) {
 			want: map[string]any{"num_predict": 256}},
 		{name: "num_predict under the limit kept", model: Model{Limits: limits}, req: map[string]any{"num_predict": 10},
 			want: map[string]any{"num_predict": 10}},
-		{name: "num_predict 0 kept", model: Model{Limits: limits}, req: map[string]any{"num_predict": 0},
-			want: map[string]any{"num_predict": 0}},
+		// Ollama's runners read num_predict 0 as "no limit" (v0.10.1,
+		// runner.go: numPredict > 0 && ...), so 0 must not slip past the cap.
+		{name: "num_predict 0 becomes the cap", model: Model{Limits: limits}, req: map[string]any{"num_predict": 0},
+			want: map[string]any{"num_predict": 256}},
 		{name: "num_predict over the limit clamped", model: Model{Limits: limits}, req: map[string]any{"num_predict": 100000},
 			want: map[string]any{"num_predict": 256}},
 		{name: "num_predict -1 (infinite) clamped", model: Model{Limits: limits}, req: map[string]any{"num_predict": -1},

@@ -82,8 +82,18 @@ func (b *backend) stream(ctx context.Context, path string, data any, fn func([]b
 			return err
 		}
 	}
+	if err := scanner.Err(); err != nil {
+		return &streamBroken{err}
+	}
 	return nil
 }
+
+// streamBroken is a read error in the middle of Ollama's stream: the
+// connection broke, which is not the same as a stream that ended.
+type streamBroken struct{ err error }
+
+func (e *streamBroken) Error() string { return "reading the stream: " + e.err.Error() }
+func (e *streamBroken) Unwrap() error { return e.err }
 
 // generate is api.Client.Generate over stream.
 func (b *backend) generate(ctx context.Context, req *api.GenerateRequest, fn api.GenerateResponseFunc) error {

@@ -42,6 +42,13 @@ const (
 	// The official client fails with "unmarshal: ...". A stream:false or
 	// embed request gets a 200 whose body is cut-short JSON.
 	Malformed
+
+	// End ends the response normally (chunked-encoding terminator and all)
+	// after Fault.After chunks, without the final done chunk: what Ollama
+	// v0.10.1 does when a model repeats one token at temperature 0. The
+	// official client returns nil, having seen no done chunk. A stream:false
+	// reply is unaffected.
+	End
 )
 
 // String returns the constant's name.
@@ -55,6 +62,8 @@ func (f StreamFault) String() string {
 		return "ErrorLine"
 	case Malformed:
 		return "Malformed"
+	case End:
+		return "End"
 	}
 	return "StreamFault(" + strconv.Itoa(int(f)) + ")"
 }
@@ -145,6 +154,10 @@ func SlowChunks(d time.Duration) Fault { return Fault{ChunkDelay: d} }
 
 // CutAfter returns a Fault that closes the connection after n chunks.
 func CutAfter(n int) Fault { return Fault{Stream: Cut, After: n} }
+
+// EndAfter returns a Fault that ends the stream cleanly after n chunks,
+// without its final done chunk.
+func EndAfter(n int) Fault { return Fault{Stream: End, After: n} }
 
 // ErrorAfter returns a Fault that sends {"error": msg} after n chunks
 // (msg "" means DefaultErrorMessage).

@@ -569,6 +569,8 @@ func (x *exchange) complete(chat bool) {
 			case Cut:
 				cut(w, true)
 				return
+			case End:
+				return
 			case ErrorLine:
 				b = appendError(b, errMsg)
 				b = append(b, '\n')
