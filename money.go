@@ -1,4 +1,4 @@
-package metering
+package tollgate
 
 import (
 	"fmt"
@@ -11,14 +11,19 @@ import (
 // MicrosPerUnit is how many micro-units make one unit of the price currency.
 const MicrosPerUnit = 1_000_000
 
+// Money is an amount in micro-units: millionths of the catalog's currency.
+// Prices, costs, reports and exports all use it, so amounts are exact
+// integers everywhere and are printed one way (String).
+type Money int64
+
 // Price is what a model charges, in micro-units per 1,000 tokens. A price of
 // 0.0002 currency units per 1k tokens is InputPer1K = 200.
 type Price struct {
-	InputPer1K  int64 // per 1,000 prompt (input) tokens
-	OutputPer1K int64 // per 1,000 completion (output) tokens
+	InputPer1K  Money // per 1,000 prompt (input) tokens
+	OutputPer1K Money // per 1,000 completion (output) tokens
 }
 
-// Cost returns the price of one request in micro-units:
+// Cost returns the price of one request:
 //
 //	(prompt*InputPer1K + completion*OutputPer1K) / 1000
 //
@@ -27,9 +32,9 @@ type Price struct {
 // between input and output cannot gain or lose a micro-unit). Negative token
 // counts or prices count as zero. A result beyond int64 saturates at
 // math.MaxInt64.
-func (p Price) Cost(prompt, completion int64) int64 {
-	inHi, inLo := bits.Mul64(nonNeg(prompt), nonNeg(p.InputPer1K))
-	outHi, outLo := bits.Mul64(nonNeg(completion), nonNeg(p.OutputPer1K))
+func (p Price) Cost(prompt, completion int64) Money {
+	inHi, inLo := bits.Mul64(nonNeg(prompt), nonNeg(int64(p.InputPer1K)))
+	outHi, outLo := bits.Mul64(nonNeg(completion), nonNeg(int64(p.OutputPer1K)))
 	lo, carry := bits.Add64(inLo, outLo, 0)
 	hi, carry2 := bits.Add64(inHi, outHi, carry)
 	lo, carry = bits.Add64(lo, 500, 0) // half up
@@ -41,7 +46,7 @@ func (p Price) Cost(prompt, completion int64) int64 {
 	if q > math.MaxInt64 {
 		return math.MaxInt64
 	}
-	return int64(q)
+	return Money(q)
 }
 
 func nonNeg(v int64) uint64 {
@@ -53,28 +58,28 @@ func nonNeg(v int64) uint64 {
 
 // ParsePrice builds a Price from two decimal texts in currency units per
 // 1,000 tokens, as written in models.yaml (for example "0.0002" and
-// "0.0006"). See ParseMicros for what is accepted.
+// "0.0006"). See ParseMoney for what is accepted.
 func ParsePrice(inputPer1K, outputPer1K string) (Price, error) {
-	in, err := ParseMicros(inputPer1K)
+	in, err := ParseMoney(inputPer1K)
 	if err != nil {
 		return Price{}, fmt.Errorf("input_per_1k: %w", err)
 	}
-	out, err := ParseMicros(outputPer1K)
+	out, err := ParseMoney(outputPer1K)
 	if err != nil {
 		return Price{}, fmt.Errorf("output_per_1k: %w", err)
 	}
 	return Price{InputPer1K: in, OutputPer1K: out}, nil
 }
 
-// ParseMicros converts a non-negative decimal amount of currency units into
+// ParseMoney converts a non-negative decimal amount of currency units into
 // micro-units exactly, by reading the decimal text (never through a float):
 // "0.0002" is 200, "1" is 1000000, "2.5e-4" is 250. Precision finer than one
 // micro-unit is an error ("0.0000001" is rejected, "0.0000010" is 1), as are
 // negative amounts, empty text, and amounts beyond int64 micro-units.
-func ParseMicros(s string) (int64, error) {
+func ParseMoney(s string) (Money, error) {
 	orig := s
-	bad := func(why string) (int64, error) {
-		return 0, fmt.Errorf("metering: price %q: %s", orig, why)
+	bad := func(why string) (Money, error) {
+		return 0, fmt.Errorf("amount %q: %s", orig, why)
 	}
 	s = strings.TrimSpace(s)
 	s = strings.TrimPrefix(s, "+")
@@ -119,24 +124,25 @@ func ParseMicros(s string) (int64, error) {
 	if err != nil {
 		return bad("too large")
 	}
-	return v, nil
+	return Money(v), nil
 }
 
 // MicrosFromFloat converts a number a YAML or JSON decoder already turned
 // into a float64 (such as 0.0002) into micro-units. It goes through the
 // shortest decimal text that reads back as the same float, which is the text
 // that was written in the file for any price of up to 15 significant digits,
-// so no binary rounding leaks in. The rules of ParseMicros apply.
-func MicrosFromFloat(f float64) (int64, error) {
+// so no binary rounding leaks in. The rules of ParseMoney apply.
+func MoneyFromFloat(f float64) (Money, error) {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0, fmt.Errorf("metering: price %v is not a number", f)
+		return 0, fmt.Errorf("amount %v is not a number", f)
 	}
-	return ParseMicros(strconv.FormatFloat(f, 'g', -1, 64))
+	return ParseMoney(strconv.FormatFloat(f, 'g', -1, 64))
 }
 
-// FormatMicros renders micro-units as currency units with exactly six
-// decimals: 342 is "0.000342", 1500000 is "1.500000".
-func FormatMicros(m int64) string {
+// String renders m in currency units with exactly six decimals: 342 is
+// "0.000342", 1500000 is "1.500000". Every amount Tollgate prints (prices,
+// costs, reports, exports) is written this way.
+func (m Money) String() string {
 	sign := ""
 	u := uint64(m)
 	if m < 0 {

@@ -1,14 +1,14 @@
-package metering
+package tollgate
 
 import (
 	"math"
 	"testing"
 )
 
-func TestParseMicros(t *testing.T) {
+func TestParseMoney(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
-		want int64
+		want Money
 	}{
 		{"0", 0},
 		{"0.0002", 200},
@@ -27,42 +27,42 @@ func TestParseMicros(t *testing.T) {
 		{"0.00000", 0},
 		{"9223372036854.775807", math.MaxInt64},
 	} {
-		got, err := ParseMicros(tc.in)
+		got, err := ParseMoney(tc.in)
 		if err != nil || got != tc.want {
-			t.Errorf("ParseMicros(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+			t.Errorf("ParseMoney(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
 	}
 }
 
-func TestParseMicrosRejects(t *testing.T) {
+func TestParseMoneyRejects(t *testing.T) {
 	for _, in := range []string{
 		"", ".", "-0.1", "abc", "0x10", "1,5", "1.2.3", "1e", "e5", "1e9999",
 		"0.0000001", "0.00000015", "1e-7", "NaN", "Inf",
 		"9223372036854.775808", "99999999999999999999",
 	} {
-		if got, err := ParseMicros(in); err == nil {
-			t.Errorf("ParseMicros(%q) = %d, want an error", in, got)
+		if got, err := ParseMoney(in); err == nil {
+			t.Errorf("ParseMoney(%q) = %d, want an error", in, got)
 		}
 	}
 }
 
-func TestMicrosFromFloat(t *testing.T) {
+func TestMoneyFromFloat(t *testing.T) {
 	for _, tc := range []struct {
 		in   float64
-		want int64
+		want Money
 	}{
 		{0.0002, 200}, {0.0006, 600}, {0.3, 300_000}, {1.5, 1_500_000}, {0, 0}, {2.5e-4, 250},
 	} {
-		got, err := MicrosFromFloat(tc.in)
+		got, err := MoneyFromFloat(tc.in)
 		if err != nil || got != tc.want {
-			t.Errorf("MicrosFromFloat(%v) = %d, %v; want %d", tc.in, got, err, tc.want)
+			t.Errorf("MoneyFromFloat(%v) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
 	}
 	tenth := 0.1
 	drift := tenth + 0.2 // 0.30000000000000004 at run time: finer than a micro-unit
 	for _, f := range []float64{math.NaN(), math.Inf(1), -0.5, drift} {
-		if _, err := MicrosFromFloat(f); err == nil {
-			t.Errorf("MicrosFromFloat(%v) succeeded", f)
+		if _, err := MoneyFromFloat(f); err == nil {
+			t.Errorf("MoneyFromFloat(%v) succeeded", f)
 		}
 	}
 }
@@ -86,7 +86,7 @@ func TestPriceCost(t *testing.T) {
 		name               string
 		p                  Price
 		prompt, completion int64
-		want               int64
+		want               Money
 	}{
 		{"zero", llama, 0, 0, 0},
 		{"exact thousands", llama, 1000, 1000, 800},
@@ -107,7 +107,7 @@ func TestPriceCost(t *testing.T) {
 	}
 }
 
-func TestFormatMicros(t *testing.T) {
+func TestMoneyString(t *testing.T) {
 	for _, tc := range []struct {
 		in   int64
 		want string
@@ -115,15 +115,15 @@ func TestFormatMicros(t *testing.T) {
 		{0, "0.000000"}, {342, "0.000342"}, {1_500_000, "1.500000"}, {-7, "-0.000007"},
 		{math.MaxInt64, "9223372036854.775807"}, {math.MinInt64, "-9223372036854.775808"},
 	} {
-		if got := FormatMicros(tc.in); got != tc.want {
-			t.Errorf("FormatMicros(%d) = %q, want %q", tc.in, got, tc.want)
+		if got := Money(tc.in).String(); got != tc.want {
+			t.Errorf("Money(%d).String() = %q, want %q", tc.in, got, tc.want)
 		}
 	}
-	// FormatMicros and ParseMicros agree.
-	for _, m := range []int64{0, 1, 342, 999_999, 1_000_000, 123_456_789} {
-		back, err := ParseMicros(FormatMicros(m))
+	// String and ParseMoney agree.
+	for _, m := range []Money{0, 1, 342, 999_999, 1_000_000, 123_456_789} {
+		back, err := ParseMoney(m.String())
 		if err != nil || back != m {
-			t.Errorf("round trip %d -> %q -> %d, %v", m, FormatMicros(m), back, err)
+			t.Errorf("round trip %d -> %q -> %d, %v", m, m.String(), back, err)
 		}
 	}
 }

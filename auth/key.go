@@ -3,18 +3,13 @@ package auth
 import (
 	"slices"
 	"time"
+	"tollgate"
 )
 
-// Limits are a key's explicit limits. A zero field means "unlimited, or
-// whatever the key's plan says"; enforcing them is the limiter's business.
-type Limits struct {
-	RequestsPerSecond float64 `json:"requests_per_second,omitzero"`
-	Burst             int     `json:"burst,omitzero"`
-	TokensPerMinute   int64   `json:"tokens_per_minute,omitzero"`
-	MaxConcurrent     int     `json:"max_concurrent,omitzero"`
-	MonthlyTokens     int64   `json:"monthly_tokens,omitzero"`
-	MonthlyRequests   int64   `json:"monthly_requests,omitzero"`
-}
+// Limits are a key's explicit limits (tollgate.Limits). A zero field means
+// "unlimited, or whatever the key's plan says"; enforcing them is the
+// gateway's business.
+type Limits = tollgate.Limits
 
 // Key is an API key as the rest of Tollgate sees it. It never holds the
 // secret or its hash. Zero times mean "not set" (no expiry, not revoked,

@@ -222,7 +222,7 @@ func (p Patch) apply(k *Key, now time.Time) error {
 		return err
 	}
 	if p.Limits != nil {
-		if err := p.Limits.validate(); err != nil {
+		if err := validateLimits(*p.Limits); err != nil {
 			return err
 		}
 		k.Limits = *p.Limits
@@ -289,7 +289,7 @@ func normalizeModels(in []string) ([]string, error) {
 	return out, nil
 }
 
-func (l Limits) validate() error {
+func validateLimits(l Limits) error {
 	if math.IsNaN(l.RequestsPerSecond) || math.IsInf(l.RequestsPerSecond, 0) || l.RequestsPerSecond < 0 {
 		return fieldErr("limits.requests_per_second", "must be a non-negative number")
 	}

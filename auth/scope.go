@@ -3,18 +3,20 @@ package auth
 import (
 	"slices"
 	"strings"
+
+	"tollgate"
 )
 
-// Scope is a permission a key carries. Scopes are exact: ScopeAdmin does not
-// imply the others.
-type Scope string
+// Scope is a permission a key carries: a tollgate.Capability. Scopes are
+// exact: ScopeAdmin does not imply the others.
+type Scope = tollgate.Capability
 
 // The scopes Tollgate knows.
 const (
-	ScopeGenerate Scope = "generate"
-	ScopeEmbed    Scope = "embed"
-	ScopePredict  Scope = "predict"
-	ScopeAdmin    Scope = "admin"
+	ScopeGenerate = tollgate.Generate
+	ScopeEmbed    = tollgate.Embed
+	ScopePredict  = tollgate.Predict
+	ScopeAdmin    = tollgate.Admin
 )
 
 // AllScopes lists every known scope, in a stable order.
@@ -23,15 +25,6 @@ func AllScopes() []Scope { return []Scope{ScopeGenerate, ScopeEmbed, ScopePredic
 // DefaultScopes are given to a key created without explicit scopes: every
 // inference scope, not admin.
 func DefaultScopes() []Scope { return []Scope{ScopeGenerate, ScopeEmbed, ScopePredict} }
-
-// Valid reports whether s is a known scope.
-func (s Scope) Valid() bool {
-	switch s {
-	case ScopeGenerate, ScopeEmbed, ScopePredict, ScopeAdmin:
-		return true
-	}
-	return false
-}
 
 // ParseScopes parses a comma-separated list such as "generate,embed".
 // Spaces around items are ignored, duplicates are dropped, and an empty

@@ -3,6 +3,7 @@ package handlers
 import (
 	"net/http"
 	"time"
+	"tollgate"
 
 	"github.com/gin-gonic/gin"
 
@@ -129,7 +130,7 @@ func (s *server) rotateKey(self bool) gin.HandlerFunc {
 			// (leaked, the reason for the rotation) would otherwise mint
 			// itself a fresh secret and, with grace 0, end the owner's.
 			if info(c).superseded {
-				s.abort(c, http.StatusForbidden, "superseded_key", "this key was rotated and works only until its grace period ends; rotate with the current key")
+				s.abort(c, tollgate.CodeSupersededKey, "this key was rotated and works only until its grace period ends; rotate with the current key")
 				return
 			}
 			id, limit = info(c).keyID, MaxSelfRotateGrace

@@ -11,8 +11,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"tollgate"
 	"tollgate/auth"
-	"tollgate/inference"
 )
 
 // Verifier checks a presented key; *auth.Verifier satisfies it.
@@ -40,7 +40,7 @@ var queryKeyNames = []string{"api_key", "apikey", "api-key", "key", "token", "ac
 func (s *server) authenticate() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if keyInQuery(c.Request) {
-			s.unauthorized(c, "key_in_query", "API keys are not accepted in the URL, where they end up in logs and histories; send the key in the X-API-Key header (or Authorization: Bearer <key>) and revoke this one if it was shared")
+			s.unauthorized(c, tollgate.CodeKeyInQuery, "API keys are not accepted in the URL, where they end up in logs and histories; send the key in the X-API-Key header (or Authorization: Bearer <key>) and revoke this one if it was shared")
 			return
 		}
 		addr := c.ClientIP()
@@ -61,12 +61,12 @@ func (s *server) authenticate() gin.HandlerFunc {
 				secs := int(math.Ceil(wait.Seconds()))
 				c.Header("Retry-After", strconv.Itoa(secs))
 				s.metrics.reject(rejectAuth)
-				s.abort(c, http.StatusTooManyRequests, "too_many_auth_failures", "too many failed authentication attempts from your address; retry in "+strconv.Itoa(secs)+" s")
+				s.abort(c, tollgate.CodeTooManyAuthFailures, "too many failed authentication attempts from your address; retry in "+strconv.Itoa(secs)+" s")
 				return
 			}
 		} else {
 			if !ok {
-				s.unauthorized(c, "missing_api_key", "an API key is required: send it in the X-API-Key header or as Authorization: Bearer <key>")
+				s.unauthorized(c, tollgate.CodeMissingKey, "an API key is required: send it in the X-API-Key header or as Authorization: Bearer <key>")
 				return
 			}
 			key, err = s.verifier.Verify(c.Request.Context(), secret)
@@ -84,14 +84,14 @@ func (s *server) authenticate() gin.HandlerFunc {
 }
 
 func (s *server) authFailed(c *gin.Context, addr string, now time.Time, err error) {
-	code, msg := "invalid_api_key", "the API key is not valid"
+	code, msg := tollgate.CodeInvalidKey, "the API key is not valid"
 	switch {
 	case errors.Is(err, auth.ErrMalformed):
 		msg = "the API key is malformed (a Tollgate key starts with tg_ and is 41 characters long; check for a typo or truncation)"
 	case errors.Is(err, auth.ErrExpired):
-		code, msg = "key_expired", "the API key has expired (or was rotated and its grace period is over)"
+		code, msg = tollgate.CodeKeyExpired, "the API key has expired (or was rotated and its grace period is over)"
 	case errors.Is(err, auth.ErrRevoked):
-		code, msg = "key_revoked", "the API key has been revoked"
+		code, msg = tollgate.CodeKeyRevoked, "the API key has been revoked"
 	case errors.Is(err, auth.ErrUnknown):
 	default:
 		s.fail(c, err) // the store failed: not the client's fault, not a failed attempt
@@ -101,10 +101,10 @@ func (s *server) authFailed(c *gin.Context, addr string, now time.Time, err erro
 	s.unauthorized(c, code, msg)
 }
 
-func (s *server) unauthorized(c *gin.Context, code, msg string) {
+func (s *server) unauthorized(c *gin.Context, code tollgate.Code, msg string) {
 	s.metrics.reject(rejectAuth)
 	c.Header("WWW-Authenticate", challenge)
-	s.abort(c, http.StatusUnauthorized, code, msg)
+	s.abort(c, code, msg)
 }
 
 // presentedKey returns the key from X-API-Key or Authorization: Bearer.
@@ -145,23 +145,9 @@ func keyInQuery(r *http.Request) bool {
 func (s *server) require(scope auth.Scope) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if !info(c).key.HasScope(scope) {
-			s.abort(c, http.StatusForbidden, "insufficient_scope", "this key does not have the "+string(scope)+" scope")
+			s.abort(c, tollgate.CodeInsufficientScope, "this key does not have the "+string(scope)+" scope")
 			return
 		}
 		c.Next()
 	}
-}
-
-// allowModel reports whether the request's key may use model m, writing the
-// 403 when it may not. On success m's limits are lowered to the key's plan.
-func (s *server) allowModel(c *gin.Context, m *inference.Model) bool {
-	key := info(c).key
-	if !key.AllowsModel(m.Name) {
-		s.abort(c, http.StatusForbidden, "model_not_allowed", "this key may not use model "+strconv.Quote(m.Name))
-		return false
-	}
-	if plan, ok := s.inf.Catalog().Plans[key.Plan]; ok {
-		*m = plan.Restrict(*m)
-	}
-	return true
 }

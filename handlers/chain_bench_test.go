@@ -11,9 +11,11 @@ import (
 	"testing"
 
 	"tollgate/auth"
+	"tollgate/gateway"
 	"tollgate/handlers"
 	"tollgate/inference"
 	"tollgate/inference/ollamatest"
+	"tollgate/limits"
 	"tollgate/metering"
 	"tollgate/storage"
 )
@@ -58,9 +60,11 @@ func newBenchGateway(b *testing.B) *benchGateway {
 	if err != nil {
 		b.Fatal(err)
 	}
+	client := inference.NewClient(cat)
+	gw := gateway.New(gateway.Config{Inference: client, Recorder: recorder, Limiter: limits.New(counters, 0),
+		Ledger: counters, Usage: db, Logger: log, InFlight: metrics.InFlight})
 	h := handlers.NewServer(handlers.Config{
-		Inference: inference.NewClient(cat), DB: db, Verifier: verifier, Keys: keys, Audit: db,
-		Recorder: recorder, Usage: db, Counters: counters, Limiter: auth.NewLimiter(0),
+		Gateway: gw, Ollama: client, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db,
 		Metrics: metrics, MetricsRoute: true, Logger: log,
 	})
 	return &benchGateway{handler: h, key: secret, fake: fake}

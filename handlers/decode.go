@@ -4,23 +4,19 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net"
 	"net/http"
 	"strings"
 	"time"
+	"tollgate"
 
 	"github.com/gin-gonic/gin"
 )
 
 // bodyReadTimeout bounds how long a client may take to send its body.
 const bodyReadTimeout = 30 * time.Second
-
-func badRequest(format string, args ...any) *apiError {
-	return &apiError{status: http.StatusBadRequest, code: "invalid_request", message: fmt.Sprintf(format, args...)}
-}
 
 // decodeJSON reads the body into v strictly: one JSON object, no unknown
 // fields (a typo like "promt" is an error, not a silent default), types as
@@ -36,8 +32,8 @@ func decodeJSON(c *gin.Context, v any) error {
 		}
 	}
 	err := decodeBytes(body, v)
-	if ae, ok := err.(*apiError); ok && !isJSONType(c.GetHeader("Content-Type")) {
-		ae.message += " (send JSON with Content-Type: application/json)"
+	if ae, ok := err.(*tollgate.Error); ok && !isJSONType(c.GetHeader("Content-Type")) {
+		ae.Message += " (send JSON with Content-Type: application/json)"
 	}
 	return err
 }
@@ -59,25 +55,13 @@ func readBody(c *gin.Context) ([]byte, error) {
 		case errors.As(err, &mbe):
 			return nil, err
 		case errors.As(err, &ne) && ne.Timeout():
-			return nil, &apiError{status: http.StatusRequestTimeout, code: "body_timeout", message: "the request body did not arrive within " + bodyReadTimeout.String()}
+			return nil, tollgate.Errorf(tollgate.CodeBodyTimeout, "the request body did not arrive within %s", bodyReadTimeout)
 		}
 		return nil, badRequest("could not read the request body")
 	}
 	ri := info(c)
 	ri.body, ri.bodyRead = body, true
 	return body, nil
-}
-
-// preread reads the body before the limits take a slot, so a client
-// trickling its body holds no GPU or concurrency slot while it does.
-func (s *server) preread() gin.HandlerFunc {
-	return func(c *gin.Context) {
-		if _, err := readBody(c); err != nil {
-			s.fail(c, err)
-			return
-		}
-		c.Next()
-	}
 }
 
 func isJSONType(ct string) bool {
@@ -153,10 +137,11 @@ type fieldError struct {
 
 func (e *fieldError) Error() string { return e.field + " " + e.reason }
 
-// stringOrList is a JSON string or an array of strings ("input").
+// stringOrList is a JSON string or an array of strings ("input"); it
+// converts to gateway.Inputs.
 type stringOrList struct {
-	items  []string
-	isList bool
+	Items []string
+	List  bool
 }
 
 func (s *stringOrList) UnmarshalJSON(b []byte) error {
@@ -165,8 +150,8 @@ func (s *stringOrList) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	if len(b) > 0 && b[0] == '[' {
-		s.isList = true
-		if err := json.Unmarshal(b, &s.items); err != nil {
+		s.List = true
+		if err := json.Unmarshal(b, &s.Items); err != nil {
 			return &fieldError{field: "input", reason: "must be a string or an array of strings"}
 		}
 		return nil
@@ -175,25 +160,6 @@ func (s *stringOrList) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &one); err != nil {
 		return &fieldError{field: "input", reason: "must be a string or an array of strings"}
 	}
-	s.items = []string{one}
-	return nil
-}
-
-// check requires at least one input, each non-empty, and at most max.
-func (s stringOrList) check(max int) error {
-	if len(s.items) == 0 {
-		return badRequest("field \"input\" is required: a string or a non-empty array of strings")
-	}
-	if len(s.items) > max {
-		return badRequest("field \"input\" has %d items; the limit for this model is %d", len(s.items), max)
-	}
-	for i, in := range s.items {
-		if strings.TrimSpace(in) == "" {
-			if s.isList {
-				return badRequest("field \"input[%d]\" must not be empty", i)
-			}
-			return badRequest("field \"input\" must not be empty")
-		}
-	}
+	s.Items = []string{one}
 	return nil
 }

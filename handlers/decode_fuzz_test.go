@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"tollgate"
 )
 
 // FuzzDecodeGenerate: decodeBytes never panics, refuses with a 400 that
@@ -27,11 +28,11 @@ func FuzzDecodeGenerate(f *testing.F) {
 			}
 			return
 		}
-		ae, ok := err.(*apiError)
+		ae, ok := err.(*tollgate.Error)
 		if !ok {
-			t.Fatalf("error %T %v, want *apiError", err, err)
+			t.Fatalf("error %T %v, want *tollgate.Error", err, err)
 		}
-		if ae.status != http.StatusBadRequest || ae.code != "invalid_request" || ae.message == "" {
+		if ae.Code.Status() != http.StatusBadRequest || ae.Code != tollgate.CodeInvalidRequest || ae.Message == "" {
 			t.Fatalf("error %+v, want a 400 invalid_request with a message", ae)
 		}
 	})

@@ -1,12 +1,9 @@
 package handlers
 
 import (
-	"net/http"
-
 	"github.com/gin-gonic/gin"
 
-	"tollgate/inference"
-	"tollgate/metering"
+	"tollgate/gateway"
 )
 
 type embedRequest struct {
@@ -30,28 +27,13 @@ func (s *server) embed() gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		m, err := s.inf.Catalog().ModelFor(body.Model, inference.EndpointEmbed)
+		res, err := s.gw.Embed(c.Request.Context(), caller(c), gateway.EmbedRequest{
+			Model: body.Model, Input: gateway.Inputs(body.Input), KeepAlive: body.KeepAlive})
+		s.noteCall(c, res.Result, err)
 		if err != nil {
-			s.fail(c, err)
+			s.failCall(c, err)
 			return
 		}
-		if !s.allowModel(c, &m) {
-			return
-		}
-		if err := body.Input.check(m.Limits.MaxInputs); err != nil {
-			s.fail(c, err)
-			return
-		}
-		keep, err := inference.ParseKeepAlive(body.KeepAlive, m.Limits.MaxKeepAlive)
-		if err != nil {
-			s.fail(c, err)
-			return
-		}
-		ri := info(c)
-		ri.model = m.Name
-		res, err := s.inf.Embed(c.Request.Context(), m, body.Input.items, keep)
-		s.finish(c, metering.EndpointEmbed, m, res.Usage, err, func() {
-			c.JSON(http.StatusOK, embedResponse{ID: ri.id, Model: m.Name, Embeddings: res.Embeddings, Usage: ri.usage})
-		})
+		s.reply(c, embedResponse{ID: info(c).id, Model: res.Model, Embeddings: res.Embeddings, Usage: toUsage(res.Usage)})
 	}
 }

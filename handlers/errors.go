@@ -1,18 +1,16 @@
 package handlers
 
 import (
-	"context"
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
-	"tollgate/inference"
+	"tollgate"
 )
-
-// statusClientClosed is nginx's 499: the client went away before the answer.
-const statusClientClosed = 499
 
 // errorBody is the one error envelope of the native surface.
 type errorBody struct {
@@ -20,88 +18,62 @@ type errorBody struct {
 }
 
 type errorDetail struct {
-	Code      string `json:"code"`
-	Message   string `json:"message"`
-	RequestID string `json:"request_id"`
+	Code      tollgate.Code `json:"code"`
+	Message   string        `json:"message"`
+	RequestID string        `json:"request_id"`
 }
 
-// apiError is an error that already knows its HTTP rendering.
-type apiError struct {
-	status     int
-	code       string
-	message    string
-	retryAfter int // seconds; 0 = no Retry-After
+func badRequest(format string, args ...any) *tollgate.Error {
+	return tollgate.Errorf(tollgate.CodeInvalidRequest, format, args...)
 }
-
-func (e *apiError) Error() string { return e.message }
 
 func bodyTooLarge(limit int64) string {
 	return "request body is larger than the limit of " + strconv.FormatInt(limit, 10) + " bytes"
 }
 
-// toAPIError maps every error the handlers can meet to its HTTP rendering.
-// Unknown errors become a 500 whose detail stays in the log.
-func toAPIError(err error) *apiError {
-	var (
-		ae   *apiError
-		inv  *inference.InvalidError
-		unm  *inference.UnknownModelError
-		unt  *inference.UnknownTaskError
-		unr  *inference.UnreachableError
-		tmo  *inference.TimeoutError
-		miss *inference.ModelMissingError
-		up   *inference.UpstreamError
-		mbe  *http.MaxBytesError
-	)
-	switch {
-	case errors.As(err, &ae):
-		return ae
-	case errors.As(err, &mbe):
-		return &apiError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", message: bodyTooLarge(mbe.Limit)}
-	case errors.As(err, &inv):
-		return &apiError{status: http.StatusBadRequest, code: "invalid_request", message: inv.Error()}
-	case errors.As(err, &unm):
-		return &apiError{status: http.StatusNotFound, code: "model_not_found", message: unm.Error()}
-	case errors.As(err, &unt):
-		return &apiError{status: http.StatusNotFound, code: "task_not_found", message: unt.Error()}
-	case errors.As(err, &unr):
-		return &apiError{status: http.StatusBadGateway, code: "backend_unreachable", message: unr.Error(), retryAfter: 5}
-	case errors.As(err, &tmo):
-		return &apiError{status: http.StatusGatewayTimeout, code: "backend_timeout", message: tmo.Error()}
-	case errors.As(err, &miss):
-		return &apiError{status: http.StatusBadGateway, code: "model_not_installed", message: miss.Error()}
-	case errors.Is(err, inference.ErrBusy):
-		return &apiError{status: http.StatusServiceUnavailable, code: "overloaded", message: err.Error() + "; retry shortly", retryAfter: 1}
-	case errors.As(err, &up):
-		return &apiError{status: http.StatusBadGateway, code: "backend_error", message: up.Error()}
-	case errors.Is(err, context.Canceled):
-		return &apiError{status: statusClientClosed, code: "client_closed_request", message: "the client closed the request"}
-	case errors.Is(err, context.DeadlineExceeded):
-		return &apiError{status: http.StatusGatewayTimeout, code: "timeout", message: "the request took too long"}
+// describe is the one mapping from an error to what the native surface
+// says: its code (and so its status, from tollgate's table), a message fit
+// for the client, and the retry hints. Unknown errors are internal_error
+// with a generic message; their detail goes to the log only.
+func describe(err error) *tollgate.Error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return &tollgate.Error{Code: tollgate.CodeBodyTooLarge, Message: bodyTooLarge(mbe.Limit)}
 	}
-	return nil
+	return &tollgate.Error{Code: tollgate.ErrorCode(err), Message: tollgate.ErrorMessage(err),
+		RetryAfter: tollgate.RetryAfter(err), Final: tollgate.IsFinal(err)}
 }
 
-// fail renders err as the error envelope and stops the chain.
+// fail renders err as the error envelope, with Retry-After and
+// x-should-retry where they apply, and stops the chain.
 func (s *server) fail(c *gin.Context, err error) {
-	ae := toAPIError(err)
-	if ae == nil {
+	e := describe(err)
+	switch status := e.Code.Status(); {
+	case e.Code == tollgate.CodeInternal:
 		s.log.Error("internal error", "request_id", info(c).id, "route", c.FullPath(), "error", err.Error())
-		ae = &apiError{status: http.StatusInternalServerError, code: "internal_error", message: "internal error; quote the request id when reporting it"}
-	} else if ae.status >= 500 {
-		s.log.Warn("upstream error", "request_id", info(c).id, "route", c.FullPath(), "code", ae.code, "error", err.Error())
+	case status >= 500:
+		s.log.Warn("upstream error", "request_id", info(c).id, "route", c.FullPath(), "code", string(e.Code), "error", err.Error())
 	}
-	if ae.retryAfter > 0 {
-		c.Header("Retry-After", strconv.Itoa(ae.retryAfter))
+	if e.RetryAfter > 0 {
+		c.Header("Retry-After", strconv.Itoa(retrySeconds(e.RetryAfter)))
 	}
-	s.abort(c, ae.status, ae.code, ae.message)
+	if e.Final {
+		c.Header("x-should-retry", "false")
+	}
+	s.abort(c, e.Code, e.Message)
 }
 
-func (s *server) abort(c *gin.Context, status int, code, message string) {
+// retrySeconds rounds up so Retry-After is never earlier than the refill.
+func retrySeconds(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// abort writes the error envelope with code's status and stops the chain.
+func (s *server) abort(c *gin.Context, code tollgate.Code, message string) {
 	if ri := info(c); ri.keyID == "" && c.Request.ContentLength != 0 && !ri.bodyRead {
 		// An anonymous client with an unread body: answer at once and drop
 		// the connection rather than let net/http wait for the body.
 		c.Header("Connection", "close")
 	}
-	c.AbortWithStatusJSON(status, errorBody{Error: errorDetail{Code: code, Message: message, RequestID: info(c).id}})
+	c.AbortWithStatusJSON(code.Status(), errorBody{Error: errorDetail{Code: code, Message: message, RequestID: info(c).id}})
 }

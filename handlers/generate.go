@@ -3,12 +3,11 @@ package handlers
 import (
 	"encoding/json"
 	"net/http"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 
+	"tollgate/gateway"
 	"tollgate/inference"
-	"tollgate/metering"
 )
 
 type generateRequest struct {
@@ -20,6 +19,11 @@ type generateRequest struct {
 	Options   map[string]any      `json:"options"`
 	Format    json.RawMessage     `json:"format"`
 	KeepAlive any                 `json:"keep_alive"`
+}
+
+func (r generateRequest) toGateway() gateway.GenerateRequest {
+	return gateway.GenerateRequest{Model: r.Model, Prompt: r.Prompt, System: r.System, Messages: r.Messages,
+		Options: r.Options, Format: r.Format, KeepAlive: r.KeepAlive}
 }
 
 type usageJSON struct {
@@ -40,50 +44,10 @@ type generateResponse struct {
 	Usage      usageJSON `json:"usage"`
 }
 
-// check turns the body into an inference request for model m.
-func (r *generateRequest) check(m inference.Model) (inference.GenerateRequest, error) {
-	var out inference.GenerateRequest
-	switch {
-	case r.Prompt != nil && r.Messages != nil:
-		return out, badRequest("send either \"prompt\" or \"messages\", not both")
-	case r.Prompt == nil && r.Messages == nil:
-		return out, badRequest("field \"prompt\" (a string) or \"messages\" (an array of {role, content}) is required")
-	case r.Prompt != nil && strings.TrimSpace(*r.Prompt) == "":
-		return out, badRequest("field \"prompt\" must not be empty")
-	}
-	if err := checkMessages(r.Messages); err != nil {
-		return out, err
-	}
-	if err := inference.CheckFormat(r.Format); err != nil {
-		return out, err // before Ollama is called: a 400 here is not metered
-	}
-	opts, err := inference.CheckOptions(r.Options)
-	if err != nil {
-		return out, err
-	}
-	keep, err := inference.ParseKeepAlive(r.KeepAlive, m.Limits.MaxKeepAlive)
-	if err != nil {
-		return out, err
-	}
-	out = inference.GenerateRequest{System: r.System, Messages: r.Messages, Options: opts, Format: r.Format, KeepAlive: keep}
-	if r.Prompt != nil {
-		out.Prompt = *r.Prompt
-	}
-	return out, nil
-}
-
-func checkMessages(msgs []inference.Message) error {
-	if msgs != nil && len(msgs) == 0 {
-		return badRequest("field \"messages\" must not be empty")
-	}
-	for i, m := range msgs {
-		switch m.Role {
-		case "system", "user", "assistant":
-		default:
-			return badRequest("field \"messages[%d].role\" must be system, user or assistant", i)
-		}
-	}
-	return nil
+// caller is the gateway's view of this request: its key, id and arrival.
+func caller(c *gin.Context) gateway.Caller {
+	ri := info(c)
+	return gateway.Caller{Key: ri.key, RequestID: ri.id, Arrived: ri.start}
 }
 
 // generate serves POST /generate: one JSON answer, or Server-Sent Events when
@@ -95,39 +59,31 @@ func (s *server) generate() gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		m, err := s.inf.Catalog().ModelFor(body.Model, inference.EndpointGenerate)
-		if err != nil {
-			s.fail(c, err)
-			return
-		}
-		if !s.allowModel(c, &m) {
-			return
-		}
-		req, err := body.check(m)
-		if err != nil {
-			s.fail(c, err)
-			return
-		}
-		ri := info(c)
-		ri.model = m.Name
 		if body.Stream {
-			s.streamGenerate(c, m, req)
+			s.streamGenerate(c, body.toGateway())
 			return
 		}
-		res, err := s.inf.Generate(c.Request.Context(), m, req, nil)
-		ri.firstToken = res.FirstToken
-		s.finish(c, metering.EndpointGenerate, m, produced(res), err, func() {
-			c.JSON(http.StatusOK, generateResponse{ID: ri.id, Model: m.Name, Text: res.Text, DoneReason: res.DoneReason, Usage: ri.usage})
-		})
+		res, err := s.gw.Generate(c.Request.Context(), caller(c), body.toGateway(), nil)
+		s.noteCall(c, res.Result, err)
+		if err != nil {
+			s.failCall(c, err)
+			return
+		}
+		s.reply(c, generateResponse{ID: info(c).id, Model: res.Model, Text: res.Text, DoneReason: res.DoneReason, Usage: toUsage(res.Usage)})
 	}
 }
 
-// produced is what a generation is billed for: Ollama's exact counts when it
-// finished, else the pieces it streamed before it stopped (one piece per
-// generated token; Ollama reports no prompt count for a call cut short).
-func produced(res inference.Result) inference.Usage {
-	if res.Done {
-		return res.Usage
+// failCall reports a failed gateway call, unless the client is gone (then
+// nobody is listening).
+func (s *server) failCall(c *gin.Context, err error) {
+	if c.Request.Context().Err() != nil {
+		c.Abort()
+		return
 	}
-	return inference.Usage{CompletionTokens: res.Chunks}
+	s.fail(c, err)
+}
+
+// reply writes a 200 JSON answer under a write deadline.
+func (s *server) reply(c *gin.Context, body any) {
+	_ = withWriteDeadline(c, func() error { c.JSON(http.StatusOK, body); return nil })
 }

@@ -23,9 +23,11 @@ import (
 	"time"
 
 	"tollgate/auth"
+	"tollgate/gateway"
 	"tollgate/handlers"
 	"tollgate/inference"
 	"tollgate/inference/ollamatest"
+	"tollgate/limits"
 	"tollgate/metering"
 	"tollgate/storage"
 )
@@ -45,7 +47,7 @@ type testServer struct {
 type serverConfig struct {
 	maxBody int64
 	proxies []string
-	wrap    func(handlers.Inferencer) handlers.Inferencer
+	wrap    func(gateway.Inferencer) gateway.Inferencer
 }
 
 type serverOpt func(*serverConfig)
@@ -57,7 +59,7 @@ func withMaxBody(n int64) serverOpt { return func(c *serverConfig) { c.maxBody =
 func withTrustedProxies(p ...string) serverOpt { return func(c *serverConfig) { c.proxies = p } }
 
 // withInferencer wraps the real inference client, e.g. to make it panic.
-func withInferencer(wrap func(handlers.Inferencer) handlers.Inferencer) serverOpt {
+func withInferencer(wrap func(gateway.Inferencer) gateway.Inferencer) serverOpt {
 	return func(c *serverConfig) { c.wrap = wrap }
 }
 
@@ -79,7 +81,8 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 		t.Fatalf("storage.Open: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
-	var inf handlers.Inferencer = inference.NewClient(cat)
+	ollama := inference.NewClient(cat)
+	var inf gateway.Inferencer = ollama
 	if cfg.wrap != nil {
 		inf = cfg.wrap(inf)
 	}
@@ -95,9 +98,10 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	if err != nil {
 		t.Fatalf("creating a key: %v", err)
 	}
+	gw := gateway.New(gateway.Config{Inference: inf, Recorder: recorder, Limiter: limits.New(counters, 0),
+		Ledger: counters, Usage: db, Logger: log, InFlight: metrics.InFlight})
 	h := handlers.NewServer(handlers.Config{
-		Inference: inf, DB: db, Verifier: verifier, Keys: keys, Audit: db,
-		Recorder: recorder, Usage: db, Counters: counters,
+		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db,
 		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies,
 		Logger: log, MaxBodyBytes: cfg.maxBody,
 	})

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"tollgate"
 
 	"github.com/gin-gonic/gin"
 )
@@ -39,7 +40,7 @@ func (s *server) readyz() gin.HandlerFunc {
 				s.log.Warn("readyz: database", "error", err.Error())
 			}
 		}
-		if err := s.inf.Ping(ctx); err != nil {
+		if err := s.ollama.Ping(ctx); err != nil {
 			out.Status = "not ready"
 			out.Ollama = s.ollamaProblem(err)
 		}
@@ -56,14 +57,14 @@ func (s *server) readyz() gin.HandlerFunc {
 // and where it is, not just "the request took too long".
 func (s *server) ollamaProblem(err error) string {
 	if errors.Is(err, context.DeadlineExceeded) {
-		urls := make([]string, 0, len(s.inf.Catalog().Backends))
-		for _, b := range s.inf.Catalog().Backends {
+		urls := make([]string, 0, len(s.gw.Catalog().Backends))
+		for _, b := range s.gw.Catalog().Backends {
 			urls = append(urls, b.URL)
 		}
 		return "Ollama at " + strings.Join(urls, " or ") + " did not answer within " + readyTimeout.String()
 	}
-	if ae := toAPIError(err); ae != nil {
-		return ae.message
+	if tollgate.ErrorCode(err) != tollgate.CodeInternal {
+		return tollgate.ErrorMessage(err)
 	}
 	return err.Error()
 }

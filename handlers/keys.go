@@ -3,8 +3,8 @@ package handlers
 import (
 	"context"
 	"errors"
-	"net/http"
 	"time"
+	"tollgate"
 
 	"github.com/gin-gonic/gin"
 
@@ -71,9 +71,9 @@ func keyError(err error) error {
 	case errors.As(err, &fe):
 		return badRequest("field %q %s", fe.Field, fe.Reason)
 	case errors.Is(err, auth.ErrNotFound):
-		return &apiError{status: http.StatusNotFound, code: "key_not_found", message: "no key with that id"}
+		return tollgate.Errorf(tollgate.CodeKeyNotFound, "no key with that id")
 	case errors.Is(err, auth.ErrRevoked):
-		return &apiError{status: http.StatusConflict, code: "key_revoked", message: "the key is revoked and cannot be rotated"}
+		return tollgate.Errorf(tollgate.CodeKeyAlreadyRevoked, "the key is revoked and cannot be rotated")
 	}
 	return err
 }
@@ -82,7 +82,7 @@ func (s *server) checkPlan(plan string) error {
 	if plan == "" {
 		return nil
 	}
-	if _, ok := s.inf.Catalog().Plans[plan]; !ok {
+	if _, ok := s.gw.Catalog().Plans[plan]; !ok {
 		return badRequest("field \"plan\": no plan %q in models.yaml", plan)
 	}
 	return nil

@@ -97,6 +97,10 @@ func (m *Metrics) ObserveBatch(size int, took time.Duration, err error) {
 
 func (m *Metrics) reject(reason string) { m.rejections.WithLabelValues(reason).Inc() }
 
+// InFlight moves the gauge of inference calls holding a GPU slot; it fits
+// gateway.Config.InFlight.
+func (m *Metrics) InFlight(delta int) { m.inFlight.Add(float64(delta)) }
+
 // observe counts every request once it is done.
 func (s *server) observe() gin.HandlerFunc {
 	return func(c *gin.Context) {

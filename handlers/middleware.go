@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+	"tollgate"
 
 	"github.com/gin-gonic/gin"
 
@@ -98,7 +99,7 @@ func (s *server) accessLog() gin.HandlerFunc {
 		case ri.status != 0:
 			status = ri.status // e.g. 499 for a stream the client left after its 200
 		case c.Request.Context().Err() != nil && status == http.StatusOK && !c.Writer.Written():
-			status = statusClientClosed
+			status = tollgate.StatusClientClosed
 		}
 		// Room for every attribute below, so the slice stays on the stack.
 		attrs := append(make([]slog.Attr, 0, 13),
@@ -147,7 +148,7 @@ func (s *server) recovery() gin.HandlerFunc {
 				}
 				s.log.Error("panic", "request_id", info(c).id, "panic", p, "stack", string(debug.Stack()))
 				if !c.Writer.Written() {
-					s.abort(c, http.StatusInternalServerError, "internal_error", "internal error; quote the request id when reporting it")
+					s.abort(c, tollgate.CodeInternal, "internal error; quote the request id when reporting it")
 				} else {
 					c.Abort()
 				}
@@ -175,7 +176,7 @@ func (s *server) bodyDeadline() gin.HandlerFunc {
 func (s *server) bodyLimit() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if c.Request.ContentLength > s.maxBody {
-			s.abort(c, http.StatusRequestEntityTooLarge, "body_too_large", bodyTooLarge(s.maxBody))
+			s.abort(c, tollgate.CodeBodyTooLarge, bodyTooLarge(s.maxBody))
 			return
 		}
 		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.maxBody)
@@ -185,12 +186,12 @@ func (s *server) bodyLimit() gin.HandlerFunc {
 
 func (s *server) notFound() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		s.abort(c, http.StatusNotFound, "not_found", "no route "+c.Request.Method+" "+redactPath(c.Request.URL.Path)+" (see GET /models, POST /generate, /embed, /predict)")
+		s.abort(c, tollgate.CodeNotFound, "no route "+c.Request.Method+" "+redactPath(c.Request.URL.Path)+" (see GET /models, POST /generate, /embed, /predict)")
 	}
 }
 
 func (s *server) methodNotAllowed() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		s.abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method "+c.Request.Method+" is not allowed on "+redactPath(c.Request.URL.Path)+"; allowed: "+c.Writer.Header().Get("Allow"))
+		s.abort(c, tollgate.CodeMethodNotAllowed, "method "+c.Request.Method+" is not allowed on "+redactPath(c.Request.URL.Path)+"; allowed: "+c.Writer.Header().Get("Allow"))
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"tollgate/handlers"
+	"tollgate/gateway"
 	"tollgate/inference"
 )
 
@@ -155,7 +155,7 @@ func TestAccessLog(t *testing.T) {
 }
 
 // panicky is an inference client whose Generate panics.
-type panicky struct{ handlers.Inferencer }
+type panicky struct{ gateway.Inferencer }
 
 func (panicky) Generate(context.Context, inference.Model, inference.GenerateRequest, func(string) error) (inference.Result, error) {
 	panic("boom: internal state 0xdeadbeef")
@@ -164,7 +164,7 @@ func (panicky) Generate(context.Context, inference.Model, inference.GenerateRequ
 // TestPanic: a panic is a 500 envelope without internals; the log has them.
 func TestPanic(t *testing.T) {
 	fake := newFakeOllama(t)
-	ts := newTestServer(t, fakeCatalog(fake.URL, "10s"), withInferencer(func(inf handlers.Inferencer) handlers.Inferencer { return panicky{inf} }))
+	ts := newTestServer(t, fakeCatalog(fake.URL, "10s"), withInferencer(func(inf gateway.Inferencer) gateway.Inferencer { return panicky{inf} }))
 	_, e := ts.doError(t, "POST", "/generate", generateBody, http.StatusInternalServerError, "internal_error", []string{"request id"})
 	if strings.Contains(e.Message, "boom") {
 		t.Errorf("the message shows the panic: %q", e.Message)

@@ -2,11 +2,8 @@ package handlers
 
 import (
 	"net/http"
-	"sort"
 
 	"github.com/gin-gonic/gin"
-
-	"tollgate/inference"
 )
 
 type modelJSON struct {
@@ -37,28 +34,20 @@ type modelsResponse struct {
 // may use (never Ollama's internal names or addresses).
 func (s *server) models() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		cat := s.inf.Catalog()
+		models, tasks := s.gw.Models(info(c).key)
 		out := modelsResponse{Models: []modelJSON{}, Tasks: []taskJSON{}}
-		key := info(c).key
-		for _, m := range cat.ModelList() {
-			if !key.AllowsModel(m.Name) {
-				continue
-			}
+		for _, m := range models {
 			eps := make([]string, len(m.Endpoints))
 			for i, e := range m.Endpoints {
 				eps[i] = string(e)
 			}
 			out.Models = append(out.Models, modelJSON{Name: m.Name, Endpoints: eps,
-				Price:     priceJSON{InputPer1K: inference.FormatMicros(m.Price.InputPer1K), OutputPer1K: inference.FormatMicros(m.Price.OutputPer1K)},
+				Price:     priceJSON{InputPer1K: m.Price.InputPer1K.String(), OutputPer1K: m.Price.OutputPer1K.String()},
 				MaxOutput: m.Limits.MaxNumPredict, MaxInputs: m.Limits.MaxInputs})
 		}
-		for _, t := range cat.Tasks {
-			if !key.AllowsModel(t.Model) {
-				continue
-			}
+		for _, t := range tasks {
 			out.Tasks = append(out.Tasks, taskJSON{Name: t.Name, Model: t.Model, Labels: t.Labels})
 		}
-		sort.Slice(out.Tasks, func(i, j int) bool { return out.Tasks[i].Name < out.Tasks[j].Name })
 		c.JSON(http.StatusOK, out)
 	}
 }

@@ -1,12 +1,9 @@
 package handlers
 
 import (
-	"net/http"
-
 	"github.com/gin-gonic/gin"
 
-	"tollgate/inference"
-	"tollgate/metering"
+	"tollgate/gateway"
 )
 
 type predictRequest struct {
@@ -40,47 +37,6 @@ type prediction struct {
 	Label string `json:"label"`
 }
 
-// resolve picks the model and labels from a task or from ad-hoc labels.
-func (r *predictRequest) resolve(cat *inference.Catalog) (inference.Model, inference.PredictRequest, error) {
-	var req inference.PredictRequest
-	switch {
-	case r.Task != "" && r.Labels != nil:
-		return inference.Model{}, req, badRequest("send either \"task\" or \"labels\", not both")
-	case r.Task == "" && r.Labels == nil:
-		return inference.Model{}, req, badRequest("field \"task\" (a task from the catalog) or \"labels\" (an array of strings) is required")
-	}
-	model := r.Model
-	req.Labels = r.Labels
-	if r.Task != "" {
-		t, err := cat.Task(r.Task)
-		if err != nil {
-			return inference.Model{}, req, err
-		}
-		if model == "" {
-			model = t.Model
-		}
-		req.Labels, req.Instruction = t.Labels, t.Instruction
-	}
-	m, err := cat.ModelFor(model, inference.EndpointPredict)
-	if err != nil {
-		return m, req, err
-	}
-	if err := inference.CheckLabels(req.Labels); err != nil {
-		return m, req, err
-	}
-	if err := r.Input.check(m.Limits.MaxInputs); err != nil {
-		return m, req, err
-	}
-	if req.Options, err = inference.CheckOptions(r.Options); err != nil {
-		return m, req, err
-	}
-	if req.KeepAlive, err = inference.ParseKeepAlive(r.KeepAlive, m.Limits.MaxKeepAlive); err != nil {
-		return m, req, err
-	}
-	req.Inputs = r.Input.items
-	return m, req, nil
-}
-
 // predict serves POST /predict: a label per input, constrained to the
 // allowed labels by a JSON schema.
 func (s *server) predict() gin.HandlerFunc {
@@ -90,32 +46,22 @@ func (s *server) predict() gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		m, req, err := body.resolve(s.inf.Catalog())
+		res, err := s.gw.Predict(c.Request.Context(), caller(c), gateway.PredictRequest{Task: body.Task, Labels: body.Labels,
+			Model: body.Model, Input: gateway.Inputs(body.Input), Options: body.Options, KeepAlive: body.KeepAlive})
+		s.noteCall(c, res.Result, err)
 		if err != nil {
-			s.fail(c, err)
+			s.failCall(c, err)
 			return
 		}
-		if !s.allowModel(c, &m) {
+		id, usage := info(c).id, toUsage(res.Usage)
+		if !body.Input.List {
+			s.reply(c, predictOne{ID: id, Label: res.Predictions[0].Label, Model: res.Model, Task: body.Task, Usage: usage})
 			return
 		}
-		ri := info(c)
-		ri.model = m.Name
-		res, err := s.inf.Predict(c.Request.Context(), m, req)
-		s.finish(c, metering.EndpointPredict, m, res.Usage, err, func() { s.writePredictions(c, body, m, res) })
+		out := predictMany{ID: id, Predictions: make([]prediction, len(res.Predictions)), Model: res.Model, Task: body.Task, Usage: usage}
+		for i, p := range res.Predictions {
+			out.Predictions[i] = prediction{Label: p.Label}
+		}
+		s.reply(c, out)
 	}
-}
-
-// writePredictions writes the flat answer for a string input, the list for
-// an array.
-func (s *server) writePredictions(c *gin.Context, body predictRequest, m inference.Model, res inference.PredictResult) {
-	ri := info(c)
-	if !body.Input.isList {
-		c.JSON(http.StatusOK, predictOne{ID: ri.id, Label: res.Predictions[0].Label, Model: m.Name, Task: body.Task, Usage: ri.usage})
-		return
-	}
-	out := predictMany{ID: ri.id, Predictions: make([]prediction, len(res.Predictions)), Model: m.Name, Task: body.Task, Usage: ri.usage}
-	for i, p := range res.Predictions {
-		out.Predictions[i] = prediction{Label: p.Label}
-	}
-	c.JSON(http.StatusOK, out)
 }

@@ -17,17 +17,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"tollgate/auth"
-	"tollgate/inference"
+	"tollgate/gateway"
 )
-
-// Inferencer runs models; *inference.Client satisfies it.
-type Inferencer interface {
-	Catalog() *inference.Catalog
-	Ping(ctx context.Context) error
-	Generate(ctx context.Context, m inference.Model, req inference.GenerateRequest, onText func(string) error) (inference.Result, error)
-	Embed(ctx context.Context, m inference.Model, inputs []string, keepAlive *time.Duration) (inference.EmbedResult, error)
-	Predict(ctx context.Context, m inference.Model, req inference.PredictRequest) (inference.PredictResult, error)
-}
 
 // Pinger reports whether a dependency (the database) is usable.
 type Pinger interface {
@@ -45,17 +36,13 @@ type AuditLog interface {
 // Config holds everything the server depends on. All but the fields marked
 // optional are required.
 type Config struct {
-	Inference    Inferencer
+	Gateway      *gateway.Gateway // the metered calls: inference, models, usage
+	Ollama       Pinger           // for /readyz; *inference.Client satisfies it
 	DB           Pinger
 	Verifier     Verifier
 	Keys         KeyManager
 	Audit        AuditLog
-	Recorder     Recorder         // usage events, committed before each response is released
-	Usage        UsageStore       // usage reports
-	Counters     MonthCounters    // this month's usage per key, in memory
-	Limiter      KeyLimiter       // optional: nil = auth.NewLimiter(0)
-	MaxInFlight  int              // optional: global cap on inference requests, 0 = DefaultMaxInFlight
-	QueueWait    time.Duration    // optional: wait for a global slot, 0 = DefaultQueueWait
+	Usage        UsageExporter    // per-request usage export
 	AuthFailures FailureThrottle  // optional: nil = DefaultAuthFailures
 	Logger       *slog.Logger     // optional: nil discards
 	MaxBodyBytes int64            // optional: 0 = DefaultMaxBodyBytes
@@ -76,20 +63,16 @@ func DefaultAuthFailures() FailureThrottle {
 
 // server carries the dependencies the handlers close over.
 type server struct {
-	inf          Inferencer
+	gw           *gateway.Gateway
+	ollama       Pinger
 	db           Pinger
 	verifier     Verifier
 	keys         KeyManager
 	audit        AuditLog
-	recorder     Recorder
-	usage        UsageStore
-	counters     MonthCounters
+	usage        UsageExporter
 	failures     FailureThrottle
 	metrics      *Metrics
 	metricsRoute bool
-	limiter      KeyLimiter
-	inflight     chan struct{}
-	queueWait    time.Duration
 	log          *slog.Logger
 	maxBody      int64
 	now          func() time.Time
@@ -98,24 +81,12 @@ type server struct {
 // NewServer returns the HTTP handler for the whole API. It is safe for
 // concurrent use; it starts no goroutines.
 func NewServer(cfg Config) http.Handler {
-	s := &server{inf: cfg.Inference, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
-		recorder: cfg.Recorder, usage: cfg.Usage, counters: cfg.Counters,
-		failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, now: cfg.Now}
-	s.limiter, s.queueWait, s.metrics = cfg.Limiter, cfg.QueueWait, cfg.Metrics
+	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
+		usage: cfg.Usage, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, now: cfg.Now}
+	s.metrics, s.metricsRoute = cfg.Metrics, cfg.MetricsRoute
 	if s.metrics == nil {
 		s.metrics = NewMetrics()
 	}
-	s.metricsRoute = cfg.MetricsRoute
-	if s.limiter == nil {
-		s.limiter = auth.NewLimiter(0)
-	}
-	if s.queueWait <= 0 {
-		s.queueWait = DefaultQueueWait
-	}
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = DefaultMaxInFlight
-	}
-	s.inflight = make(chan struct{}, cfg.MaxInFlight)
 	if s.failures == nil {
 		s.failures = DefaultAuthFailures()
 	}

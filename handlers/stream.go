@@ -7,8 +7,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"tollgate/inference"
-	"tollgate/metering"
+	"tollgate"
+	"tollgate/gateway"
 )
 
 type streamChunk struct {
@@ -87,41 +87,37 @@ func withWriteDeadline(c *gin.Context, write func() error) error {
 
 // streamGenerate relays Ollama's pieces as they come. An error before the
 // first piece is an ordinary JSON error; after it, an "error" event carrying
-// the same envelope ends the stream.
-func (s *server) streamGenerate(c *gin.Context, m inference.Model, req inference.GenerateRequest) {
+// the same envelope ends the stream. The final event, with the usage, goes
+// out only once the gateway has committed the usage record.
+func (s *server) streamGenerate(c *gin.Context, req gateway.GenerateRequest) {
 	ri := info(c)
 	w := &sse{c: c}
-	res, err := s.inf.Generate(c.Request.Context(), m, req, func(text string) error {
+	res, err := s.gw.Generate(c.Request.Context(), caller(c), req, func(text string) error {
+		if !w.started {
+			s.setLimitHeaders(c, ri.key)
+		}
 		return w.event("", streamChunk{Text: text})
 	})
-	ri.firstToken = res.FirstToken
+	s.noteCall(c, res.Result, err)
 	if !w.started {
-		s.finish(c, metering.EndpointGenerate, m, produced(res), err, func() {
-			// Ollama finished without a single piece of text.
-			_ = w.event("", streamDone{Done: true, ID: ri.id, Model: m.Name, DoneReason: res.DoneReason, Usage: ri.usage})
-		})
+		if err != nil {
+			s.failCall(c, err)
+			return
+		}
+		// Ollama finished without a single piece of text.
+		_ = w.event("", streamDone{Done: true, ID: ri.id, Model: res.Model, DoneReason: res.DoneReason, Usage: ri.usage})
 		return
-	}
-	status := http.StatusOK
-	switch {
-	case w.writeErr != nil || c.Request.Context().Err() != nil:
-		status = statusClientClosed // the client left (or stopped reading) mid-stream
-	case err != nil:
-		status = statusOf(ri, err)
 	}
 	// The stream has begun, so the status line is sent; the record carries
 	// what the client actually got (e.g. 499 for a client that left).
-	if merr := s.meter(c, metering.EndpointGenerate, m, produced(res), status); merr != nil && err == nil {
-		err = merr
-	}
+	ri.status = res.Status
 	if err != nil {
-		ae := toAPIError(err)
-		if ae == nil {
+		e := describe(err)
+		if e.Code == tollgate.CodeInternal {
 			s.log.Error("internal error in stream", "request_id", ri.id, "error", err.Error())
-			ae = &apiError{code: "internal_error", message: "internal error; quote the request id when reporting it"}
 		}
-		_ = w.event("error", errorBody{Error: errorDetail{Code: ae.code, Message: ae.message, RequestID: ri.id}})
+		_ = w.event("error", errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, RequestID: ri.id}})
 		return
 	}
-	_ = w.event("", streamDone{Done: true, ID: ri.id, Model: m.Name, DoneReason: res.DoneReason, Usage: ri.usage})
+	_ = w.event("", streamDone{Done: true, ID: ri.id, Model: res.Model, DoneReason: res.DoneReason, Usage: ri.usage})
 }

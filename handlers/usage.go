@@ -9,20 +9,12 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/auth"
-	"tollgate/inference"
 	"tollgate/metering"
 )
 
-// UsageStore answers usage questions; *storage.DB satisfies it.
-type UsageStore interface {
-	Summary(ctx context.Context, q metering.Query) ([]metering.Row, error)
+// UsageExporter streams usage records; *storage.DB satisfies it.
+type UsageExporter interface {
 	ExportEvents(ctx context.Context, q metering.Query, fn func(metering.Event) error) error
-}
-
-// MonthCounters are the in-memory month totals; *metering.Counters
-// satisfies it.
-type MonthCounters interface {
-	Month(keyID string) metering.Totals
 }
 
 type totalsJSON struct {
@@ -59,7 +51,7 @@ type usageResponse struct {
 
 func toTotals(r metering.Row) totalsJSON {
 	return totalsJSON{Requests: r.Requests, PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens,
-		TotalTokens: r.TotalTokens(), Cost: metering.FormatMicros(r.Cost), CostMicros: r.Cost}
+		TotalTokens: r.TotalTokens(), Cost: r.Cost.String(), CostMicros: int64(r.Cost)}
 }
 
 // usageQuery reads ?from=&to=&group_by= (dates as 2006-01-02 or RFC 3339;
@@ -100,7 +92,7 @@ func contains(list []string, s string) bool {
 
 // summarize runs q and shapes the answer.
 func (s *server) summarize(ctx context.Context, q metering.Query) (usageResponse, error) {
-	rows, err := s.usage.Summary(ctx, q)
+	rows, err := s.gw.Usage(ctx, q)
 	if err != nil {
 		return usageResponse{}, err
 	}
@@ -122,50 +114,11 @@ func (s *server) summarize(ctx context.Context, q metering.Query) (usageResponse
 	return out, nil
 }
 
-// quota reports the key's monthly allowance and what is left of it, from
-// the in-memory counters (no database query).
-func (s *server) quota(key auth.Key, now time.Time) *quotaJSON {
-	lim := effectiveLimits(key, s.inf.Catalog())
-	used := s.counters.Month(key.ID)
-	q := &quotaJSON{MonthlyTokens: lim.MonthlyTokens, MonthlyRequests: lim.MonthlyRequests, ResetsAt: metering.NextMonthStart(now)}
-	if lim.MonthlyTokens > 0 {
-		left := max(0, lim.MonthlyTokens-used.TotalTokens())
-		q.RemainingTokens = &left
-	}
-	if lim.MonthlyRequests > 0 {
-		left := max(0, lim.MonthlyRequests-used.Requests)
-		q.RemainingRequests = &left
-	}
-	return q
-}
-
-// effectiveLimits is the key's own limits, with zero fields taken from its
-// plan in the catalog.
-func effectiveLimits(key auth.Key, cat *inference.Catalog) auth.Limits {
-	l := key.Limits
-	p, ok := cat.Plans[key.Plan]
-	if !ok {
-		return l
-	}
-	if l.RequestsPerSecond == 0 {
-		l.RequestsPerSecond = p.RequestsPerSecond
-	}
-	if l.Burst == 0 {
-		l.Burst = p.Burst
-	}
-	if l.TokensPerMinute == 0 {
-		l.TokensPerMinute = p.TokensPerMinute
-	}
-	if l.MaxConcurrent == 0 {
-		l.MaxConcurrent = p.MaxConcurrent
-	}
-	if l.MonthlyTokens == 0 {
-		l.MonthlyTokens = p.MonthlyTokens
-	}
-	if l.MonthlyRequests == 0 {
-		l.MonthlyRequests = p.MonthlyRequests
-	}
-	return l
+// quota reports the key's monthly allowance and what is left of it.
+func (s *server) quota(key auth.Key) *quotaJSON {
+	q := s.gw.Quota(key)
+	return &quotaJSON{MonthlyTokens: q.MonthlyTokens, RemainingTokens: q.RemainingTokens,
+		MonthlyRequests: q.MonthlyRequests, RemainingRequests: q.RemainingRequests, ResetsAt: q.ResetsAt}
 }
 
 // ownUsage serves GET /usage: the calling key's usage and remaining quota.
@@ -184,7 +137,7 @@ func (s *server) ownUsage() gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		out.Quota = s.quota(ri.key, now)
+		out.Quota = s.quota(ri.key)
 		c.JSON(http.StatusOK, out)
 	}
 }

@@ -143,7 +143,7 @@ func TestFakeShapes(t *testing.T) {
 			t.Errorf("GET /models reveals %q: %s", secret, body)
 		}
 	}
-	for _, want := range []string{`"name":"chat"`, `"input_per_1k":"0.0002"`, `"output_per_1k":"0.0006"`, `"max_output_tokens":64`, `"max_inputs":3`, `"name":"sentiment"`} {
+	for _, want := range []string{`"name":"chat"`, `"input_per_1k":"0.000200"`, `"output_per_1k":"0.000600"`, `"max_output_tokens":64`, `"max_inputs":3`, `"name":"sentiment"`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("GET /models lacks %s: %s", want, body)
 		}

@@ -7,16 +7,19 @@ package inference
 import (
 	"sort"
 	"time"
+
+	"tollgate"
 )
 
-// Endpoint names an inference route a model may serve.
-type Endpoint string
+// Endpoint names an inference operation a model may serve: one of the
+// inference capabilities.
+type Endpoint = tollgate.Capability
 
 // The endpoints of the native surface.
 const (
-	EndpointGenerate Endpoint = "generate"
-	EndpointEmbed    Endpoint = "embed"
-	EndpointPredict  Endpoint = "predict"
+	EndpointGenerate = tollgate.Generate
+	EndpointEmbed    = tollgate.Embed
+	EndpointPredict  = tollgate.Predict
 )
 
 // Catalog is the parsed, validated models.yaml. It is immutable after Load
@@ -53,15 +56,16 @@ type ModelLimits struct {
 	MaxNumCtx     int           // context window; 0 = the model's own default, requests may not raise it
 	MaxKeepAlive  time.Duration // how long a request may ask the model to stay loaded
 	MaxInputs     int           // array length for /embed and /predict
+	// PromptOverhead bounds the tokens the model's template adds to a
+	// prompt (special tokens, role headers, a default system prompt), on
+	// top of one token per byte of text. Admission reserves prompt bytes
+	// plus this overhead against token quotas before Ollama has counted.
+	PromptOverhead int
 }
 
-// Price is what a model costs, in micro-units (millionths of the billing
-// currency) per 1,000 tokens, parsed exactly from the decimal text in
-// models.yaml.
-type Price struct {
-	InputPer1K  int64
-	OutputPer1K int64
-}
+// Price is what a model costs per 1,000 tokens (tollgate.Price), parsed
+// exactly from the decimal text in models.yaml.
+type Price = tollgate.Price
 
 // Task is a named /predict classification.
 type Task struct {
@@ -73,15 +77,10 @@ type Task struct {
 
 // Plan is a named set of per-key limits. Zero means unlimited.
 type Plan struct {
-	Name              string
-	RequestsPerSecond float64
-	Burst             int
-	TokensPerMinute   int64
-	MaxConcurrent     int
-	MonthlyTokens     int64
-	MonthlyRequests   int64
-	MaxNumPredict     int // caps the model's max_num_predict for keys on this plan; 0 = no extra cap
-	MaxNumCtx         int // caps the model's max_num_ctx likewise
+	Name          string
+	Limits        tollgate.Limits
+	MaxNumPredict int // caps the model's max_num_predict for keys on this plan; 0 = no extra cap
+	MaxNumCtx     int // caps the model's max_num_ctx likewise
 }
 
 // Restrict returns m with its GPU-costly limits lowered to the plan's.

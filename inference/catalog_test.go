@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"tollgate"
 )
 
 const fullCatalog = `# a catalog that sets every field
@@ -56,7 +57,7 @@ func TestParseFullCatalog(t *testing.T) {
 				Backend:   "gpu1",
 				Endpoints: []Endpoint{EndpointGenerate, EndpointPredict},
 				Options:   map[string]any{"temperature": 0.7, "num_ctx": 8192, "stop": []string{"###"}},
-				Limits:    ModelLimits{MaxNumPredict: 512, MaxNumCtx: 8192, MaxKeepAlive: 10 * time.Minute, MaxInputs: 16},
+				Limits:    ModelLimits{MaxNumPredict: 512, MaxNumCtx: 8192, MaxKeepAlive: 10 * time.Minute, MaxInputs: 16, PromptOverhead: DefaultPromptOverhead},
 				Price:     Price{InputPer1K: 200, OutputPer1K: 600},
 			},
 			"nomic-embed-text": {
@@ -64,14 +65,14 @@ func TestParseFullCatalog(t *testing.T) {
 				Ollama:    "nomic-embed-text",
 				Backend:   "gpu0", // the first backend by default
 				Endpoints: []Endpoint{EndpointEmbed},
-				Limits:    ModelLimits{MaxNumPredict: DefaultMaxNumPredict, MaxKeepAlive: DefaultMaxKeepAlive, MaxInputs: DefaultMaxInputs},
+				Limits:    ModelLimits{MaxNumPredict: DefaultMaxNumPredict, MaxKeepAlive: DefaultMaxKeepAlive, MaxInputs: DefaultMaxInputs, PromptOverhead: DefaultPromptOverhead},
 			},
 		},
 		Tasks: map[string]Task{
 			"sentiment": {Name: "sentiment", Model: "llama3.2", Labels: []string{"positive", "negative", "neutral"}, Instruction: "Judge the tone."},
 		},
 		Plans: map[string]Plan{
-			"free":      {Name: "free", RequestsPerSecond: 0.5, Burst: 5, TokensPerMinute: 10000, MaxConcurrent: 2, MonthlyTokens: 100000, MonthlyRequests: 1000},
+			"free":      {Name: "free", Limits: tollgate.Limits{RequestsPerSecond: 0.5, Burst: 5, TokensPerMinute: 10000, MaxConcurrent: 2, MonthlyTokens: 100000, MonthlyRequests: 1000}},
 			"unlimited": {Name: "unlimited"},
 		},
 	}
@@ -310,41 +311,6 @@ func TestParseOllamaURL(t *testing.T) {
 			t.Errorf("ParseOllamaURL(%q) = %q, %v; want error containing %q", tc.in, got, err, tc.err)
 		case err != nil && strings.Contains(err.Error(), "secret"):
 			t.Errorf("ParseOllamaURL(%q) error %q repeats the password", tc.in, err)
-		}
-	}
-}
-
-func TestParseMicros(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"0.0002", 200, true},
-		{"0.0006", 600, true},
-		{"1", 1_000_000, true},
-		{"1.5", 1_500_000, true},
-		{"12.345678", 12_345_678, true},
-		{".25", 250_000, true},
-		{"3.", 3_000_000, true},
-		{" 0.000001 ", 1, true},
-		{"0", 0, true},
-		{"999999999999.999999", 999_999_999_999_999_999, true},
-		{"0.0000001", 0, false},
-		{"1000000000000", 0, false},
-		{"-1", 0, false},
-		{"+1", 0, false},
-		{"1e-4", 0, false},
-		{"1.2.3", 0, false},
-		{"0x10", 0, false},
-		{"1,5", 0, false},
-		{"", 0, false},
-		{".", 0, false},
-		{"abc", 0, false},
-	} {
-		got, err := ParseMicros(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("ParseMicros(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
 		}
 	}
 }

@@ -1,17 +1,17 @@
 package inference
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
+
+	"tollgate"
 )
 
 // ErrBusy means Ollama refused the request because its queue is full; the
 // caller may retry later.
-//
-//lint:ignore ST1005 Ollama is a name.
-var ErrBusy = errors.New("Ollama is busy (its request queue is full)")
+var ErrBusy = &tollgate.Error{Code: tollgate.CodeOverloaded, RetryAfter: time.Second,
+	Message: "Ollama is busy (its request queue is full); retry shortly"}
 
 // InvalidError is a request that cannot be sent as it is. Field names the
 // JSON field at fault.
@@ -22,6 +22,9 @@ type InvalidError struct {
 
 func (e *InvalidError) Error() string { return e.Field + ": " + e.Reason }
 
+// ErrorCode is tollgate.CodeInvalidRequest.
+func (e *InvalidError) ErrorCode() tollgate.Code { return tollgate.CodeInvalidRequest }
+
 // UnknownModelError is a public model name the catalog does not have.
 type UnknownModelError struct{ Name string }
 
@@ -29,12 +32,18 @@ func (e *UnknownModelError) Error() string {
 	return "model " + quote(e.Name) + " is not in the catalog (GET /models lists them)"
 }
 
+// ErrorCode is tollgate.CodeModelNotFound.
+func (e *UnknownModelError) ErrorCode() tollgate.Code { return tollgate.CodeModelNotFound }
+
 // UnknownTaskError is a predict task the catalog does not have.
 type UnknownTaskError struct{ Name string }
 
 func (e *UnknownTaskError) Error() string {
 	return "task " + quote(e.Name) + " is not in the catalog"
 }
+
+// ErrorCode is tollgate.CodeTaskNotFound.
+func (e *UnknownTaskError) ErrorCode() tollgate.Code { return tollgate.CodeTaskNotFound }
 
 // UnreachableError means Ollama could not be reached at URL.
 type UnreachableError struct {
@@ -48,6 +57,12 @@ func (e *UnreachableError) Error() string {
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
+// ErrorCode is tollgate.CodeBackendUnreachable.
+func (e *UnreachableError) ErrorCode() tollgate.Code { return tollgate.CodeBackendUnreachable }
+
+// RetryAfter is how long to give Ollama to come back.
+func (e *UnreachableError) RetryAfter() time.Duration { return 5 * time.Second }
+
 // TimeoutError means Ollama accepted the connection but did not answer in time.
 type TimeoutError struct {
 	URL   string
@@ -58,12 +73,18 @@ func (e *TimeoutError) Error() string {
 	return fmt.Sprintf("Ollama at %s did not answer within %s", e.URL, e.After)
 }
 
+// ErrorCode is tollgate.CodeBackendTimeout.
+func (e *TimeoutError) ErrorCode() tollgate.Code { return tollgate.CodeBackendTimeout }
+
 // ModelMissingError means Ollama does not have the model the catalog maps to.
 type ModelMissingError struct{ Ollama string }
 
 func (e *ModelMissingError) Error() string {
 	return "model " + quote(e.Ollama) + " is not installed in Ollama; run: ollama pull " + e.Ollama
 }
+
+// ErrorCode is tollgate.CodeModelNotInstalled.
+func (e *ModelMissingError) ErrorCode() tollgate.Code { return tollgate.CodeModelNotInstalled }
 
 // UpstreamError is any other failure reported by Ollama: an error status, an
 // error line in the middle of a stream, a stream cut before its final chunk,
@@ -79,5 +100,8 @@ func (e *UpstreamError) Error() string {
 	}
 	return "Ollama failed: " + e.Message
 }
+
+// ErrorCode is tollgate.CodeBackendError.
+func (e *UpstreamError) ErrorCode() tollgate.Code { return tollgate.CodeBackendError }
 
 func quote(s string) string { return strconv.Quote(s) }

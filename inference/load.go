@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"tollgate"
 
 	"gopkg.in/yaml.v3"
 )
@@ -36,6 +37,7 @@ func (e *ConfigError) Error() string {
 const (
 	DefaultMaxNumPredict    = 2048
 	DefaultMaxInputs        = 64
+	DefaultPromptOverhead   = 64
 	DefaultMaxKeepAlive     = 30 * time.Minute
 	DefaultConnectTimeout   = 5 * time.Second
 	DefaultFirstByteTimeout = 5 * time.Minute
@@ -223,7 +225,7 @@ func (p *parser) backends(n *yaml.Node, c *Catalog) error {
 }
 
 func (p *parser) model(n *yaml.Node, field string, c *Catalog) (Model, error) {
-	m := Model{Limits: ModelLimits{MaxNumPredict: DefaultMaxNumPredict, MaxKeepAlive: DefaultMaxKeepAlive, MaxInputs: DefaultMaxInputs}}
+	m := Model{Limits: ModelLimits{MaxNumPredict: DefaultMaxNumPredict, MaxKeepAlive: DefaultMaxKeepAlive, MaxInputs: DefaultMaxInputs, PromptOverhead: DefaultPromptOverhead}}
 	allowed := []string{"ollama", "backend", "endpoints", "options", "limits", "price"}
 	err := p.mapping(n, field, allowed, func(key string, _, v *yaml.Node) error {
 		var err error
@@ -306,9 +308,11 @@ func valueOf(n *yaml.Node, key string) *yaml.Node {
 }
 
 func (p *parser) limits(n *yaml.Node, field string, l *ModelLimits) error {
-	return p.mapping(n, field, []string{"max_num_predict", "max_num_ctx", "max_keep_alive", "max_inputs"}, func(key string, _, v *yaml.Node) error {
+	return p.mapping(n, field, []string{"max_num_predict", "max_num_ctx", "max_keep_alive", "max_inputs", "prompt_overhead"}, func(key string, _, v *yaml.Node) error {
 		var err error
 		switch key {
+		case "prompt_overhead":
+			l.PromptOverhead, err = p.positiveInt(v, field+"."+key)
 		case "max_num_predict":
 			l.MaxNumPredict, err = p.positiveInt(v, field+"."+key)
 		case "max_num_ctx":
@@ -325,8 +329,8 @@ func (p *parser) limits(n *yaml.Node, field string, l *ModelLimits) error {
 func (p *parser) price(n *yaml.Node, field string) (Price, error) {
 	var pr Price
 	err := p.mapping(n, field, []string{"input_per_1k", "output_per_1k"}, func(key string, _, v *yaml.Node) error {
-		micros, err := ParseMicros(v.Value)
-		if err != nil || v.Kind != yaml.ScalarNode {
+		micros, err := tollgate.ParseMoney(v.Value)
+		if err != nil || v.Kind != yaml.ScalarNode || strings.ContainsAny(v.Value, "eE+") { // plain decimals only
 			return p.errf(v, field+"."+key, "must be a non-negative decimal with at most 6 decimal places (got %q)", v.Value)
 		}
 		if key == "input_per_1k" {
@@ -394,7 +398,7 @@ func (p *parser) plan(n *yaml.Node, field string) (Plan, error) {
 			if err := v.Decode(&x); err != nil || !(x >= 0) || math.IsInf(x, 0) {
 				return p.errf(v, f, "must be a finite, non-negative number")
 			}
-			pl.RequestsPerSecond = x
+			pl.Limits.RequestsPerSecond = x
 			return nil
 		}
 		var x int64
@@ -403,15 +407,15 @@ func (p *parser) plan(n *yaml.Node, field string) (Plan, error) {
 		}
 		switch key {
 		case "burst":
-			pl.Burst = int(x)
+			pl.Limits.Burst = int(x)
 		case "tokens_per_minute":
-			pl.TokensPerMinute = x
+			pl.Limits.TokensPerMinute = x
 		case "max_concurrent":
-			pl.MaxConcurrent = int(x)
+			pl.Limits.MaxConcurrent = int(x)
 		case "monthly_tokens":
-			pl.MonthlyTokens = x
+			pl.Limits.MonthlyTokens = x
 		case "monthly_requests":
-			pl.MonthlyRequests = x
+			pl.Limits.MonthlyRequests = x
 		case "max_num_predict":
 			pl.MaxNumPredict = int(x)
 		case "max_num_ctx":
@@ -511,30 +515,6 @@ func ParseOllamaURL(s string) (string, error) {
 	return strings.TrimRight(u.String(), "/"), nil
 }
 
-// ParseMicros converts a non-negative decimal such as "0.0002" into
-// micro-units (200) exactly, without going through a float.
-func ParseMicros(s string) (int64, error) {
-	whole, frac, _ := strings.Cut(strings.TrimSpace(s), ".")
-	if whole == "" && frac == "" {
-		return 0, fmt.Errorf("price %q: not a decimal", s)
-	}
-	if whole == "" {
-		whole = "0"
-	}
-	if len(frac) > 6 || len(whole) > 12 {
-		return 0, fmt.Errorf("price %q: too many digits", s)
-	}
-	frac += strings.Repeat("0", 6-len(frac))
-	var n int64
-	for _, r := range whole + frac {
-		if r < '0' || r > '9' {
-			return 0, fmt.Errorf("price %q: not a decimal", s)
-		}
-		n = n*10 + int64(r-'0')
-	}
-	return n, nil
-}
-
 func join(prefix, key string) string {
 	if prefix == "" {
 		return key
@@ -549,11 +529,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// FormatMicros renders micro-units as an exact decimal: 200 -> "0.0002".
-func FormatMicros(m int64) string {
-	s := fmt.Sprintf("%d.%06d", m/1_000_000, m%1_000_000)
-	s = strings.TrimRight(s, "0")
-	return strings.TrimSuffix(s, ".")
 }

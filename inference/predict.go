@@ -47,9 +47,7 @@ func (c *Client) Predict(ctx context.Context, m Model, req PredictRequest) (Pred
 	for k, v := range req.Options {
 		opts[k] = v
 	}
-	if _, ok := opts["num_predict"]; !ok {
-		opts["num_predict"] = 32 + 2*longest(req.Labels)
-	}
+	opts["num_predict"] = predictOutput(m, req)
 	system := predictInstruction(req)
 	var out PredictResult
 	for _, input := range req.Inputs {
@@ -62,7 +60,7 @@ func (c *Client) Predict(ctx context.Context, m Model, req PredictRequest) (Pred
 		}, nil)
 		if res.Done {
 			out.Usage = out.Usage.Add(res.Usage)
-		} else { // cut short: bill the pieces Ollama produced, as Generate's callers do
+		} else { // cut short: count the pieces Ollama produced
 			out.Usage = out.Usage.Add(Usage{CompletionTokens: res.Chunks})
 		}
 		if err != nil {
@@ -75,6 +73,30 @@ func (c *Client) Predict(ctx context.Context, m Model, req PredictRequest) (Pred
 		out.Predictions = append(out.Predictions, Prediction{Label: label})
 	}
 	return out, nil
+}
+
+// PredictBudget bounds what Predict may use for req on model m: the prompt
+// tokens (one per byte of the instruction and each input, plus the model's
+// template overhead and room for two chat messages, per input) and the
+// output tokens (num_predict per input).
+func PredictBudget(m Model, req PredictRequest) (prompt, output int64) {
+	system := len(predictInstruction(req))
+	per := int64(predictOutput(m, req))
+	for _, in := range req.Inputs {
+		prompt += int64(system + len(in) + m.Limits.PromptOverhead + 16)
+		output += per
+	}
+	return prompt, output
+}
+
+// predictOutput is the num_predict of each input: the request's, or enough
+// for the longest label in its JSON answer, within the model's cap.
+func predictOutput(m Model, req PredictRequest) int {
+	n, ok := req.Options["num_predict"].(int)
+	if !ok || n <= 0 {
+		n = 32 + 2*longest(req.Labels)
+	}
+	return min(n, m.Limits.MaxNumPredict)
 }
 
 func labelSchema(labels []string) json.RawMessage {

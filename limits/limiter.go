@@ -1,47 +1,93 @@
-package auth
+// Package limits admits requests against a key's limits: its monthly
+// quotas (requests and tokens), how many requests it may have in flight,
+// its tokens per minute and its request rate. Admission is atomic per
+// request and reserves what the request may use, so what is in flight plus
+// what is committed never exceeds a limit, however many requests arrive at
+// once; a Lease returned by Admit gives the reservation back, settled to
+// what the request really used.
+//
+// Limiter is the in-memory implementation, for one instance. The gateway
+// uses it through a small interface taking a context and returning errors,
+// so a shared implementation (Redis) can replace it.
+package limits
 
 import (
+	"context"
 	"math"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"tollgate"
 )
 
-// Reasons a Limiter refuses a request.
-const (
-	ReasonRate        = "rate"        // the request bucket is empty
-	ReasonTokens      = "tokens"      // tokens-per-minute debt not yet paid back
-	ReasonConcurrency = "concurrency" // max_concurrent requests already in flight
-)
-
-// Rejection says why a request was refused and when to come back.
-type Rejection struct {
-	Reason     string
-	RetryAfter time.Duration // never earlier than the bucket actually refills
+// Ledger reports what a key has used in the current month, from committed
+// usage records; *metering.Counters satisfies it. Requests counts only the
+// requests charged to a request quota.
+type Ledger interface {
+	Used(keyID string) (requests, tokens int64)
 }
 
-// LimitState is a key's standing for response headers.
-type LimitState struct {
-	Limits          Limits
+// Request is what a request asks to be admitted with.
+type Request struct {
+	KeyID  string
+	Limits tollgate.Limits // the key's effective limits (its own over its plan's)
+	// Prompt bounds the tokens the input can take. It is reserved whole:
+	// a request whose prompt does not fit is refused.
+	Prompt int64
+	// Output is the most output tokens the request may generate;
+	// MinOutput is the least that is worth running (1 for a generation,
+	// 0 for embeddings; Output itself when the output cannot be cut). Near
+	// the end of a token quota or tokens-per-minute allowance, Admit
+	// lowers the output cap to what remains, but never below MinOutput.
+	Output, MinOutput int64
+	Now               time.Time
+}
+
+// Settlement is what an admitted request really used.
+type Settlement struct {
+	Tokens int64     // tokens billed (prompt plus completion); 0 when nothing was billed
+	Now    time.Time // when the request ended
+}
+
+// Lease is an admitted request's reservation. Settle must be called exactly
+// once, after the request's usage record is committed (or known not to be),
+// and it is safe to call from any goroutine.
+type Lease interface {
+	// Output is the output cap admission granted: Request.Output, or less
+	// near the end of a token allowance.
+	Output() int64
+	// Lowered reports whether Output is below what was asked for.
+	Lowered() bool
+	// Settle gives the reservation back and charges what was used.
+	Settle(ctx context.Context, s Settlement) error
+}
+
+// State is a key's standing, for response headers.
+type State struct {
+	Limits          tollgate.Limits
 	RemainingReqs   int           // whole requests left in the bucket now
 	ResetReqs       time.Duration // until the request bucket is full
 	RemainingTokens int64         // tokens left this minute (0 when in debt)
 	ResetTokens     time.Duration // until the token bucket is full
 }
 
-// Limiter enforces per-key limits: a request token bucket (x/time/rate),
-// a tokens-per-minute bucket charged after each response with the real
-// token counts (a key in debt is refused until it has paid it back, so one
-// request may overshoot), and a cap on concurrent requests. Zero fields of
-// Limits are unlimited. Keys whose buckets are full and who have nothing in
-// flight are dropped once more than MaxKeys are held, so memory stays
+// Limiter is the in-memory admission of per-key limits. Monthly quotas are
+// counted from a Ledger of committed usage plus the reservations of
+// requests in flight; a request reserves one request and its token bound,
+// so neither quota can be exceeded by requests in flight. The
+// tokens-per-minute bucket is charged the token bound at admission and
+// refunded to the real count at settlement, so it never goes below what
+// requests really used. Keys whose buckets are full and who have nothing in
+// flight are dropped once more than maxKeys are held, so memory stays
 // bounded. When a key's limits change, its buckets are rebuilt on its next
 // request. All methods take the time explicitly.
 //
 // A Limiter is safe for concurrent use.
 type Limiter struct {
-	max int
+	ledger Ledger
+	max    int
 
 	// nextPrune is the size at which the next prune runs. When every key
 	// is active a prune frees nothing; waiting for a quarter more keys
@@ -49,81 +95,157 @@ type Limiter struct {
 	nextPrune int
 
 	mu   sync.Mutex
-	keys map[string]*keyLimits
+	keys map[string]*keyState
 }
 
-type keyLimits struct {
-	limits   Limits
+type keyState struct {
+	limits   tollgate.Limits
 	req      *rate.Limiter // nil: no request rate
 	tokens   float64       // tokens-per-minute bucket level; may be negative (debt)
 	last     time.Time     // when tokens was last brought up to date
 	inFlight int
+	// reserved by requests in flight, against the monthly quotas
+	resReqs, resTokens int64
 }
 
-// NewLimiter returns a Limiter holding at most maxKeys idle keys (<= 0
+// New returns a Limiter that reads committed month usage from ledger (nil:
+// no monthly quotas are enforced) and holds at most maxKeys idle keys (<= 0
 // means 10,000).
-func NewLimiter(maxKeys int) *Limiter {
+func New(ledger Ledger, maxKeys int) *Limiter {
 	if maxKeys <= 0 {
 		maxKeys = 10_000
 	}
-	return &Limiter{max: maxKeys, keys: make(map[string]*keyLimits)}
+	return &Limiter{ledger: ledger, max: maxKeys, keys: make(map[string]*keyState)}
 }
 
-// Admit takes one request from key's buckets and a concurrency slot, or
-// returns a Rejection and takes nothing. On success the caller must call
-// Done exactly once when the request ends.
-func (l *Limiter) Admit(keyID string, lim Limits, now time.Time) *Rejection {
-	if lim == (Limits{}) {
-		return nil
+// unlimited is the lease of a key with no limits: nothing to give back.
+type unlimited struct{ output int64 }
+
+func (u unlimited) Output() int64                            { return u.output }
+func (u unlimited) Lowered() bool                            { return false }
+func (u unlimited) Settle(context.Context, Settlement) error { return nil }
+
+// Admit checks, in order, the monthly request and token quotas (402), the
+// key's concurrency (429), its tokens per minute (429) and its request rate
+// (429), and on success reserves one request, the prompt bound plus the
+// granted output cap, and a concurrency slot. A refusal is a
+// *tollgate.Error (codes quota_exceeded, too_many_concurrent,
+// tokens_per_minute_exceeded, rate_limited) with RetryAfter set, and takes
+// nothing. ctx is not used by the in-memory Limiter.
+func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
+	lim := r.Limits
+	if lim == (tollgate.Limits{}) {
+		return unlimited{output: r.Output}, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	k := l.get(keyID, lim, now)
-	if lim.MaxConcurrent > 0 && k.inFlight >= lim.MaxConcurrent {
-		return &Rejection{Reason: ReasonConcurrency, RetryAfter: time.Second}
-	}
-	if lim.TokensPerMinute > 0 {
-		k.refill(now)
-		if k.tokens <= 0 {
-			need := 1 - k.tokens // back above zero
-			return &Rejection{Reason: ReasonTokens, RetryAfter: ceilDuration(need * 60 / float64(lim.TokensPerMinute))}
-		}
+	k := l.get(r.KeyID, lim, r.Now)
+	output, err := l.check(k, r)
+	if err != nil {
+		return nil, err
 	}
 	if k.req != nil {
-		r := k.req.ReserveN(now, 1)
-		if !r.OK() {
-			return &Rejection{Reason: ReasonRate, RetryAfter: time.Second}
+		res := k.req.ReserveN(r.Now, 1)
+		if !res.OK() {
+			return nil, rateLimited(time.Second)
 		}
-		if d := r.DelayFrom(now); d > 0 {
-			r.CancelAt(now)
-			return &Rejection{Reason: ReasonRate, RetryAfter: ceilDuration(d.Seconds())}
+		if d := res.DelayFrom(r.Now); d > 0 {
+			res.CancelAt(r.Now)
+			return nil, rateLimited(d)
 		}
 	}
+	reserve := r.Prompt + output
 	k.inFlight++
+	k.resReqs++
+	k.resTokens += reserve
+	if lim.TokensPerMinute > 0 {
+		k.tokens -= float64(reserve)
+	}
+	return &lease{l: l, keyID: r.KeyID, reserved: reserve, output: output, lowered: output < r.Output}, nil
+}
+
+// check applies the quota, concurrency and tokens-per-minute limits to r and
+// returns the output cap they leave. Callers hold l.mu.
+func (l *Limiter) check(k *keyState, r Request) (int64, error) {
+	lim, output := r.Limits, r.Output
+	if lim.MonthlyRequests > 0 || lim.MonthlyTokens > 0 {
+		var usedReqs, usedTokens int64
+		if l.ledger != nil {
+			usedReqs, usedTokens = l.ledger.Used(r.KeyID)
+		}
+		if lim.MonthlyRequests > 0 && usedReqs+k.resReqs >= lim.MonthlyRequests {
+			return 0, quotaRequests(lim.MonthlyRequests, r.Now)
+		}
+		if lim.MonthlyTokens > 0 {
+			left := lim.MonthlyTokens - usedTokens - k.resTokens
+			if left <= 0 {
+				return 0, quotaTokensUsed(lim.MonthlyTokens, r.Now)
+			}
+			if r.Prompt+r.MinOutput > left {
+				return 0, quotaTokensShort(r.Prompt+r.MinOutput, left, r.Now)
+			}
+			output = min(output, left-r.Prompt)
+		}
+	}
+	if lim.MaxConcurrent > 0 && k.inFlight >= lim.MaxConcurrent {
+		return 0, tooManyConcurrent()
+	}
+	if lim.TokensPerMinute > 0 {
+		need := r.Prompt + r.MinOutput
+		if need > lim.TokensPerMinute {
+			return 0, tokensNeverFit(need, lim.TokensPerMinute)
+		}
+		k.refill(r.Now)
+		if k.tokens < float64(need) {
+			wait := (float64(need) - k.tokens) * 60 / float64(lim.TokensPerMinute)
+			return 0, tokensPerMinute(ceilDuration(wait))
+		}
+		output = min(output, int64(math.Floor(k.tokens))-r.Prompt)
+	}
+	return max(output, r.MinOutput), nil
+}
+
+// lease is a reservation on one key.
+type lease struct {
+	l        *Limiter
+	keyID    string
+	reserved int64
+	output   int64
+	lowered  bool
+	once     sync.Once
+}
+
+func (ls *lease) Output() int64 { return ls.output }
+func (ls *lease) Lowered() bool { return ls.lowered }
+
+// Settle gives back the reservation and charges s.Tokens to the key's
+// tokens-per-minute bucket. Usage it committed counts against the monthly
+// quotas through the Ledger, which must already include it. A second call
+// is a no-op.
+func (ls *lease) Settle(_ context.Context, s Settlement) error {
+	ls.once.Do(func() { ls.l.settle(ls, s) })
 	return nil
 }
 
-// Done ends a request admitted by Admit, charging tokens (prompt plus
-// completion, as Ollama counted them) to the key's tokens-per-minute bucket.
-func (l *Limiter) Done(keyID string, tokens int64, now time.Time) {
+func (l *Limiter) settle(ls *lease, s Settlement) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	k, ok := l.keys[keyID]
+	k, ok := l.keys[ls.keyID]
 	if !ok {
 		return
 	}
-	if k.inFlight > 0 {
-		k.inFlight--
-	}
-	if k.limits.TokensPerMinute > 0 && tokens > 0 {
-		k.refill(now)
-		k.tokens -= float64(tokens)
+	k.inFlight = max(0, k.inFlight-1)
+	k.resReqs = max(0, k.resReqs-1)
+	k.resTokens = max(0, k.resTokens-ls.reserved)
+	if k.limits.TokensPerMinute > 0 {
+		k.refill(s.Now)
+		k.tokens = min(float64(k.limits.TokensPerMinute), k.tokens+float64(ls.reserved-s.Tokens))
 	}
 }
 
 // State reports key's standing at now, for response headers.
-func (l *Limiter) State(keyID string, lim Limits, now time.Time) LimitState {
-	st := LimitState{Limits: lim}
+func (l *Limiter) State(keyID string, lim tollgate.Limits, now time.Time) State {
+	st := State{Limits: lim}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k, ok := l.keys[keyID]
@@ -153,7 +275,7 @@ func (l *Limiter) Len() int {
 
 // get returns key's state, (re)building it when new or its limits changed.
 // Callers hold l.mu.
-func (l *Limiter) get(keyID string, lim Limits, now time.Time) *keyLimits {
+func (l *Limiter) get(keyID string, lim tollgate.Limits, now time.Time) *keyState {
 	k, ok := l.keys[keyID]
 	if ok && k.limits == lim {
 		return k
@@ -162,14 +284,15 @@ func (l *Limiter) get(keyID string, lim Limits, now time.Time) *keyLimits {
 		l.prune(now)
 		l.nextPrune = len(l.keys) + l.max/4
 	}
-	nk := &keyLimits{limits: lim, tokens: float64(lim.TokensPerMinute), last: now}
+	nk := &keyState{limits: lim, tokens: float64(lim.TokensPerMinute), last: now}
 	if lim.RequestsPerSecond > 0 {
 		nk.req = rate.NewLimiter(rate.Limit(lim.RequestsPerSecond), burstOf(lim))
 	}
-	if ok { // limits changed: keep what is in flight and any token debt
-		nk.inFlight = k.inFlight
-		if k.tokens < 0 && lim.TokensPerMinute > 0 {
-			nk.tokens = k.tokens
+	if ok { // limits changed: keep what is in flight and reserved, and any spent tokens
+		nk.inFlight, nk.resReqs, nk.resTokens = k.inFlight, k.resReqs, k.resTokens
+		if lim.TokensPerMinute > 0 && k.limits.TokensPerMinute > 0 {
+			k.refill(now)
+			nk.tokens = min(nk.tokens, k.tokens)
 		}
 	}
 	l.keys[keyID] = nk
@@ -179,7 +302,7 @@ func (l *Limiter) get(keyID string, lim Limits, now time.Time) *keyLimits {
 // prune drops idle keys: nothing in flight, buckets full. Callers hold l.mu.
 func (l *Limiter) prune(now time.Time) {
 	for id, k := range l.keys {
-		if k.inFlight > 0 {
+		if k.inFlight > 0 || k.resReqs > 0 {
 			continue
 		}
 		if k.req != nil && k.req.TokensAt(now) < float64(burstOf(k.limits)) {
@@ -196,7 +319,7 @@ func (l *Limiter) prune(now time.Time) {
 }
 
 // refill brings the tokens-per-minute bucket up to now.
-func (k *keyLimits) refill(now time.Time) {
+func (k *keyState) refill(now time.Time) {
 	if now.After(k.last) {
 		perMin := float64(k.limits.TokensPerMinute)
 		k.tokens = math.Min(perMin, k.tokens+now.Sub(k.last).Minutes()*perMin)
@@ -205,7 +328,7 @@ func (k *keyLimits) refill(now time.Time) {
 }
 
 // burstOf is the request bucket size: Burst, or at least 1.
-func burstOf(lim Limits) int {
+func burstOf(lim tollgate.Limits) int {
 	if lim.Burst > 0 {
 		return lim.Burst
 	}

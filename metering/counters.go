@@ -110,3 +110,10 @@ func (c *Counters) Month(keyID string) Totals {
 	}
 	return km.totals
 }
+
+// Used returns keyID's requests charged to a request quota and its total
+// tokens this month; it makes Counters a limits.Ledger.
+func (c *Counters) Used(keyID string) (requests, tokens int64) {
+	t := c.Month(keyID)
+	return t.Requests, t.TotalTokens()
+}

@@ -12,13 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"tollgate"
 )
 
-// Endpoints a usage event may name.
+// Endpoints a usage event may name: the inference capabilities.
 const (
-	EndpointGenerate = "generate"
-	EndpointEmbed    = "embed"
-	EndpointPredict  = "predict"
+	EndpointGenerate = tollgate.Generate
+	EndpointEmbed    = tollgate.Embed
+	EndpointPredict  = tollgate.Predict
 )
 
 // Event is the usage record of one request that reached inference.
@@ -29,7 +30,7 @@ type Event struct {
 	// KeyID is the id (never the secret) of the API key that was charged.
 	KeyID string
 	// Endpoint is "generate", "embed" or "predict".
-	Endpoint string
+	Endpoint tollgate.Capability
 	// Model is the public model name the client asked for.
 	Model string
 	// PromptTokens and CompletionTokens are exactly what Ollama counted
@@ -42,9 +43,8 @@ type Event struct {
 	// Latency is the time from receiving the request to the end of the
 	// response. It is stored with microsecond precision.
 	Latency time.Duration
-	// Cost is the price of the request in micro-units (millionths of the
-	// price currency), normally from Price.Cost.
-	Cost int64
+	// Cost is the price of the request, normally from Price.Cost.
+	Cost tollgate.Money
 	// Time is when the request was received, in UTC. Stored with nanosecond
 	// precision; it decides the month the event counts in.
 	Time time.Time
@@ -88,8 +88,7 @@ type Totals struct {
 	Requests         int64
 	PromptTokens     int64
 	CompletionTokens int64
-	// Cost is in micro-units.
-	Cost int64
+	Cost             tollgate.Money
 }
 
 // TotalTokens returns prompt plus completion tokens.
@@ -104,3 +103,9 @@ func (t *Totals) add(e Event) {
 	t.CompletionTokens += e.CompletionTokens
 	t.Cost += e.Cost
 }
+
+// ErrWithdrawn is returned by Recorder.Record when the wait for the commit
+// ended before the event was claimed: the event is stored as not delivered
+// (status 503, no tokens, no cost), so the caller must not deliver the
+// answer.
+var ErrWithdrawn = errors.New("metering: usage event withdrawn before its commit: recorded as not delivered")

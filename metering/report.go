@@ -3,6 +3,7 @@ package metering
 import (
 	"fmt"
 	"time"
+	"tollgate"
 )
 
 // Ways a Query can group its rows.
@@ -52,8 +53,7 @@ type Row struct {
 	ChargedRequests  int64
 	PromptTokens     int64
 	CompletionTokens int64
-	// Cost is in micro-units; FormatMicros renders it.
-	Cost int64
+	Cost             tollgate.Money
 }
 
 // TotalTokens returns prompt plus completion tokens.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"time"
 
 	"tollgate"
 	"tollgate/inference"
@@ -72,7 +73,7 @@ func explicitFlag(fs *flag.FlagSet, name, env string, getenv func(string) string
 }
 
 // checkConfig validates the catalog and reaches every backend.
-func checkConfig(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func checkConfig(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
 	fs := newFlags("check-config", stderr)
 	var c common
 	c.register(fs, getenv)

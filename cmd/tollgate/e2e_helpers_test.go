@@ -118,7 +118,7 @@ func wantError(t *testing.T, what string, x exchange, status int, code string) e
 func cli(t *testing.T, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), args, env(), &out, &errOut); err != nil {
+	if err := run(context.Background(), args, env(), time.Now, &out, &errOut); err != nil {
 		t.Fatalf("tollgate %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
 	}
 	return out.String()

@@ -31,7 +31,7 @@ A created or rotated key is printed once; Tollgate keeps only its SHA-256.
 
 // keysCmd is `tollgate keys ...`, the operator's key management on the
 // database file. Every change is written to the audit table as actor "cli".
-func keysCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func keysCmd(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, keysUsage)
 		return &usageError{"keys: no subcommand given"}
@@ -44,19 +44,19 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, std
 	var run func(context.Context, *auth.Keys, string) (any, string, error)
 	switch sub {
 	case "create":
-		run = keysCreate(fs, getenv)
+		run = keysCreate(fs, getenv, now)
 	case "list":
 		run = func(ctx context.Context, k *auth.Keys, _ string) (any, string, error) {
 			keys, err := k.List(ctx)
 			if keys == nil {
 				keys = []auth.Key{}
 			}
-			return keys, keyTable(keys), err
+			return keys, keyTable(keys, now()), err
 		}
 	case "show":
 		run = func(ctx context.Context, k *auth.Keys, id string) (any, string, error) {
 			key, err := k.Get(ctx, id)
-			return key, keyTable([]auth.Key{key}), err
+			return key, keyTable([]auth.Key{key}, now()), err
 		}
 	case "revoke":
 		run = func(ctx context.Context, k *auth.Keys, id string) (any, string, error) {
@@ -68,7 +68,7 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, std
 		run = func(ctx context.Context, k *auth.Keys, id string) (any, string, error) {
 			key, secret, err := k.Rotate(ctx, auth.ActorCLI, id, *grace)
 			text := fmt.Sprintf("%s\n\nnew key for %s (%s); the old one works until %s.\nStore it now: it cannot be shown again.\n",
-				secret, key.ID, key.Name, time.Now().Add(*grace).UTC().Format(time.RFC3339))
+				secret, key.ID, key.Name, now().Add(*grace).UTC().Format(time.RFC3339))
 			return secretJSON{Key: secret, ID: key.ID, Info: key}, text, err
 		}
 	default:
@@ -84,7 +84,7 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	defer db.Close()
-	out, text, err := run(ctx, auth.NewKeys(db, nil, nil), id)
+	out, text, err := run(ctx, auth.NewKeys(db, nil, now), id)
 	if err != nil {
 		return describeKeyError(err, id)
 	}
@@ -142,11 +142,10 @@ func describeKeyError(err error, id string) error {
 	return err
 }
 
-func keyTable(keys []auth.Key) string {
+func keyTable(keys []auth.Key, now time.Time) string {
 	var sb strings.Builder
 	tw := tabwriter.NewWriter(&sb, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tSCOPES\tMODELS\tPLAN\tSTATUS\tLAST USED\tCREATED")
-	now := time.Now()
 	for _, k := range keys {
 		status := "active"
 		if err := k.Usable(now); err != nil {

@@ -11,7 +11,7 @@ import (
 )
 
 // keysCreate registers create's flags and returns the action.
-func keysCreate(fs *flag.FlagSet, getenv func(string) string) func(context.Context, *auth.Keys, string) (any, string, error) {
+func keysCreate(fs *flag.FlagSet, getenv func(string) string, now func() time.Time) func(context.Context, *auth.Keys, string) (any, string, error) {
 	name := fs.String("name", "", "who or what the key is for (required)")
 	scopes := fs.String("scopes", "generate,embed,predict", "comma list of generate, embed, predict, admin")
 	models := fs.String("models", "", "comma list of public model names the key may use (empty: all)")
@@ -34,7 +34,7 @@ func keysCreate(fs *flag.FlagSet, getenv func(string) string) func(context.Conte
 		if *models != "" {
 			spec.Models = strings.Split(*models, ",")
 		}
-		if spec.ExpiresAt, err = parseExpiry(*expires, time.Now()); err != nil {
+		if spec.ExpiresAt, err = parseExpiry(*expires, now()); err != nil {
 			return nil, "", err
 		}
 		if *plan != "" {

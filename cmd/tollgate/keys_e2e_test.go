@@ -253,7 +253,7 @@ func TestAdminAPI(t *testing.T) {
 	var revoked auth.Key
 	wantStatus(t, "revoke", api("POST", "/admin/keys/"+id+"/revoke", "", admin), 200, &revoked)
 	wantError(t, "revoked key", api("POST", "/generate", `{"prompt":"hi"}`, created.Key), 401, "key_revoked")
-	wantError(t, "rotate a revoked key", api("POST", "/admin/keys/"+id+"/rotate", "", admin), 409, "key_revoked")
+	wantError(t, "rotate a revoked key", api("POST", "/admin/keys/"+id+"/rotate", "", admin), 409, "key_already_revoked")
 	var fromCLI auth.Key
 	if err := json.Unmarshal([]byte(cli(t, "keys", "show", "--db", r.db, "--json", id)), &fromCLI); err != nil || fromCLI.RevokedAt.IsZero() || fromCLI.Name != "svc2" {
 		t.Fatalf("keys show after revoke: %+v (%v)", fromCLI, err)

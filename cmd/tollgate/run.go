@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -38,8 +39,9 @@ Run "tollgate <command> -h" for a command's flags.
 `
 
 // run is the whole program: it parses args, reads the environment only
-// through getenv and writes only to stdout and stderr.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// through getenv, the time only through now, and writes only to stdout and
+// stderr.
+func run(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, topUsage)
 		return &usageError{"no command given"}
@@ -47,13 +49,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "serve":
-		return serve(ctx, rest, getenv, stdout, stderr)
+		return serve(ctx, rest, getenv, now, stdout, stderr)
 	case "keys":
-		return keysCmd(ctx, rest, getenv, stdout, stderr)
+		return keysCmd(ctx, rest, getenv, now, stdout, stderr)
 	case "usage":
-		return usageCmd(ctx, rest, getenv, stdout, stderr)
+		return usageCmd(ctx, rest, getenv, now, stdout, stderr)
 	case "check-config":
-		return checkConfig(ctx, rest, getenv, stdout, stderr)
+		return checkConfig(ctx, rest, getenv, now, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "tollgate", version)
 		return nil

@@ -63,7 +63,7 @@ func startServe(t *testing.T, getenv func(string) string, args ...string) *runni
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{db: filepath.Join(t.TempDir(), "t.db"), out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--db", r.db}, args...)
-	go func() { r.done <- run(ctx, args, getenv, r.out, r.out) }()
+	go func() { r.done <- run(ctx, args, getenv, time.Now, r.out, r.out) }()
 	t.Cleanup(func() { r.stop(t) })
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -189,7 +189,7 @@ func TestRunErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := run(context.Background(), tc.args, tc.getenv, &out, &out)
+			err := run(context.Background(), tc.args, tc.getenv, time.Now, &out, &out)
 			if err == nil {
 				t.Fatalf("run(%q) succeeded; output:\n%s", tc.args, out.String())
 			}
@@ -208,17 +208,17 @@ func TestCheckConfigAndVersion(t *testing.T) {
 	defer fake.Close()
 	var out bytes.Buffer
 	cat := writeFile(t, "m.yaml", tinyCatalog(fake.URL, "tiny"))
-	if err := run(context.Background(), []string{"check-config", "--models", cat}, env(), &out, &out); err != nil {
+	if err := run(context.Background(), []string{"check-config", "--models", cat}, env(), time.Now, &out, &out); err != nil {
 		t.Fatalf("check-config: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), "1 models") || !strings.Contains(out.String(), fake.URL+": reachable") {
 		t.Fatalf("check-config output:\n%s", out.String())
 	}
 	out.Reset()
-	if err := run(context.Background(), []string{"version"}, env(), &out, &out); err != nil || !strings.HasPrefix(out.String(), "tollgate ") {
+	if err := run(context.Background(), []string{"version"}, env(), time.Now, &out, &out); err != nil || !strings.HasPrefix(out.String(), "tollgate ") {
 		t.Fatalf("version: %v %q", err, out.String())
 	}
-	if err := run(context.Background(), []string{"serve", "-h"}, env(), &out, &out); !errors.Is(err, flag.ErrHelp) {
+	if err := run(context.Background(), []string{"serve", "-h"}, env(), time.Now, &out, &out); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("serve -h returned %v", err)
 	}
 }

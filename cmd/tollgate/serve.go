@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"tollgate/auth"
+	"tollgate/gateway"
 	"tollgate/handlers"
 	"tollgate/inference"
+	"tollgate/limits"
 	"tollgate/metering"
 	"tollgate/storage"
 )
@@ -26,7 +28,7 @@ const lastUsedEvery = 30 * time.Second
 
 // handlerExitWait bounds the wait, after the drain period, for handlers whose
 // connections were closed to return (a usage record's commit takes at most
-// 15 s, handlers.recordTimeout).
+// 15 s, gateway.DefaultRecordTimeout).
 const handlerExitWait = 20 * time.Second
 
 type serveFlags struct {
@@ -47,7 +49,7 @@ type serveFlags struct {
 // serve runs the gateway until ctx is cancelled (SIGINT/SIGTERM), then
 // stops accepting, lets in-flight requests finish within the drain period
 // and closes the database.
-func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
 	var f serveFlags
 	f.register(fs, getenv)
@@ -57,8 +59,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "how long in-flight requests may run after SIGTERM")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", getenv("TOLLGATE_METRICS_ADDR"), "serve /metrics on this address instead of the API's (env TOLLGATE_METRICS_ADDR)")
 	fs.StringVar(&f.proxies, "trusted-proxies", getenv("TOLLGATE_TRUSTED_PROXIES"), "comma list of reverse-proxy IPs/CIDRs whose X-Forwarded-For is believed (env TOLLGATE_TRUSTED_PROXIES; default none)")
-	fs.IntVar(&f.inFlight, "max-inflight", handlers.DefaultMaxInFlight, "inference requests sent to Ollama at once, across all keys")
-	fs.DurationVar(&f.wait, "queue-wait", handlers.DefaultQueueWait, "how long a request waits for one of those slots before 503")
+	fs.IntVar(&f.inFlight, "max-inflight", gateway.DefaultMaxInFlight, "inference requests sent to Ollama at once, across all keys")
+	fs.DurationVar(&f.wait, "queue-wait", gateway.DefaultQueueWait, "how long a request waits for one of those slots before 503")
 	fs.StringVar(&f.tlsCert, "tls-cert", getenv("TOLLGATE_TLS_CERT"), "PEM certificate (chain) file: serve HTTPS; needs --tls-key (env TOLLGATE_TLS_CERT)")
 	fs.StringVar(&f.tlsKey, "tls-key", getenv("TOLLGATE_TLS_KEY"), "PEM private key file for --tls-cert (env TOLLGATE_TLS_KEY)")
 	if err := parse(fs, args); err != nil {
@@ -86,7 +88,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer db.Close()
 
 	inf := inference.NewClient(cat)
-	handler, stop, err := wire(ctx, inf, db, log, f)
+	handler, stop, err := wire(ctx, inf, db, log, now, f)
 	if err != nil {
 		return err
 	}
@@ -198,25 +200,26 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 // wire builds the handler and its background parts (last-used flusher,
 // usage recorder). stop drains them; call it after the HTTP server has
 // finished its in-flight requests and before the database closes.
-func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.Logger, f serveFlags) (http.Handler, func(), error) {
-	now := time.Now()
-	totals, err := db.MonthTotals(ctx, metering.MonthStart(now))
+func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.Logger, now func() time.Time, f serveFlags) (http.Handler, func(), error) {
+	month := metering.MonthStart(now())
+	totals, err := db.MonthTotals(ctx, month)
 	if err != nil {
 		return nil, nil, fmt.Errorf("seed quota counters: %w", err)
 	}
-	counters := metering.NewCounters(nil)
-	counters.Seed(metering.MonthStart(now), totals)
+	counters := metering.NewCounters(now)
+	counters.Seed(month, totals)
 	metrics := handlers.NewMetrics()
 	recorder := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, OnBatch: metrics.ObserveBatch, Logger: log})
-	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, OnFlushError: func(err error) {
+	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, Now: now, OnFlushError: func(err error) {
 		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
 	}})
+	gw := gateway.New(gateway.Config{Inference: inf, Recorder: recorder, Limiter: limits.New(counters, 0),
+		Ledger: counters, Usage: db, MaxInFlight: f.inFlight, QueueWait: f.wait,
+		Now: now, Logger: log, InFlight: metrics.InFlight})
 	handler := handlers.NewServer(handlers.Config{
-		Inference: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, nil), Audit: db,
-		Recorder: recorder, Usage: db, Counters: counters,
-		Limiter: auth.NewLimiter(0), MaxInFlight: f.inFlight, QueueWait: f.wait,
+		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: db,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
-		Logger: log, MaxBodyBytes: f.maxBody,
+		Logger: log, MaxBodyBytes: f.maxBody, Now: now,
 	})
 	if f.metricsAddr != "" {
 		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {

@@ -192,7 +192,7 @@ func TestServeTLSStartupErrors(t *testing.T) {
 			args := append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db}, tc.args...)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			err := run(ctx, args, tc.getenv, &out, &out)
+			err := run(ctx, args, tc.getenv, time.Now, &out, &out)
 			if err == nil {
 				t.Fatalf("serve %q returned nil; output:\n%s", tc.args, out.String())
 			}

@@ -21,7 +21,7 @@ export covers everything and summary the current month.
 `
 
 // usageCmd is `tollgate usage ...`: billing data straight from the database.
-func usageCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func usageCmd(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "export" && args[0] != "summary") {
 		fmt.Fprint(stderr, usageUsage)
 		return &usageError{"usage: want export or summary"}
@@ -40,7 +40,7 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	q := metering.Query{KeyID: *key, From: time.Unix(0, 0).UTC(), To: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)} // storage keeps unix nanoseconds: years 1970-2262
 	if sub == "summary" {
-		now := time.Now().UTC()
+		now := now().UTC()
 		q.From, q.To, q.GroupBy = metering.MonthStart(now), metering.NextMonthStart(now), *by
 	}
 	var err error
@@ -91,7 +91,7 @@ func usageSummary(ctx context.Context, db *storage.DB, q metering.Query, stdout 
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "%s\tREQUESTS\tPROMPT\tCOMPLETION\tTOTAL\tCOST\t\n", map[string]string{"key": "KEY", "model": "MODEL", "day": "DAY"}[q.GroupBy])
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", r.Group, r.Requests, r.PromptTokens, r.CompletionTokens, r.TotalTokens(), metering.FormatMicros(r.Cost))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", r.Group, r.Requests, r.PromptTokens, r.CompletionTokens, r.TotalTokens(), r.Cost.String())
 	}
 	return tw.Flush()
 }

@@ -1,0 +1,170 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"tollgate"
+	"tollgate/inference"
+	"tollgate/limits"
+	"tollgate/metering"
+)
+
+// errNotMetered: the answer was ready but its usage could not be committed
+// in time; it is withheld rather than given away, and not billed.
+var errNotMetered = &tollgate.Error{Code: tollgate.CodeMeteringUnavailable, RetryAfter: time.Second,
+	Message: "the answer could not be recorded for billing, so it was not sent and not billed; retry shortly"}
+
+// errOverloaded: no GPU slot freed up within the queue wait.
+var errOverloaded = &tollgate.Error{Code: tollgate.CodeOverloaded, RetryAfter: time.Second,
+	Message: "the models are busy with other requests; retry shortly"}
+
+// model authorizes c for capability cp on the public model called name and
+// returns the model with its GPU-costly limits lowered to the key's plan.
+// Errors: insufficient_scope, model_not_found, invalid_request (the model
+// does not serve cp), model_not_allowed.
+func (g *Gateway) model(c Caller, cp tollgate.Capability, name string) (inference.Model, error) {
+	if err := scope(c, cp); err != nil {
+		return inference.Model{}, err
+	}
+	m, err := g.inf.Catalog().ModelFor(name, cp)
+	if err != nil {
+		return m, err
+	}
+	return g.allow(c, m)
+}
+
+func scope(c Caller, cp tollgate.Capability) error {
+	if !c.Key.HasScope(cp) {
+		return tollgate.Errorf(tollgate.CodeInsufficientScope, "this key does not have the %s scope", cp)
+	}
+	return nil
+}
+
+// allow checks that c's key may use m and applies its plan's caps.
+func (g *Gateway) allow(c Caller, m inference.Model) (inference.Model, error) {
+	if !c.Key.AllowsModel(m.Name) {
+		return m, tollgate.Errorf(tollgate.CodeModelNotAllowed, "this key may not use model %s", strconv.Quote(m.Name))
+	}
+	if plan, ok := g.inf.Catalog().Plans[c.Key.Plan]; ok {
+		m = plan.Restrict(m)
+	}
+	return m, nil
+}
+
+// budget is what a request may use: the tokens its prompt can take, the
+// most output tokens it may generate, and the least output worth running.
+type budget struct {
+	prompt, output, minOutput int64
+}
+
+// call is one admitted request: it holds a lease on the key's limits and a
+// GPU slot until finish.
+type call struct {
+	g      *Gateway
+	caller Caller
+	cp     tollgate.Capability
+	model  inference.Model
+	lease  limits.Lease
+}
+
+// admit reserves b against the key's limits, then takes a GPU slot,
+// waiting at most the queue wait. On error nothing is held and no usage is
+// recorded.
+func (g *Gateway) admit(ctx context.Context, c Caller, cp tollgate.Capability, m inference.Model, b budget) (*call, error) {
+	lease, err := g.limiter.Admit(ctx, limits.Request{KeyID: c.Key.ID, Limits: g.Limits(c.Key),
+		Prompt: b.prompt, Output: b.output, MinOutput: b.minOutput, Now: g.now()})
+	if err != nil {
+		return nil, err
+	}
+	if err := g.acquire(ctx); err != nil {
+		_ = lease.Settle(context.WithoutCancel(ctx), limits.Settlement{Now: g.now()})
+		return nil, err
+	}
+	g.inFlight(1)
+	return &call{g: g, caller: c, cp: cp, model: m, lease: lease}, nil
+}
+
+// acquire takes a GPU slot, waiting at most queueWait.
+func (g *Gateway) acquire(ctx context.Context) error {
+	select {
+	case g.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(g.queueWait)
+	defer t.Stop()
+	select {
+	case g.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return errOverloaded
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// finish commits the usage record of a call that ended with status,
+// billing billed, then settles the lease and gives the GPU slot back, in
+// that order: the quota counters include the record before the reservation
+// is released, and nothing is released before the record is committed. It
+// returns the result and the error the caller must report: callErr, or, if
+// the record could not be committed, errNotMetered (the answer must then be
+// withheld: it was not billed).
+func (cl *call) finish(ctx context.Context, status int, billed inference.Usage, callErr error) (Result, error) {
+	g := cl.g
+	defer func() {
+		<-g.slots
+		g.inFlight(-1)
+	}()
+	res := Result{Model: cl.model.Name, Status: status, Usage: billed}
+	now := g.now()
+	ev := metering.Event{
+		RequestID:        cl.caller.RequestID,
+		KeyID:            cl.caller.Key.ID,
+		Endpoint:         cl.cp,
+		Model:            cl.model.Name,
+		PromptTokens:     int64(billed.PromptTokens),
+		CompletionTokens: int64(billed.CompletionTokens),
+		Status:           status,
+		Latency:          max(0, now.Sub(cl.caller.Arrived)),
+		Cost:             cl.model.Price.Cost(int64(billed.PromptTokens), int64(billed.CompletionTokens)),
+		Time:             cl.caller.Arrived.UTC(),
+	}
+	detached := context.WithoutCancel(ctx)
+	rctx, cancel := context.WithTimeout(detached, g.recordTimeout)
+	err := g.recorder.Record(rctx, ev)
+	cancel()
+	if err != nil {
+		g.log.Error("usage not recorded: the answer was withheld and the request not billed",
+			"request_id", ev.RequestID, "key_id", ev.KeyID, "status", status,
+			"withdrawn", errors.Is(err, metering.ErrWithdrawn), "error", err.Error())
+		res.Usage, res.Status = inference.Usage{}, tollgate.CodeMeteringUnavailable.Status()
+		if callErr == nil {
+			callErr = errNotMetered
+		}
+	}
+	_ = cl.lease.Settle(detached, limits.Settlement{Tokens: int64(res.Usage.Total()), Now: g.now()})
+	return res, callErr
+}
+
+// clientGone wraps the error of a caller's onPiece: the client could not be
+// written to, so it is gone.
+type clientGone struct{ err error }
+
+func (e clientGone) Error() string { return "the client went away: " + e.err.Error() }
+func (e clientGone) Unwrap() error { return e.err }
+
+// ErrorCode is tollgate.CodeClientClosed.
+func (e clientGone) ErrorCode() tollgate.Code { return tollgate.CodeClientClosed }
+
+// statusOf is the status a failed call's client gets (or would have got).
+func statusOf(err error) int {
+	var gone clientGone
+	if errors.As(err, &gone) {
+		return tollgate.StatusClientClosed
+	}
+	return tollgate.ErrorCode(err).Status()
+}

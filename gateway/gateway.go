@@ -1,0 +1,172 @@
+// Package gateway is Tollgate's one metered call. Every surface (the native
+// API, OpenAI- and Ollama-compatible routes, async jobs, the dashboard)
+// hands it a verified key and a decoded request, and it does the rest in
+// one order: authorize (scope and model) -> validate -> admit (quotas,
+// concurrency, tokens per minute, request rate: reservations) -> take a GPU
+// slot -> call Ollama -> settle what the client got -> commit the usage
+// record -> release. It imports neither Gin nor net/http: a call needs no
+// HTTP request at all.
+//
+// Billing rule: a request is billed exactly what its client received. A
+// non-streamed answer is billed Ollama's counts if it is delivered and
+// nothing otherwise; a stream is billed the pieces delivered; a request
+// whose usage record cannot be committed in time is withheld (503) and not
+// billed. Admission refusals leave no usage record.
+package gateway
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+
+	"tollgate"
+	"tollgate/auth"
+	"tollgate/inference"
+	"tollgate/limits"
+	"tollgate/metering"
+)
+
+// Inferencer runs models; *inference.Client satisfies it.
+type Inferencer interface {
+	Catalog() *inference.Catalog
+	Generate(ctx context.Context, m inference.Model, req inference.GenerateRequest, onText func(string) error) (inference.Result, error)
+	Embed(ctx context.Context, m inference.Model, inputs []string, keepAlive *time.Duration) (inference.EmbedResult, error)
+	Predict(ctx context.Context, m inference.Model, req inference.PredictRequest) (inference.PredictResult, error)
+}
+
+// Recorder commits usage events; *metering.Recorder satisfies it. Record
+// returns nil only once the event is committed as given; on any error the
+// event is not billed (metering.ErrWithdrawn) or was lost.
+type Recorder interface {
+	Record(ctx context.Context, ev metering.Event) error
+}
+
+// Admitter admits requests against per-key limits; *limits.Limiter
+// satisfies it.
+type Admitter interface {
+	Admit(ctx context.Context, r limits.Request) (limits.Lease, error)
+	State(keyID string, lim tollgate.Limits, now time.Time) limits.State
+}
+
+// Ledger is this month's committed usage per key, in memory;
+// *metering.Counters satisfies it.
+type Ledger interface {
+	Month(keyID string) metering.Totals
+}
+
+// UsageStore answers usage reports; *storage.DB satisfies it.
+type UsageStore interface {
+	Summary(ctx context.Context, q metering.Query) ([]metering.Row, error)
+}
+
+// Defaults for Config.
+const (
+	DefaultMaxInFlight   = 64
+	DefaultQueueWait     = 2 * time.Second
+	DefaultRecordTimeout = 15 * time.Second
+)
+
+// Config holds what a Gateway depends on. Inference, Recorder, Limiter,
+// Ledger and Usage are required.
+type Config struct {
+	Inference Inferencer
+	Recorder  Recorder
+	Limiter   Admitter
+	Ledger    Ledger
+	Usage     UsageStore
+	// MaxInFlight caps inference calls sent to Ollama at once, across all
+	// keys (0: DefaultMaxInFlight); a call waits up to QueueWait (0:
+	// DefaultQueueWait) for a slot, then fails with code overloaded.
+	MaxInFlight int
+	QueueWait   time.Duration
+	// RecordTimeout bounds the wait for a usage record's commit (0:
+	// DefaultRecordTimeout). The wait runs on a context detached from the
+	// caller's, so a client hanging up cannot stop its own billing.
+	RecordTimeout time.Duration
+	Now           func() time.Time // nil: time.Now
+	Logger        *slog.Logger     // nil: discard
+	// InFlight, if set, is told +1 when a call takes a GPU slot and -1
+	// when it gives it back (a metrics gauge).
+	InFlight func(delta int)
+}
+
+// Gateway runs metered calls. It is safe for concurrent use and starts no
+// goroutines.
+type Gateway struct {
+	inf           Inferencer
+	recorder      Recorder
+	limiter       Admitter
+	ledger        Ledger
+	usage         UsageStore
+	slots         chan struct{}
+	queueWait     time.Duration
+	recordTimeout time.Duration
+	now           func() time.Time
+	log           *slog.Logger
+	inFlight      func(int)
+}
+
+// New returns a Gateway for cfg.
+func New(cfg Config) *Gateway {
+	g := &Gateway{inf: cfg.Inference, recorder: cfg.Recorder, limiter: cfg.Limiter, ledger: cfg.Ledger,
+		usage: cfg.Usage, queueWait: cfg.QueueWait, recordTimeout: cfg.RecordTimeout,
+		now: cfg.Now, log: cfg.Logger, inFlight: cfg.InFlight}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	g.slots = make(chan struct{}, cfg.MaxInFlight)
+	if g.queueWait <= 0 {
+		g.queueWait = DefaultQueueWait
+	}
+	if g.recordTimeout <= 0 {
+		g.recordTimeout = DefaultRecordTimeout
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if g.inFlight == nil {
+		g.inFlight = func(int) {}
+	}
+	return g
+}
+
+// Caller is who makes a call: a verified key, the request's id (the usage
+// record's unique id) and when the request arrived (for its latency and the
+// month it is billed in).
+type Caller struct {
+	Key       auth.Key
+	RequestID string
+	Arrived   time.Time
+}
+
+// Catalog returns the model catalog calls are resolved against.
+func (g *Gateway) Catalog() *inference.Catalog { return g.inf.Catalog() }
+
+// Limits returns key's effective limits: its own, with each unset field
+// taken from its plan.
+func (g *Gateway) Limits(key auth.Key) tollgate.Limits {
+	if p, ok := g.inf.Catalog().Plans[key.Plan]; ok {
+		return key.Limits.Over(p.Limits)
+	}
+	return key.Limits
+}
+
+// LimitState reports key's rate and tokens-per-minute standing now, for
+// response headers.
+func (g *Gateway) LimitState(key auth.Key) limits.State {
+	return g.limiter.State(key.ID, g.Limits(key), g.now())
+}
+
+// Result is what every call reports, also when it fails after admission:
+// the public model, the status its usage record carries, what was billed,
+// and Ollama's time to first token.
+type Result struct {
+	Model      string
+	Status     int
+	Usage      inference.Usage
+	FirstToken time.Duration
+}

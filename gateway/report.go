@@ -1,0 +1,64 @@
+package gateway
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"tollgate/auth"
+	"tollgate/inference"
+	"tollgate/metering"
+)
+
+// Models returns the models and tasks key may use, sorted by name, under
+// their public names.
+func (g *Gateway) Models(key auth.Key) ([]inference.Model, []inference.Task) {
+	cat := g.inf.Catalog()
+	var models []inference.Model
+	for _, m := range cat.ModelList() {
+		if key.AllowsModel(m.Name) {
+			models = append(models, m)
+		}
+	}
+	var tasks []inference.Task
+	for _, t := range cat.Tasks {
+		if key.AllowsModel(t.Model) {
+			tasks = append(tasks, t)
+		}
+	}
+	sort.Slice(tasks, func(i, j int) bool { return tasks[i].Name < tasks[j].Name })
+	return models, tasks
+}
+
+// Usage runs the usage report q (q.KeyID "" for every key).
+func (g *Gateway) Usage(ctx context.Context, q metering.Query) ([]metering.Row, error) {
+	return g.usage.Summary(ctx, q)
+}
+
+// Quota is a key's monthly allowance and what is left of it. Remaining
+// fields are nil where the key has no such quota.
+type Quota struct {
+	MonthlyTokens     int64
+	RemainingTokens   *int64
+	MonthlyRequests   int64
+	RemainingRequests *int64
+	ResetsAt          time.Time
+}
+
+// Quota reports key's monthly quotas and what is left of them now, from
+// the in-memory counters of committed usage (no database query).
+func (g *Gateway) Quota(key auth.Key) Quota {
+	now := g.now()
+	lim := g.Limits(key)
+	used := g.ledger.Month(key.ID)
+	q := Quota{MonthlyTokens: lim.MonthlyTokens, MonthlyRequests: lim.MonthlyRequests, ResetsAt: metering.NextMonthStart(now)}
+	if lim.MonthlyTokens > 0 {
+		left := max(0, lim.MonthlyTokens-used.TotalTokens())
+		q.RemainingTokens = &left
+	}
+	if lim.MonthlyRequests > 0 {
+		left := max(0, lim.MonthlyRequests-used.Requests)
+		q.RemainingRequests = &left
+	}
+	return q
+}

@@ -1,0 +1,71 @@
+package limits
+
+import (
+	"math"
+	"strconv"
+	"time"
+
+	"tollgate"
+	"tollgate/metering"
+)
+
+// The refusals Admit returns. Messages say what ran out and when to come
+// back; a spent quota is Final (retrying cannot fix it before the reset).
+
+func quotaRequests(limit int64, now time.Time) error {
+	return &tollgate.Error{Code: tollgate.CodeQuotaExceeded, Final: true,
+		Message: "this key's monthly request quota (" + itoa(limit) + " requests) is used up; it resets at " + resetAt(now)}
+}
+
+func quotaTokensUsed(limit int64, now time.Time) error {
+	return &tollgate.Error{Code: tollgate.CodeQuotaExceeded, Final: true,
+		Message: "this key's monthly token quota (" + itoa(limit) + " tokens) is used up; it resets at " + resetAt(now)}
+}
+
+func quotaTokensShort(need, left int64, now time.Time) error {
+	return &tollgate.Error{Code: tollgate.CodeQuotaExceeded, Final: true,
+		Message: "this request may use up to " + itoa(need) + " tokens (its prompt plus the template's overhead) but only " +
+			itoa(left) + " tokens of this key's monthly token quota are left; send a shorter prompt, or wait for the reset at " + resetAt(now)}
+}
+
+func tooManyConcurrent() error {
+	return &tollgate.Error{Code: tollgate.CodeTooManyConcurrent, RetryAfter: time.Second,
+		Message: "this key already has its maximum number of requests in flight; retry in 1 s or when one finishes"}
+}
+
+func tokensPerMinute(wait time.Duration) error {
+	return &tollgate.Error{Code: tollgate.CodeTokensPerMinute, RetryAfter: wait,
+		Message: "this key used more than its tokens per minute; retry in " + seconds(wait) + " s"}
+}
+
+func tokensNeverFit(need, perMinute int64) error {
+	return &tollgate.Error{Code: tollgate.CodeTokensPerMinute, Final: true,
+		Message: "this request may use up to " + itoa(need) + " tokens (its prompt plus the template's overhead), more than this key's " +
+			itoa(perMinute) + " tokens per minute; send a shorter prompt"}
+}
+
+func rateLimited(wait time.Duration) error {
+	return &tollgate.Error{Code: tollgate.CodeRateLimited, RetryAfter: wait,
+		Message: "this key sent requests faster than its rate limit; retry in " + seconds(wait) + " s"}
+}
+
+// resetAt is when the monthly quotas covering now reset: the first instant
+// of the next UTC month.
+func resetAt(now time.Time) string { return metering.NextMonthStart(now).Format(time.RFC3339) }
+
+// seconds rounds d up to whole seconds, at least 1, so a client told to
+// retry in that many seconds is never early.
+func seconds(d time.Duration) string {
+	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// ceilDuration converts seconds to a Duration, rounding up to the next
+// millisecond so a caller told to wait is never early.
+func ceilDuration(sec float64) time.Duration {
+	if sec <= 0 {
+		return 0
+	}
+	return time.Duration(math.Ceil(sec*1000)) * time.Millisecond
+}
