@@ -33,7 +33,7 @@ func TestReviewServeHTTPWaitsForHandlersAfterDrain(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- serveHTTP(ctx, ln, h, 100*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		done <- serveHTTP(ctx, ln, h, 100*time.Millisecond, 20*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	resp, err := http.Get("http://" + ln.Addr().String())
 	if err != nil {

@@ -60,10 +60,16 @@ type running struct {
 // startServe runs `tollgate serve` on a free port and waits until it listens.
 func startServe(t *testing.T, getenv func(string) string, args ...string) *running {
 	t.Helper()
+	return startServeAt(t, time.Now, getenv, args...)
+}
+
+// startServeAt is startServe with the clock now (e.g. a testClock's Now).
+func startServeAt(t *testing.T, now func() time.Time, getenv func(string) string, args ...string) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{db: filepath.Join(t.TempDir(), "t.db"), out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--db", r.db}, args...)
-	go func() { r.done <- run(ctx, args, getenv, time.Now, r.out, r.out) }()
+	go func() { r.done <- run(ctx, args, getenv, now, r.out, r.out) }()
 	t.Cleanup(func() { r.stop(t) })
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {

@@ -27,9 +27,9 @@ import (
 const lastUsedEvery = 30 * time.Second
 
 // handlerExitWait bounds the wait, after the drain period, for handlers whose
-// connections were closed to return (a usage record's commit takes at most
-// 15 s, gateway.DefaultRecordTimeout).
-const handlerExitWait = 20 * time.Second
+// connections were closed to return, beyond the wait for a usage record's
+// commit (--record-timeout).
+const handlerExitWait = 5 * time.Second
 
 type serveFlags struct {
 	common
@@ -39,6 +39,7 @@ type serveFlags struct {
 	drain    time.Duration
 	inFlight int
 	wait     time.Duration
+	record   time.Duration
 
 	metricsAddr string
 	proxies     string
@@ -61,6 +62,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	fs.StringVar(&f.proxies, "trusted-proxies", getenv("TOLLGATE_TRUSTED_PROXIES"), "comma list of reverse-proxy IPs/CIDRs whose X-Forwarded-For is believed (env TOLLGATE_TRUSTED_PROXIES; default none)")
 	fs.IntVar(&f.inFlight, "max-inflight", gateway.DefaultMaxInFlight, "inference requests sent to Ollama at once, across all keys")
 	fs.DurationVar(&f.wait, "queue-wait", gateway.DefaultQueueWait, "how long a request waits for one of those slots before 503")
+	fs.DurationVar(&f.record, "record-timeout", gateway.DefaultRecordTimeout, "how long an answer waits for its usage record to commit before it is withheld (503, not billed)")
 	fs.StringVar(&f.tlsCert, "tls-cert", getenv("TOLLGATE_TLS_CERT"), "PEM certificate (chain) file: serve HTTPS; needs --tls-key (env TOLLGATE_TLS_CERT)")
 	fs.StringVar(&f.tlsKey, "tls-key", getenv("TOLLGATE_TLS_KEY"), "PEM private key file for --tls-cert (env TOLLGATE_TLS_KEY)")
 	if err := parse(fs, args); err != nil {
@@ -106,7 +108,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	if err := inf.Ping(ctx); err != nil {
 		log.Warn("ollama not reachable yet; /readyz reports it until it is", "error", err.Error())
 	}
-	return serveHTTP(ctx, ln, handler, f.drain, log)
+	return serveHTTP(ctx, ln, handler, f.drain, f.record+handlerExitWait, log)
 }
 
 // loadTLS reads the certificate and key named by --tls-cert and --tls-key
@@ -146,7 +148,7 @@ func loadTLS(certFile, keyFile string) (*tls.Config, error) {
 // client must send its headers within 10 s and is dropped after 2 minutes
 // idle; there is no read or write timeout on the whole request, which would
 // cut a healthy stream (bodies are bounded by the handlers).
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, drain time.Duration, log *slog.Logger) error {
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, drain, exitWait time.Duration, log *slog.Logger) error {
 	var running atomic.Int64 // handlers still running, waited for after a forced close
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -175,7 +177,7 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, drain time.
 		// Close does not wait for handlers. Those it cut still meter what
 		// they delivered (a stream's pieces) on their way out, so wait for
 		// them before the caller closes the usage recorder and the database.
-		for deadline := time.Now().Add(handlerExitWait); running.Load() > 0; time.Sleep(10 * time.Millisecond) {
+		for deadline := time.Now().Add(exitWait); running.Load() > 0; time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				log.Error("handlers still running after the drain; their usage may not be recorded", "handlers", running.Load())
 				break
@@ -214,7 +216,7 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
 	}})
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: recorder, Limiter: limits.New(counters, 0),
-		Ledger: counters, Usage: db, MaxInFlight: f.inFlight, QueueWait: f.wait,
+		Ledger: counters, Usage: db, MaxInFlight: f.inFlight, QueueWait: f.wait, RecordTimeout: f.record,
 		Now: now, Logger: log, InFlight: metrics.InFlight})
 	handler := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: db,
