@@ -46,6 +46,7 @@ type serverConfig struct {
 	maxBody int64
 	proxies []string
 	wrap    func(handlers.Inferencer) handlers.Inferencer
+	record  func(handlers.Recorder) handlers.Recorder
 }
 
 type serverOpt func(*serverConfig)
@@ -59,6 +60,11 @@ func withTrustedProxies(p ...string) serverOpt { return func(c *serverConfig) { 
 // withInferencer wraps the real inference client, e.g. to make it panic.
 func withInferencer(wrap func(handlers.Inferencer) handlers.Inferencer) serverOpt {
 	return func(c *serverConfig) { c.wrap = wrap }
+}
+
+// withRecorder wraps the real usage recorder, e.g. to make it block or fail.
+func withRecorder(wrap func(handlers.Recorder) handlers.Recorder) serverOpt {
+	return func(c *serverConfig) { c.record = wrap }
 }
 
 // newTestServer starts a server for the catalog in catalogYAML. It is closed
@@ -89,6 +95,10 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	metrics := handlers.NewMetrics()
 	recorder := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, OnBatch: metrics.ObserveBatch, Logger: log})
 	t.Cleanup(func() { recorder.Close(ctx) }) // after the server, before the database
+	var rec handlers.Recorder = recorder
+	if cfg.record != nil {
+		rec = cfg.record(rec)
+	}
 	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db})
 	keys := auth.NewKeys(db, verifier, nil)
 	_, secret, err := keys.Create(ctx, "test", auth.Spec{Name: "test"})
@@ -97,7 +107,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	}
 	h := handlers.NewServer(handlers.Config{
 		Inference: inf, DB: db, Verifier: verifier, Keys: keys, Audit: db,
-		Recorder: recorder, Usage: db, Counters: counters,
+		Recorder: rec, Usage: db, Counters: counters,
 		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies,
 		Logger: log, MaxBodyBytes: cfg.maxBody,
 	})
