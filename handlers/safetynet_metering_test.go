@@ -8,6 +8,7 @@ package handlers_test
 // that hangs up mid-stream is billed for the pieces it got.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -216,4 +217,43 @@ func TestSafetyNetUnrecordedStreamEndsInError(t *testing.T) {
 		t.Fatalf("no error event at the end of the stream; events: %v", gs.events)
 	}
 	checkEnvelope(t, gs.errEv, "metering_unavailable")
+}
+
+func TestSafetyNetClientGoneMidStreamBilledForPieces(t *testing.T) {
+	// The first piece comes at once, the next one after an hour.
+	fake, ts := newFakeServer(t, "10s", ollamatest.WithFault(ollamatest.SlowChunks(time.Hour)))
+	keyID, secret := ts.newKey(t, auth.Spec{})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	resp, err := ts.send(ctx, "POST", "/generate", streamBody, "X-API-Key", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	const received = 1
+	var got []sseEvent
+	r := bufio.NewReader(resp.Body)
+	for len(got) < received {
+		ev, err := readEvent(r)
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		got = append(got, ev)
+	}
+	if got[0].Data != `{"text":"Hello"}` {
+		t.Fatalf("events %v, want the first piece", got)
+	}
+	cancel()
+	waitFake(t, fake, "the Ollama call canceled", func(s ollamatest.Stats) bool { return s.Canceled >= 1 && s.InFlight == 0 })
+	var rows []metering.Event
+	waitFor(t, "the usage row of the abandoned stream", func() bool {
+		rows = ts.usageRows(t, keyID)
+		return len(rows) > 0
+	})
+	if len(rows) != 1 {
+		t.Fatalf("%d usage rows, want 1: %+v", len(rows), rows)
+	}
+	if ev := rows[0]; ev.Status != 499 || ev.CompletionTokens < received {
+		t.Errorf("usage row: status %d, %d completion tokens; want 499 and at least the %d piece(s) delivered", ev.Status, ev.CompletionTokens, received)
+	}
 }
