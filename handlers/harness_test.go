@@ -48,6 +48,7 @@ type serverConfig struct {
 	maxBody int64
 	proxies []string
 	wrap    func(gateway.Inferencer) gateway.Inferencer
+	record  func(gateway.Recorder) gateway.Recorder
 }
 
 type serverOpt func(*serverConfig)
@@ -61,6 +62,11 @@ func withTrustedProxies(p ...string) serverOpt { return func(c *serverConfig) { 
 // withInferencer wraps the real inference client, e.g. to make it panic.
 func withInferencer(wrap func(gateway.Inferencer) gateway.Inferencer) serverOpt {
 	return func(c *serverConfig) { c.wrap = wrap }
+}
+
+// withRecorder wraps the real usage recorder, e.g. to make it block or fail.
+func withRecorder(wrap func(gateway.Recorder) gateway.Recorder) serverOpt {
+	return func(c *serverConfig) { c.record = wrap }
 }
 
 // newTestServer starts a server for the catalog in catalogYAML. It is closed
@@ -92,13 +98,17 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	metrics := handlers.NewMetrics()
 	recorder := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, OnBatch: metrics.ObserveBatch, Logger: log})
 	t.Cleanup(func() { recorder.Close(ctx) }) // after the server, before the database
+	var rec gateway.Recorder = recorder
+	if cfg.record != nil {
+		rec = cfg.record(rec)
+	}
 	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db})
 	keys := auth.NewKeys(db, verifier, nil)
 	_, secret, err := keys.Create(ctx, "test", auth.Spec{Name: "test"})
 	if err != nil {
 		t.Fatalf("creating a key: %v", err)
 	}
-	gw := gateway.New(gateway.Config{Inference: inf, Recorder: recorder, Limiter: limits.New(counters, 0),
+	gw := gateway.New(gateway.Config{Inference: inf, Recorder: rec, Limiter: limits.New(counters, 0),
 		Ledger: counters, Usage: db, Logger: log, InFlight: metrics.InFlight})
 	h := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db,
@@ -145,7 +155,7 @@ models:
   chat:
     ollama: llama3.2:3b
     endpoints: [generate, predict]
-    limits: {max_num_predict: 64, max_keep_alive: 10m, max_inputs: 3}
+    limits: {max_num_predict: 64, max_keep_alive: 10m, max_inputs: 3, prompt_overhead: 4}
     price: {input_per_1k: 0.0002, output_per_1k: 0.0006}
   embedder:
     ollama: nomic-embed-text

@@ -1,0 +1,69 @@
+package auth_test
+
+// Safety net for revocation across instances: a key revoked by another
+// instance sharing the database (so this Verifier's cache was never told)
+// stops working here once its cache entry is older than CacheTTL, through
+// Verify and through VerifyCached alike. Within the TTL the cached key may
+// still pass: that is the documented bound, and not asserted either way.
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"tollgate/auth"
+	"tollgate/auth/authtest"
+	"tollgate/storage"
+)
+
+const revokedTTL = 10 * time.Second
+
+// revokedElsewhere returns a Verifier with secret's key in its cache, and
+// that key revoked in the database behind the Verifier's back, as another
+// instance would.
+func revokedElsewhere(t *testing.T) (*auth.Verifier, *authtest.Clock, string) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "t.db"))
+	if err != nil {
+		t.Fatalf("storage.Open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	clock := authtest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	v := auth.NewVerifier(db, auth.VerifierOptions{CacheTTL: revokedTTL, Now: clock.Now})
+	key, secret, err := auth.NewKeys(db, v, clock.Now).Create(ctx, auth.ActorCLI, auth.Spec{Name: "elsewhere"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(ctx, secret); err != nil {
+		t.Fatalf("Verify before the revocation: %v", err)
+	}
+	// Straight to the store: this instance's Keys (which would invalidate
+	// v's cache) is not involved.
+	entry := auth.AuditEntry{Time: clock.Now(), Actor: auth.ActorCLI, Action: auth.ActionRevoke, KeyID: key.ID}
+	if _, err := db.RevokeKey(ctx, key.ID, clock.Now(), entry); err != nil {
+		t.Fatalf("revoking in the store: %v", err)
+	}
+	clock.Advance(time.Second)
+	_, _ = v.Verify(ctx, secret) // within the TTL: either answer is allowed
+	_, _ = v.VerifyCached(secret)
+	return v, clock, secret
+}
+
+func TestVerifySeesRevocationFromAnotherInstanceAfterTTL(t *testing.T) {
+	v, clock, secret := revokedElsewhere(t)
+	clock.Advance(revokedTTL) // the entry is now older than the TTL
+	if k, err := v.Verify(context.Background(), secret); !errors.Is(err, auth.ErrRevoked) {
+		t.Fatalf("Verify after CacheTTL = key %q, %v; want ErrRevoked", k.ID, err)
+	}
+}
+
+func TestVerifyCachedRefusesStaleEntryOfRevokedKey(t *testing.T) {
+	v, clock, secret := revokedElsewhere(t)
+	clock.Advance(revokedTTL)
+	if k, err := v.VerifyCached(secret); err == nil || k.ID != "" {
+		t.Fatalf("VerifyCached after CacheTTL admitted key %q (err %v); a stale entry must not vouch for a key", k.ID, err)
+	}
+}
