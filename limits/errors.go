@@ -12,20 +12,38 @@ import (
 // The refusals Admit returns. Messages say what ran out and when to come
 // back; a spent quota is Final (retrying cannot fix it before the reset).
 
-func quotaRequests(limit int64, now time.Time) error {
-	return &tollgate.Error{Code: tollgate.CodeQuotaExceeded, Final: true,
-		Message: "this key's monthly request quota (" + itoa(limit) + " requests) is used up; it resets at " + resetAt(now)}
+func quotaRequests(limit int64, now time.Time, inFlight bool) error {
+	return quota(inFlight, "this key's monthly request quota ("+itoa(limit)+" requests) is used up"+
+		inFlightNote(inFlight)+"; it resets at "+resetAt(now))
 }
 
-func quotaTokensUsed(limit int64, now time.Time) error {
-	return &tollgate.Error{Code: tollgate.CodeQuotaExceeded, Final: true,
-		Message: "this key's monthly token quota (" + itoa(limit) + " tokens) is used up; it resets at " + resetAt(now)}
+func quotaTokensUsed(limit int64, now time.Time, inFlight bool) error {
+	return quota(inFlight, "this key's monthly token quota ("+itoa(limit)+" tokens) is used up"+
+		inFlightNote(inFlight)+"; it resets at "+resetAt(now))
 }
 
-func quotaTokensShort(need, left int64, now time.Time) error {
-	return &tollgate.Error{Code: tollgate.CodeQuotaExceeded, Final: true,
-		Message: "this request may use up to " + itoa(need) + " tokens (its prompt plus the template's overhead) but only " +
-			itoa(left) + " tokens of this key's monthly token quota are left; send a shorter prompt, or wait for the reset at " + resetAt(now)}
+func quotaTokensShort(need, left int64, now time.Time, inFlight bool) error {
+	return quota(inFlight, "this request may use up to "+itoa(need)+" tokens (its prompt plus the template's overhead) but only "+
+		itoa(left)+" tokens of this key's monthly token quota are left"+inFlightNote(inFlight)+
+		"; send a shorter prompt, or wait for the reset at "+resetAt(now))
+}
+
+// quota is a 402. It is Final (x-should-retry: false) unless requests in
+// flight hold part of the quota and may give it back: then a retry in a
+// second may succeed.
+func quota(inFlight bool, msg string) error {
+	e := &tollgate.Error{Code: tollgate.CodeQuotaExceeded, Final: !inFlight, Message: msg}
+	if inFlight {
+		e.RetryAfter = time.Second
+	}
+	return e
+}
+
+func inFlightNote(inFlight bool) string {
+	if inFlight {
+		return " (counting requests still in flight)"
+	}
+	return ""
 }
 
 func tooManyConcurrent() error {

@@ -109,8 +109,8 @@ type keyState struct {
 }
 
 // New returns a Limiter that reads committed month usage from ledger (nil:
-// no monthly quotas are enforced) and holds at most maxKeys idle keys (<= 0
-// means 10,000).
+// monthly quotas count only the reservations of requests in flight) and
+// holds at most maxKeys idle keys (<= 0 means 10,000).
 func New(ledger Ledger, maxKeys int) *Limiter {
 	if maxKeys <= 0 {
 		maxKeys = 10_000
@@ -131,7 +131,8 @@ func (u unlimited) Settle(context.Context, Settlement) error { return nil }
 // granted output cap, and a concurrency slot. A refusal is a
 // *tollgate.Error (codes quota_exceeded, too_many_concurrent,
 // tokens_per_minute_exceeded, rate_limited) with RetryAfter set, and takes
-// nothing. ctx is not used by the in-memory Limiter.
+// nothing. RetryAfter is set unless the refusal is Final (retrying cannot
+// help before the month ends). ctx is not used by the in-memory Limiter.
 func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
 	lim := r.Limits
 	if lim == (tollgate.Limits{}) {
@@ -173,16 +174,19 @@ func (l *Limiter) check(k *keyState, r Request) (int64, error) {
 		if l.ledger != nil {
 			usedReqs, usedTokens = l.ledger.Used(r.KeyID)
 		}
+		// A refusal is final only when committed usage alone is over the
+		// line: a reservation in flight may still give its share back.
 		if lim.MonthlyRequests > 0 && usedReqs+k.resReqs >= lim.MonthlyRequests {
-			return 0, quotaRequests(lim.MonthlyRequests, r.Now)
+			return 0, quotaRequests(lim.MonthlyRequests, r.Now, usedReqs < lim.MonthlyRequests)
 		}
 		if lim.MonthlyTokens > 0 {
 			left := lim.MonthlyTokens - usedTokens - k.resTokens
+			inFlight := k.resTokens > 0 && r.Prompt+r.MinOutput <= lim.MonthlyTokens-usedTokens
 			if left <= 0 {
-				return 0, quotaTokensUsed(lim.MonthlyTokens, r.Now)
+				return 0, quotaTokensUsed(lim.MonthlyTokens, r.Now, inFlight)
 			}
 			if r.Prompt+r.MinOutput > left {
-				return 0, quotaTokensShort(r.Prompt+r.MinOutput, left, r.Now)
+				return 0, quotaTokensShort(r.Prompt+r.MinOutput, left, r.Now, inFlight)
 			}
 			output = min(output, left-r.Prompt)
 		}
@@ -196,11 +200,13 @@ func (l *Limiter) check(k *keyState, r Request) (int64, error) {
 			return 0, tokensNeverFit(need, lim.TokensPerMinute)
 		}
 		k.refill(r.Now)
-		if k.tokens < float64(need) {
+		// The level is a sum of float steps: allow for their rounding, or
+		// a retry at exactly Retry-After could be refused.
+		if k.tokens < float64(need)-1e-9 {
 			wait := (float64(need) - k.tokens) * 60 / float64(lim.TokensPerMinute)
 			return 0, tokensPerMinute(ceilDuration(wait))
 		}
-		output = min(output, int64(math.Floor(k.tokens))-r.Prompt)
+		output = min(output, int64(math.Floor(k.tokens+1e-9))-r.Prompt)
 	}
 	return max(output, r.MinOutput), nil
 }
@@ -288,11 +294,18 @@ func (l *Limiter) get(keyID string, lim tollgate.Limits, now time.Time) *keyStat
 	if lim.RequestsPerSecond > 0 {
 		nk.req = rate.NewLimiter(rate.Limit(lim.RequestsPerSecond), burstOf(lim))
 	}
-	if ok { // limits changed: keep what is in flight and reserved, and any spent tokens
+	if ok { // limits changed: keep what is in flight and reserved, and what was spent
 		nk.inFlight, nk.resReqs, nk.resTokens = k.inFlight, k.resReqs, k.resTokens
-		if lim.TokensPerMinute > 0 && k.limits.TokensPerMinute > 0 {
-			k.refill(now)
-			nk.tokens = min(nk.tokens, k.tokens)
+		if lim.TokensPerMinute > 0 {
+			// Requests in flight settle into the new bucket, so it starts
+			// as far below full as the old one was (or, if there was no
+			// old bucket, short of what they reserved).
+			spent := float64(k.resTokens)
+			if k.limits.TokensPerMinute > 0 {
+				k.refill(now)
+				spent = float64(k.limits.TokensPerMinute) - k.tokens
+			}
+			nk.tokens = float64(lim.TokensPerMinute) - spent
 		}
 	}
 	l.keys[keyID] = nk

@@ -114,6 +114,13 @@ func refusalProblem(ls limits.Lease, err error, code tollgate.Code, final bool) 
 	return ""
 }
 
+// refusalEither is refusalProblem for a refusal that may or may not be
+// final: requests in flight may still give their share of a quota back.
+func refusalEither(ls limits.Lease, err error, code tollgate.Code) string {
+	var e *tollgate.Error
+	return refusalProblem(ls, err, code, errors.As(err, &e) && e.Final)
+}
+
 // wantRefusal admits r and fails unless it is refused with code (Final
 // when final); it returns the refusal.
 func wantRefusal(t *testing.T, l *limits.Limiter, r limits.Request, code tollgate.Code, final bool) *tollgate.Error {

@@ -50,7 +50,7 @@ func TestMonthlyRequestsNeverExceeded(t *testing.T) {
 	hammer(50, 10_000, func(g, i int) bool {
 		ls, err := l.Admit(ctx, rq("k", lim, t0))
 		if err != nil {
-			if p := refusalProblem(ls, err, tollgate.CodeQuotaExceeded, true); p != "" {
+			if p := refusalEither(ls, err, tollgate.CodeQuotaExceeded); p != "" {
 				t.Error(p)
 				return false
 			}
@@ -98,13 +98,13 @@ func TestMonthlyRequestsReservedInFlight(t *testing.T) {
 	led.set("k", 1, 0)
 	a := mustAdmit(t, l, rq("k", lim, t0))
 	b := mustAdmit(t, l, rq("k", lim, t0))
-	wantRefusal(t, l, rq("k", lim, t0), tollgate.CodeQuotaExceeded, true) // 1 committed + 2 in flight
+	wantRefusal(t, l, rq("k", lim, t0), tollgate.CodeQuotaExceeded, false) // 1 committed + 2 in flight: not final
 	led.commit("k", 0)
 	settle(t, a, 0, t0)
-	wantRefusal(t, l, rq("k", lim, t0), tollgate.CodeQuotaExceeded, true) // 2 committed + 1 in flight
-	settle(t, b, 0, t0)                                                   // b failed before billing: not committed
+	wantRefusal(t, l, rq("k", lim, t0), tollgate.CodeQuotaExceeded, false) // 2 committed + 1 in flight
+	settle(t, b, 0, t0)                                                    // b failed before billing: not committed
 	c := mustAdmit(t, l, rq("k", lim, t0))
-	wantRefusal(t, l, rq("k", lim, t0), tollgate.CodeQuotaExceeded, true)
+	wantRefusal(t, l, rq("k", lim, t0), tollgate.CodeQuotaExceeded, false)
 	led.commit("k", 0)
 	settle(t, c, 0, t0)
 	wantRefusal(t, l, rq("k", lim, t0), tollgate.CodeQuotaExceeded, true) // 3 committed
@@ -139,7 +139,7 @@ func TestMonthlyTokensNeverExceeded(t *testing.T) {
 	hammer(50, 10_000, func(g, i int) bool {
 		ls, err := l.Admit(ctx, rqTokens("k", lim, prompt, out, minOut, t0))
 		if err != nil {
-			if p := refusalProblem(ls, err, tollgate.CodeQuotaExceeded, true); p != "" {
+			if p := refusalEither(ls, err, tollgate.CodeQuotaExceeded); p != "" {
 				t.Error(p)
 				return false
 			}
@@ -243,7 +243,7 @@ func TestMonthlyTokensBoundary(t *testing.T) {
 	if n := tokensLeft(t, l, "k", lim, t0); n != 0 {
 		t.Fatalf("%d tokens left with the last 11 reserved", n)
 	}
-	wantRefusal(t, l, rqTokens("k", lim, 0, 0, 0, t0), tollgate.CodeQuotaExceeded, true)
+	wantRefusal(t, l, rqTokens("k", lim, 0, 0, 0, t0), tollgate.CodeQuotaExceeded, false) // the last 11 are reserved in flight, not spent
 	led.commit("k", 11)
 	settle(t, ls, 11, t0)
 
@@ -450,12 +450,12 @@ func TestSettleRefunds(t *testing.T) {
 		settle(t, a, 0, t0)
 		settle(t, a, 0, t0) // no-op: must not give back b's reservation
 		c := mustAdmit(t, l, rq("k", lim, t0))
-		wantRefusal(t, l, rq("k", lim, t0), tollgate.CodeQuotaExceeded, true) // 1 committed, b and c
+		wantRefusal(t, l, rq("k", lim, t0), tollgate.CodeQuotaExceeded, false) // 1 committed, b and c
 		settle(t, b, 0, t0)
 		settle(t, c, 0, t0)
 		mustAdmit(t, l, rq("k", lim, t0))
 		mustAdmit(t, l, rq("k", lim, t0))
-		wantRefusal(t, l, rq("k", lim, t0), tollgate.CodeQuotaExceeded, true)
+		wantRefusal(t, l, rq("k", lim, t0), tollgate.CodeQuotaExceeded, false)
 	})
 }
 
@@ -471,13 +471,13 @@ func TestLimitsChangeKeepsReservations(t *testing.T) {
 	lim2 := lim1
 	lim2.TokensPerMinute = 200
 	wantRefusal(t, l, rqTokens("k", lim2, 0, 0, 0, t0), tollgate.CodeTooManyConcurrent, false)
-	if st := l.State("k", lim2, t0); st.RemainingTokens != 70 {
-		t.Fatalf("after raising tokens per minute: %d left, want the 70 a left (not a fresh 200)", st.RemainingTokens)
+	if st := l.State("k", lim2, t0); st.RemainingTokens != 170 {
+		t.Fatalf("after raising tokens per minute: %d left, want 170 (200 less the 30 a holds, not a fresh 200)", st.RemainingTokens)
 	}
 
 	lim3 := lim2
 	lim3.MaxConcurrent, lim3.MonthlyRequests = 2, 1
-	wantRefusal(t, l, rqTokens("k", lim3, 0, 0, 0, t0), tollgate.CodeQuotaExceeded, true)
+	wantRefusal(t, l, rqTokens("k", lim3, 0, 0, 0, t0), tollgate.CodeQuotaExceeded, false)
 
 	lim4 := lim3
 	lim4.MonthlyRequests, lim4.MonthlyTokens = 5, 50
@@ -488,14 +488,14 @@ func TestLimitsChangeKeepsReservations(t *testing.T) {
 	if b.Output() != 10 || !b.Lowered() {
 		t.Fatalf("b: output %d lowered %v; want 10 (20 left), lowered", b.Output(), b.Lowered())
 	}
-	wantRefusal(t, l, rqTokens("k", lim4, 0, 0, 0, t0), tollgate.CodeQuotaExceeded, true)
+	wantRefusal(t, l, rqTokens("k", lim4, 0, 0, 0, t0), tollgate.CodeQuotaExceeded, false) // a and b hold the rest
 
 	// a settles against the rebuilt state: its slot, request and tokens
 	// come back there.
 	led.commit("k", 15)
 	settle(t, a, 15, t0)
-	if st := l.State("k", lim4, t0); st.RemainingTokens != 65 {
-		t.Fatalf("after a settles 15 of 30: %d tokens left this minute, want 65", st.RemainingTokens)
+	if st := l.State("k", lim4, t0); st.RemainingTokens != 165 {
+		t.Fatalf("after a settles 15 of 30: %d tokens left this minute, want 165 (200 less a's 15 and b's 20)", st.RemainingTokens)
 	}
 	if n := tokensLeft(t, l, "k", lim4, t0); n != 15 {
 		t.Fatalf("after a settles: %d of the quota left, want 15 (50 - 15 committed - 20 held by b)", n)
@@ -531,7 +531,7 @@ func TestPruneKeepsKeysInFlight(t *testing.T) {
 		}
 	}
 	end := later.Add(time.Hour)
-	wantRefusal(t, l, rq("quota", quota, end), tollgate.CodeQuotaExceeded, true)
+	wantRefusal(t, l, rq("quota", quota, end), tollgate.CodeQuotaExceeded, false)
 	wantRefusal(t, l, rq("conc", conc, end), tollgate.CodeTooManyConcurrent, false)
 	settle(t, a, 0, end) // a failed unbilled: its request comes back
 	settle(t, c, 30, end)
@@ -577,4 +577,52 @@ func TestUnlimitedKey(t *testing.T) {
 	}
 	settle(t, a, 30, t0)
 	mustAdmit(t, l, rqTokens("k2", lim, 0, 0, 0, t0))
+}
+
+// Regression tests for two bugs found in review, now fixed.
+
+// The bucket level is brought up to date in float steps; when the wait
+// Admit computes is a whole number of milliseconds the sum of the steps can
+// fall one ulp short of the request, so a retry at exactly Retry-After is
+// refused again (RetryAfter 1ms).
+func TestTokensPerMinuteRetryAfterFloatRounding(t *testing.T) {
+	l := limits.New(nil, 0)
+	lim := tollgate.Limits{TokensPerMinute: 3}
+	settle(t, mustAdmit(t, l, rqTokens("k", lim, 3, 0, 0, t0)), 3, t0)
+	at := t0.Add(4468 * time.Millisecond)
+	e := wantRefusal(t, l, rqTokens("k", lim, 2, 0, 0, at), tollgate.CodeTokensPerMinute, false)
+	if e.RetryAfter != 35532*time.Millisecond {
+		t.Fatalf("RetryAfter %v, want 35.532s", e.RetryAfter)
+	}
+	mustAdmit(t, l, rqTokens("k", lim, 2, 0, 0, at.Add(e.RetryAfter))) // refused today
+}
+
+// When tokens per minute change while requests are in flight, the rebuilt
+// bucket accounts for what they hold: a lowered allowance starts as far
+// below full as the old one was, and a new allowance starts short of what
+// requests admitted without one reserved (they settle into it).
+func TestTokensPerMinuteChangeInFlight(t *testing.T) {
+	t.Run("lowered", func(t *testing.T) {
+		l := limits.New(nil, 0)
+		hi := tollgate.Limits{MaxConcurrent: 5, TokensPerMinute: 1000}
+		lo := tollgate.Limits{MaxConcurrent: 5, TokensPerMinute: 100}
+		mustAdmit(t, l, rqTokens("k", hi, 10, 90, 1, t0)) // holds 100
+		// 100 in flight already: nothing more fits this minute under lo.
+		wantRefusal(t, l, rqTokens("k", lo, 10, 90, 1, t0), tollgate.CodeTokensPerMinute, false)
+	})
+	t.Run("added", func(t *testing.T) {
+		l := limits.New(nil, 0)
+		none := tollgate.Limits{MaxConcurrent: 5}
+		tpm := tollgate.Limits{MaxConcurrent: 5, TokensPerMinute: 100}
+		a := mustAdmit(t, l, rqTokens("k", none, 10, 90, 1, t0)) // holds 100, from no bucket yet
+		if st := l.State("k", tpm, t0); st.RemainingTokens != 100 {
+			t.Errorf("before the new allowance applies the headers show %d", st.RemainingTokens)
+		}
+		wantRefusal(t, l, rqTokens("k", tpm, 10, 90, 1, t0), tollgate.CodeTokensPerMinute, false) // 100 of 100 in flight
+		settle(t, a, 0, t0)                                                                       // a used nothing: its 100 come back
+		if st := l.State("k", tpm, t0); st.RemainingTokens != 100 {
+			t.Errorf("after a settled with 0 the bucket shows %d, want 100", st.RemainingTokens)
+		}
+		mustAdmit(t, l, rqTokens("k", tpm, 10, 90, 1, t0))
+	})
 }
