@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The hot path's Go benchmarks, with allocations: key verification, the
-# per-key limiter, durable metering (group commit into SQLite), request
+# per-key limiter, the gateway's own cost per call, durable metering (group commit into SQLite), request
 # decode/encode and the whole /generate chain against the fake Ollama.
 #
 #   bash bench/gobench.sh              # COUNT=1 BENCHTIME=1s
@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 COUNT=${COUNT:-1}
 BENCHTIME=${BENCHTIME:-1s}
 run() { go test -run '^$' -count "$COUNT" -benchtime "$BENCHTIME" -benchmem -timeout 10m "$@" | grep -E '^(Benchmark|ok|FAIL|---)'; }
-run -bench 'VerifyCache|Limiter' ./auth
+run -bench 'VerifyCache' ./auth
+run -bench 'Limiter' ./limits
+run -bench 'Gateway' ./gateway
 run -bench 'Recorder' ./metering
 run -bench 'Recorder|InsertEvents|VerifyMissSQLite' ./storage
 run -bench 'DecodeGenerate|EncodeGenerate|Chain' ./handlers
