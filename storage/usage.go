@@ -22,12 +22,25 @@ const insertUsage = `INSERT INTO usage(request_id, key_id, endpoint, model,
 // request id is already stored, earlier in the table or earlier in events,
 // is skipped; inserted[i] reports whether events[i] was newly stored. On
 // error nothing is stored.
-func (db *DB) InsertEvents(ctx context.Context, events []metering.Event) ([]bool, error) {
+//
+// claim, unless nil, is called once BEGIN IMMEDIATE has succeeded, that is
+// once this connection holds the database's write lock (after waiting for it
+// up to the busy timeout), and before any event is read: what is stored is
+// events as claim left them, and from the claim on only the inserts and the
+// commit remain. If BEGIN fails (the lock was not obtained in time), claim is
+// not called. See metering.BatchStore.
+func (db *DB) InsertEvents(ctx context.Context, events []metering.Event, claim func()) ([]bool, error) {
 	inserted := make([]bool, len(events))
 	if len(events) == 0 {
+		if claim != nil {
+			claim()
+		}
 		return inserted, nil
 	}
 	err := db.withTx(ctx, func(tx *sql.Tx) error {
+		if claim != nil {
+			claim()
+		}
 		stmt := tx.StmtContext(ctx, db.insertUsage)
 		defer stmt.Close()
 		for i, e := range events {
