@@ -87,10 +87,13 @@ type RecorderOptions struct {
 	// Backoff is the wait after the first failed attempt; it doubles after
 	// each further one (default 25ms).
 	Backoff time.Duration
-	// CommitTimeout bounds one attempt to commit a batch (default 10s),
-	// waiting for the store's write lock included. It is also the longest a
-	// Record whose context ended waits past it, when its event had already
-	// been claimed by the attempt under way.
+	// CommitTimeout bounds one attempt to commit a batch (default 10s): it
+	// is the context deadline passed to the store, which counts from the
+	// start of the attempt, wait for the store's write lock included (a
+	// store may overrun it while waiting for its lock if that wait ignores
+	// the context, as SQLite's busy wait does; callers withdraw meanwhile).
+	// It also bounds how long a Record whose context ended waits past it for
+	// the outcome of the attempt that had already claimed its event.
 	CommitTimeout time.Duration
 }
 
