@@ -21,17 +21,20 @@ type BatchStore interface {
 	// stored; len(inserted) == len(events) when err is nil. On error nothing
 	// of the batch is stored.
 	//
-	// claim, unless nil, decides what is stored: the store must call it
-	// exactly once, once it holds whatever lock makes the rest of the
-	// transaction quick (for SQLite: after BEGIN IMMEDIATE succeeded, right
-	// before the inserts), and must read events only after claim has
-	// returned, because claim may rewrite elements of events in place (a
-	// Recorder turns every event whose caller has withdrawn it into its
-	// unbilled form, see ErrWithdrawn). claim is quick and never blocks, and
-	// it must have returned before InsertEvents returns. A store that returns
-	// nil without having called claim breaks the Recorder's billing
-	// guarantee; the Recorder reports it as a failed attempt. If an error
-	// occurs before claim is called, claim must not be called at all.
+	// claim decides what is stored. The store calls it exactly once, as
+	// soon as it holds whatever lock makes the rest of the transaction
+	// quick (for SQLite: after BEGIN IMMEDIATE succeeded, right before the
+	// inserts), and reads events only after claim has returned, because
+	// claim may rewrite elements of events in place (a Recorder turns each
+	// event whose caller withdrew it into its unbilled form, see
+	// ErrWithdrawn). A Recorder's claim is one quick pass that never blocks;
+	// it may be called from any goroutine but must have returned before
+	// InsertEvents does. A store that fails before it holds the lock returns
+	// its error without calling claim; one that fails after claim stores
+	// nothing, as always on error. Returning nil without having called claim
+	// breaks the Recorder's billing guarantee (the Recorder reports it as a
+	// failed attempt). Callers other than a Recorder may pass a nil claim:
+	// events are then stored as given.
 	InsertEvents(ctx context.Context, events []Event, claim func()) (inserted []bool, err error)
 }
 
@@ -45,7 +48,9 @@ var ErrClosed = errors.New("metering: recorder closed")
 // tokens and zero Cost (request id, key, endpoint, model, latency and time
 // kept), so the row says the request happened and was not billed. That form
 // is what OnCommit receives, and it counts no request, tokens or cost against
-// the key. A caller that gets ErrWithdrawn must not release the response.
+// the key. (If the batch then fails every attempt, the withdrawn event is
+// logged as lost instead, like any other.) A caller that gets ErrWithdrawn
+// must not release the response.
 var ErrWithdrawn = errors.New("metering: usage record withdrawn, not billed")
 
 // WithdrawnStatus is the status stored for a withdrawn event: the caller
@@ -223,7 +228,8 @@ func NewRecorder(store BatchStore, opts RecorderOptions) *Recorder {
 // (the event is then not stored, and it is logged at error level).
 //
 // Whatever Record returns, the event is billed (stored as recorded, and
-// passed so to OnCommit) if and only if Record returned nil.
+// passed so to OnCommit) if and only if Record returned nil; a request id
+// stored before keeps its first row whatever Record returns for it again.
 func (r *Recorder) Record(ctx context.Context, ev Event) error {
 	if err := ev.Validate(); err != nil {
 		return err
