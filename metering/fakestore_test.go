@@ -8,14 +8,20 @@ import (
 )
 
 // fakeStore is an in-memory BatchStore. It skips request ids it has seen,
-// can fail a number of attempts, and can hold a batch until released.
+// can fail a number of attempts, and can hold a batch until released, either
+// before claiming it (like a transaction waiting for the write lock) or after
+// (like a slow insert or commit).
 type fakeStore struct {
 	mu      sync.Mutex
 	seen    map[string]Event
 	batches [][]Event
-	failN   int           // fail this many attempts before succeeding
-	hold    chan struct{} // when set, each InsertEvents waits for a value
+	failN   int           // fail this many attempts, after claiming, before succeeding
+	hold    chan struct{} // when set, each InsertEvents waits for a value before claiming
 	entered chan int      // when set, receives each batch's size on entry
+	// holdClaimed, when set, makes each InsertEvents wait for a value after
+	// claiming; claimed, when set, receives each batch's size after claiming.
+	holdClaimed chan struct{}
+	claimed     chan int
 }
 
 var errFake = errors.New("fake: disk on fire")
@@ -30,13 +36,24 @@ func newHeldStore(n int) *fakeStore {
 	return f
 }
 
-func (f *fakeStore) InsertEvents(ctx context.Context, events []Event) ([]bool, error) {
+func (f *fakeStore) InsertEvents(ctx context.Context, events []Event, claim func()) ([]bool, error) {
 	if f.entered != nil {
 		f.entered <- len(events)
 	}
 	if f.hold != nil {
 		select {
 		case <-f.hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	claim()
+	if f.claimed != nil {
+		f.claimed <- len(events)
+	}
+	if f.holdClaimed != nil {
+		select {
+		case <-f.holdClaimed:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -56,6 +73,13 @@ func (f *fakeStore) InsertEvents(ctx context.Context, events []Event) ([]bool, e
 	}
 	f.batches = append(f.batches, append([]Event(nil), events...))
 	return inserted, nil
+}
+
+func (f *fakeStore) stored(id string) (Event, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.seen[id]
+	return e, ok
 }
 
 func (f *fakeStore) count() int {

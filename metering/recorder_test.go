@@ -201,7 +201,8 @@ func TestRecordContextDoneBeforeQueueing(t *testing.T) {
 	}
 }
 
-// A caller that gives up waiting does not take its event back.
+// A caller that gives up waiting before its event is claimed withdraws it:
+// the event is still stored, unbilled (see recorder_withdraw_test.go).
 func TestRecordContextDoneWhileWaiting(t *testing.T) {
 	st := newHeldStore(1)
 	r := NewRecorder(st, RecorderOptions{})
@@ -313,7 +314,8 @@ type nullStore struct{ ins []bool }
 
 func newNullStore() *nullStore { return &nullStore{} }
 
-func (n *nullStore) InsertEvents(_ context.Context, evs []Event) ([]bool, error) {
+func (n *nullStore) InsertEvents(_ context.Context, evs []Event, claim func()) ([]bool, error) {
+	claim()
 	for len(n.ins) < len(evs) {
 		n.ins = append(n.ins, true)
 	}

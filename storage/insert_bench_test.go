@@ -38,7 +38,7 @@ func BenchmarkInsertEvents(b *testing.B) {
 						Latency: 850 * time.Millisecond, Cost: 204, Time: now,
 					}
 				}
-				if _, err := db.InsertEvents(ctx, evs); err != nil {
+				if _, err := db.InsertEvents(ctx, evs, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -22,12 +22,32 @@ const insertUsage = `INSERT INTO usage(request_id, key_id, endpoint, model,
 // request id is already stored, earlier in the table or earlier in events,
 // is skipped; inserted[i] reports whether events[i] was newly stored. On
 // error nothing is stored.
-func (db *DB) InsertEvents(ctx context.Context, events []metering.Event) ([]bool, error) {
+//
+// claim, unless nil, is called once BEGIN IMMEDIATE has succeeded, that is
+// once this connection holds the database's write lock, and before any event
+// is read: what is stored is events as claim left them, and from the claim on
+// only the inserts and the commit remain. If the lock is not obtained, or ctx
+// ended while waiting for it, claim is not called. See metering.BatchStore.
+//
+// The wait for the lock is bounded by the busy timeout (10s), not by ctx:
+// SQLite's busy wait does not notice ctx ending.
+func (db *DB) InsertEvents(ctx context.Context, events []metering.Event, claim func()) ([]bool, error) {
 	inserted := make([]bool, len(events))
 	if len(events) == 0 {
+		if claim != nil {
+			claim()
+		}
 		return inserted, nil
 	}
 	err := db.withTx(ctx, func(tx *sql.Tx) error {
+		// The busy wait in BEGIN does not heed ctx: if ctx ended meanwhile,
+		// the transaction is being rolled back, so claim nothing for it.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if claim != nil {
+			claim()
+		}
 		stmt := tx.StmtContext(ctx, db.insertUsage)
 		defer stmt.Close()
 		for i, e := range events {

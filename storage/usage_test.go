@@ -43,7 +43,7 @@ func TestInsertEventsRoundTripAndDuplicates(t *testing.T) {
 	ctx := context.Background()
 	a := usageEvent("a", "k1", "llama3.2", 0)
 	b := usageEvent("b", "k1", "llama3.2", time.Second)
-	ins, err := db.InsertEvents(ctx, []metering.Event{a, b, a})
+	ins, err := db.InsertEvents(ctx, []metering.Event{a, b, a}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestInsertEventsRoundTripAndDuplicates(t *testing.T) {
 	}
 	a2 := a
 	a2.PromptTokens = 9999 // a retried write with other numbers must not replace the first
-	ins, err = db.InsertEvents(ctx, []metering.Event{a2})
+	ins, err = db.InsertEvents(ctx, []metering.Event{a2}, nil)
 	if err != nil || ins[0] {
 		t.Fatalf("second insert of a: %v, %v", ins, err)
 	}
@@ -135,7 +135,7 @@ func TestRecorderConcurrentWriters(t *testing.T) {
 				t.Errorf("Summary: %v", err)
 				return
 			}
-			if _, err := db.InsertEvents(ctx, []metering.Event{usageEvent(fmt.Sprint("side", i), "side", "m", 0)}); err != nil {
+			if _, err := db.InsertEvents(ctx, []metering.Event{usageEvent(fmt.Sprint("side", i), "side", "m", 0)}, nil); err != nil {
 				t.Errorf("InsertEvents beside the recorder: %v", err)
 				return
 			}
@@ -201,7 +201,7 @@ func seedReport(t *testing.T, db *storage.DB) {
 		usageEvent("5", "k2", "llama3.2", 18*24*time.Hour), // 1 April
 	}
 	evs[2].Endpoint, evs[2].CompletionTokens, evs[2].Cost = metering.EndpointEmbed, 0, 3
-	if _, err := db.InsertEvents(context.Background(), evs); err != nil {
+	if _, err := db.InsertEvents(context.Background(), evs, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -352,7 +352,7 @@ func TestServerFailuresAreNotChargedRequests(t *testing.T) {
 	failed.Status, failed.PromptTokens, failed.CompletionTokens = 502, 0, 0
 	gone := usageEvent("r-499", "k", "m", 3*time.Minute)
 	gone.Status = 499
-	if _, err := db.InsertEvents(ctx, []metering.Event{ok, failed, gone}); err != nil {
+	if _, err := db.InsertEvents(ctx, []metering.Event{ok, failed, gone}, nil); err != nil {
 		t.Fatal(err)
 	}
 	totals, err := db.MonthTotals(ctx, day0)
