@@ -103,9 +103,3 @@ func (t *Totals) add(e Event) {
 	t.CompletionTokens += e.CompletionTokens
 	t.Cost += e.Cost
 }
-
-// ErrWithdrawn is returned by Recorder.Record when the wait for the commit
-// ended before the event was claimed: the event is stored as not delivered
-// (status 503, no tokens, no cost), so the caller must not deliver the
-// answer.
-var ErrWithdrawn = errors.New("metering: usage event withdrawn before its commit: recorded as not delivered")

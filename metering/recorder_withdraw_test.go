@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"tollgate"
 )
 
 // unbilled returns ev as a withdrawn event must be stored, spelled out here
@@ -278,7 +279,7 @@ func TestRecordBilledIffNil(t *testing.T) {
 			for i := range each {
 				n := g*each + i
 				ev := testEvent(fmt.Sprint("r", n))
-				ev.PromptTokens, ev.Cost = int64(1+rnd.IntN(100)), int64(1+rnd.IntN(1000))
+				ev.PromptTokens, ev.Cost = int64(1+rnd.IntN(100)), tollgate.Money(1+rnd.IntN(1000))
 				events[n] = ev
 				ctx, cancel := context.Background(), context.CancelFunc(func() {})
 				if rnd.IntN(10) > 0 { // most with a deadline, some without
