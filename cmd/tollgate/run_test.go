@@ -63,7 +63,7 @@ func startServe(t *testing.T, getenv func(string) string, args ...string) *runni
 	return startServeAt(t, time.Now, getenv, args...)
 }
 
-// startServeAt is startServe with the clock now (e.g. a testClock's Now).
+// startServeAt is startServe with the clock now (e.g. an authtest.Clock's Now).
 func startServeAt(t *testing.T, now func() time.Time, getenv func(string) string, args ...string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
