@@ -150,6 +150,16 @@ func (cl *call) finish(ctx context.Context, status int, billed inference.Usage, 
 	return res, callErr
 }
 
+// checkBound warns when Ollama counted more prompt tokens than admission
+// reserved for them: the quota guarantee rests on that bound, so the
+// operator must raise the model's prompt_overhead or prompt_tokens_per_byte.
+func (g *Gateway) checkBound(m inference.Model, bound int64, counted int) {
+	if int64(counted) > bound {
+		g.log.Warn("a prompt took more tokens than admission reserved for it: raise the model's limits.prompt_overhead or limits.prompt_tokens_per_byte in models.yaml",
+			"model", m.Name, "prompt_tokens", counted, "reserved", bound)
+	}
+}
+
 // clientGone wraps the error of a caller's onPiece: the client could not be
 // written to, so it is gone.
 type clientGone struct{ err error }

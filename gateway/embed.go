@@ -75,12 +75,13 @@ func (g *Gateway) Embed(ctx context.Context, c Caller, req EmbedRequest) (EmbedR
 	if err != nil {
 		return failed, err
 	}
-	prompt := int64(req.Input.bytes() + perInput*len(req.Input.Items))
+	prompt := int64(req.Input.bytes()*max(1, m.Limits.PromptTokensPerByte) + perInput*len(req.Input.Items))
 	cl, err := g.admit(ctx, c, tollgate.Embed, m, budget{prompt: prompt})
 	if err != nil {
 		return failed, err
 	}
 	res, callErr := g.inf.Embed(ctx, m, req.Input.Items, keep)
+	g.checkBound(m, prompt, res.Usage.PromptTokens)
 	status, billed := 200, res.Usage
 	if callErr != nil {
 		status, billed = statusOf(callErr), inference.Usage{}

@@ -53,7 +53,8 @@ func (g *Gateway) Generate(ctx context.Context, c Caller, req GenerateRequest, o
 	if err != nil {
 		return GenerateResult{Result: Result{Model: m.Name}}, err
 	}
-	cl, err := g.admit(ctx, c, tollgate.Generate, m, budget{prompt: generatePrompt(m, ir), output: outputCap(m, ir.Options), minOutput: 1})
+	prompt := generatePrompt(m, ir)
+	cl, err := g.admit(ctx, c, tollgate.Generate, m, budget{prompt: prompt, output: outputCap(m, ir.Options), minOutput: 1})
 	if err != nil {
 		return GenerateResult{Result: Result{Model: m.Name}}, err
 	}
@@ -83,6 +84,7 @@ func (g *Gateway) Generate(ctx context.Context, c Caller, req GenerateRequest, o
 	case !res.Done:
 		billed = inference.Usage{CompletionTokens: res.Chunks} // stopped early: no counts from Ollama
 	}
+	g.checkBound(m, prompt, res.Usage.PromptTokens)
 	out := GenerateResult{Text: res.Text, DoneReason: res.DoneReason}
 	if res.DoneReason == "length" && cl.lease.Lowered() {
 		out.DoneReason = DoneLimit
@@ -142,19 +144,15 @@ func badRequest(format string, args ...any) error {
 	return tollgate.Errorf(tollgate.CodeInvalidRequest, format, args...)
 }
 
-// perMessage bounds the tokens a chat template adds around each message
-// (role headers, separators).
-const perMessage = 8
-
-// generatePrompt bounds the tokens req's prompt can take: one per byte of
-// text (no tokenizer makes more tokens than bytes, special tokens aside),
-// plus the model's template overhead and a few per chat message.
+// generatePrompt bounds the tokens req's prompt can take: the model's
+// tokens per byte of text, plus its template overhead and a few per chat
+// message (inference.ModelLimits.PromptBound).
 func generatePrompt(m inference.Model, req inference.GenerateRequest) int64 {
-	n := len(req.Prompt) + len(req.System) + m.Limits.PromptOverhead
+	n := len(req.Prompt) + len(req.System)
 	for _, msg := range req.Messages {
-		n += len(msg.Content) + perMessage
+		n += len(msg.Content)
 	}
-	return int64(n)
+	return m.Limits.PromptBound(n, len(req.Messages))
 }
 
 // outputCap is the most output tokens a request may generate: its

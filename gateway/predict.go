@@ -51,6 +51,7 @@ func (g *Gateway) Predict(ctx context.Context, c Caller, req PredictRequest) (Pr
 		return failed, err
 	}
 	res, callErr := g.inf.Predict(ctx, m, ir)
+	g.checkBound(m, prompt, res.Usage.PromptTokens)
 	status, billed := 200, res.Usage
 	if callErr != nil {
 		status, billed = statusOf(callErr), inference.Usage{}

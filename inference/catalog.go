@@ -58,9 +58,14 @@ type ModelLimits struct {
 	MaxInputs     int           // array length for /embed and /predict
 	// PromptOverhead bounds the tokens the model's template adds to a
 	// prompt (special tokens, role headers, a default system prompt), on
-	// top of one token per byte of text. Admission reserves prompt bytes
+	// top of PromptTokensPerByte per byte of text. Admission reserves prompt bytes
 	// plus this overhead against token quotas before Ollama has counted.
 	PromptOverhead int
+	// PromptTokensPerByte bounds how many tokens one byte of prompt text
+	// can become: 1 for byte-level BPE (Llama 3, Qwen), SentencePiece with
+	// "▁" in its vocabulary (Llama 2, Mistral, Gemma) and WordPiece; more
+	// for a vocabulary that spells a space as several byte tokens.
+	PromptTokensPerByte int
 }
 
 // Price is what a model costs per 1,000 tokens (tollgate.Price), parsed
@@ -93,6 +98,16 @@ func (p Plan) Restrict(m Model) Model {
 	}
 	return m
 }
+
+// PromptBound bounds the tokens a prompt of textBytes bytes in messages
+// chat messages (0 for a plain prompt) can take with this model.
+func (l ModelLimits) PromptBound(textBytes, messages int) int64 {
+	return int64(textBytes*max(1, l.PromptTokensPerByte) + l.PromptOverhead + perMessage*messages)
+}
+
+// perMessage bounds the tokens a chat template adds around each message
+// (role headers, separators).
+const perMessage = 8
 
 // Serves reports whether the model may be used on endpoint e.
 func (m Model) Serves(e Endpoint) bool {

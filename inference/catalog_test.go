@@ -57,7 +57,7 @@ func TestParseFullCatalog(t *testing.T) {
 				Backend:   "gpu1",
 				Endpoints: []Endpoint{EndpointGenerate, EndpointPredict},
 				Options:   map[string]any{"temperature": 0.7, "num_ctx": 8192, "stop": []string{"###"}},
-				Limits:    ModelLimits{MaxNumPredict: 512, MaxNumCtx: 8192, MaxKeepAlive: 10 * time.Minute, MaxInputs: 16, PromptOverhead: DefaultPromptOverhead},
+				Limits:    ModelLimits{MaxNumPredict: 512, MaxNumCtx: 8192, MaxKeepAlive: 10 * time.Minute, MaxInputs: 16, PromptOverhead: DefaultPromptOverhead, PromptTokensPerByte: 1},
 				Price:     Price{InputPer1K: 200, OutputPer1K: 600},
 			},
 			"nomic-embed-text": {
@@ -65,7 +65,7 @@ func TestParseFullCatalog(t *testing.T) {
 				Ollama:    "nomic-embed-text",
 				Backend:   "gpu0", // the first backend by default
 				Endpoints: []Endpoint{EndpointEmbed},
-				Limits:    ModelLimits{MaxNumPredict: DefaultMaxNumPredict, MaxKeepAlive: DefaultMaxKeepAlive, MaxInputs: DefaultMaxInputs, PromptOverhead: DefaultPromptOverhead},
+				Limits:    ModelLimits{MaxNumPredict: DefaultMaxNumPredict, MaxKeepAlive: DefaultMaxKeepAlive, MaxInputs: DefaultMaxInputs, PromptOverhead: DefaultPromptOverhead, PromptTokensPerByte: 1},
 			},
 		},
 		Tasks: map[string]Task{

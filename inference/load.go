@@ -225,7 +225,7 @@ func (p *parser) backends(n *yaml.Node, c *Catalog) error {
 }
 
 func (p *parser) model(n *yaml.Node, field string, c *Catalog) (Model, error) {
-	m := Model{Limits: ModelLimits{MaxNumPredict: DefaultMaxNumPredict, MaxKeepAlive: DefaultMaxKeepAlive, MaxInputs: DefaultMaxInputs, PromptOverhead: DefaultPromptOverhead}}
+	m := Model{Limits: ModelLimits{MaxNumPredict: DefaultMaxNumPredict, MaxKeepAlive: DefaultMaxKeepAlive, MaxInputs: DefaultMaxInputs, PromptOverhead: DefaultPromptOverhead, PromptTokensPerByte: 1}}
 	allowed := []string{"ollama", "backend", "endpoints", "options", "limits", "price"}
 	err := p.mapping(n, field, allowed, func(key string, _, v *yaml.Node) error {
 		var err error
@@ -308,9 +308,11 @@ func valueOf(n *yaml.Node, key string) *yaml.Node {
 }
 
 func (p *parser) limits(n *yaml.Node, field string, l *ModelLimits) error {
-	return p.mapping(n, field, []string{"max_num_predict", "max_num_ctx", "max_keep_alive", "max_inputs", "prompt_overhead"}, func(key string, _, v *yaml.Node) error {
+	return p.mapping(n, field, []string{"max_num_predict", "max_num_ctx", "max_keep_alive", "max_inputs", "prompt_overhead", "prompt_tokens_per_byte"}, func(key string, _, v *yaml.Node) error {
 		var err error
 		switch key {
+		case "prompt_tokens_per_byte":
+			l.PromptTokensPerByte, err = p.positiveInt(v, field+"."+key)
 		case "prompt_overhead":
 			l.PromptOverhead, err = p.positiveInt(v, field+"."+key)
 		case "max_num_predict":

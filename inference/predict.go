@@ -76,14 +76,13 @@ func (c *Client) Predict(ctx context.Context, m Model, req PredictRequest) (Pred
 }
 
 // PredictBudget bounds what Predict may use for req on model m: the prompt
-// tokens (one per byte of the instruction and each input, plus the model's
-// template overhead and room for two chat messages, per input) and the
-// output tokens (num_predict per input).
+// tokens (the model's PromptBound for the instruction and each input as two
+// chat messages, per input) and the output tokens (num_predict per input).
 func PredictBudget(m Model, req PredictRequest) (prompt, output int64) {
 	system := len(predictInstruction(req))
 	per := int64(predictOutput(m, req))
 	for _, in := range req.Inputs {
-		prompt += int64(system + len(in) + m.Limits.PromptOverhead + 16)
+		prompt += m.Limits.PromptBound(system+len(in), 2)
 		output += per
 	}
 	return prompt, output
