@@ -24,6 +24,7 @@ const (
 	CodeQuotaExceeded       Code = "quota_exceeded"             // 402
 	CodeInsufficientScope   Code = "insufficient_scope"         // 403
 	CodeModelNotAllowed     Code = "model_not_allowed"          // 403
+	CodePlanNotFound        Code = "plan_not_found"             // 403: the key's plan is not in the catalog
 	CodeSupersededKey       Code = "superseded_key"             // 403
 	CodeNotFound            Code = "not_found"                  // 404: no such route
 	CodeModelNotFound       Code = "model_not_found"            // 404
@@ -62,6 +63,7 @@ var statuses = map[Code]int{
 	CodeQuotaExceeded:       402,
 	CodeInsufficientScope:   403,
 	CodeModelNotAllowed:     403,
+	CodePlanNotFound:        403,
 	CodeSupersededKey:       403,
 	CodeNotFound:            404,
 	CodeModelNotFound:       404,

@@ -43,15 +43,22 @@ func scope(c Caller, cp tollgate.Capability) error {
 	return nil
 }
 
-// allow checks that c's key may use m and applies its plan's caps.
+// allow checks that c's key may use m and applies its plan's caps. A key
+// whose plan has left the catalog is refused: its limits are unknown, and
+// failing open would make it unlimited.
 func (g *Gateway) allow(c Caller, m inference.Model) (inference.Model, error) {
 	if !c.Key.AllowsModel(m.Name) {
 		return m, tollgate.Errorf(tollgate.CodeModelNotAllowed, "this key may not use model %s", strconv.Quote(m.Name))
 	}
-	if plan, ok := g.inf.Catalog().Plans[c.Key.Plan]; ok {
-		m = plan.Restrict(m)
+	if c.Key.Plan == "" {
+		return m, nil
 	}
-	return m, nil
+	plan, ok := g.inf.Catalog().Plans[c.Key.Plan]
+	if !ok {
+		return m, tollgate.Errorf(tollgate.CodePlanNotFound,
+			"this key's plan %s is not in the catalog, so its limits are unknown; ask the operator to restore the plan or move the key to another", strconv.Quote(c.Key.Plan))
+	}
+	return plan.Restrict(m), nil
 }
 
 // budget is what a request may use: the tokens its prompt can take, the

@@ -88,5 +88,8 @@ func (g *Gateway) Embed(ctx context.Context, c Caller, req EmbedRequest) (EmbedR
 	}
 	out := EmbedResult{Embeddings: res.Embeddings}
 	out.Result, err = cl.finish(ctx, status, billed, callErr)
+	if err != nil {
+		out.Embeddings = nil // not delivered, not billed
+	}
 	return out, err
 }

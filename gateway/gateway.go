@@ -147,7 +147,8 @@ type Caller struct {
 func (g *Gateway) Catalog() *inference.Catalog { return g.inf.Catalog() }
 
 // Limits returns key's effective limits: its own, with each unset field
-// taken from its plan.
+// taken from its plan (none if the plan is not in the catalog: calls for
+// such a key are refused with plan_not_found, see plan).
 func (g *Gateway) Limits(key auth.Key) tollgate.Limits {
 	if p, ok := g.inf.Catalog().Plans[key.Plan]; ok {
 		return key.Limits.Over(p.Limits)

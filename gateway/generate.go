@@ -91,6 +91,9 @@ func (g *Gateway) Generate(ctx context.Context, c Caller, req GenerateRequest, o
 	}
 	out.Result, err = cl.finish(ctx, status, billed, callErr)
 	out.FirstToken = res.FirstToken
+	if err != nil {
+		out.Text, out.DoneReason = "", "" // not delivered, not billed: nobody gets it
+	}
 	return out, err
 }
 

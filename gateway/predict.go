@@ -58,6 +58,9 @@ func (g *Gateway) Predict(ctx context.Context, c Caller, req PredictRequest) (Pr
 	}
 	out := PredictResult{Predictions: res.Predictions}
 	out.Result, err = cl.finish(ctx, status, billed, callErr)
+	if err != nil {
+		out.Predictions = nil // not delivered, not billed
+	}
 	return out, err
 }
 

@@ -47,7 +47,7 @@ type generateResponse struct {
 // caller is the gateway's view of this request: its key, id and arrival.
 func caller(c *gin.Context) gateway.Caller {
 	ri := info(c)
-	return gateway.Caller{Key: ri.key, RequestID: ri.id, Arrived: ri.start}
+	return gateway.Caller{Key: ri.key, RequestID: ri.id, Arrived: ri.arrived}
 }
 
 // generate serves POST /generate: one JSON answer, or Server-Sent Events when

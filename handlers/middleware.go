@@ -35,7 +35,8 @@ type reqInfo struct {
 	// for metrics
 	firstToken  time.Duration // Ollama's time to first token
 	upstreamErr string        // error code of a failed Ollama call
-	start       time.Time     // when the request arrived
+	start       time.Time     // when the request arrived, for latency metrics
+	arrived     time.Time     // the same, on the server's clock (Config.Now): the billing time
 }
 
 const infoKey = "tollgate.req"
@@ -77,6 +78,7 @@ func saneRequestID(s string) bool {
 func (s *server) requestID() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		ri := info(c)
+		ri.arrived = s.now()
 		id := ri.id
 		if in := c.GetHeader("X-Request-ID"); saneRequestID(in) {
 			ri.clientID = in
