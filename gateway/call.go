@@ -157,6 +157,17 @@ func (cl *call) finish(ctx context.Context, status int, billed inference.Usage, 
 	return res, callErr
 }
 
+// finishWhole finishes a call whose answer is delivered whole or not at
+// all: billed Ollama's counts (used) when it succeeded, nothing when it
+// failed. promptBound is what admission reserved for the prompt.
+func (cl *call) finishWhole(ctx context.Context, promptBound int64, used inference.Usage, callErr error) (Result, error) {
+	if callErr != nil {
+		return cl.finish(ctx, statusOf(callErr), inference.Usage{}, callErr)
+	}
+	cl.g.checkBound(cl.model, promptBound, used.PromptTokens)
+	return cl.finish(ctx, 200, used, nil)
+}
+
 // checkBound warns when Ollama counted more prompt tokens than admission
 // reserved for them: the quota guarantee rests on that bound, so the
 // operator must raise the model's prompt_overhead or prompt_tokens_per_byte.

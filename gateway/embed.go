@@ -81,13 +81,8 @@ func (g *Gateway) Embed(ctx context.Context, c Caller, req EmbedRequest) (EmbedR
 		return failed, err
 	}
 	res, callErr := g.inf.Embed(ctx, m, req.Input.Items, keep)
-	g.checkBound(m, prompt, res.Usage.PromptTokens)
-	status, billed := 200, res.Usage
-	if callErr != nil {
-		status, billed = statusOf(callErr), inference.Usage{}
-	}
 	out := EmbedResult{Embeddings: res.Embeddings}
-	out.Result, err = cl.finish(ctx, status, billed, callErr)
+	out.Result, err = cl.finishWhole(ctx, prompt, res.Usage, callErr)
 	if err != nil {
 		out.Embeddings = nil // not delivered, not billed
 	}

@@ -51,13 +51,8 @@ func (g *Gateway) Predict(ctx context.Context, c Caller, req PredictRequest) (Pr
 		return failed, err
 	}
 	res, callErr := g.inf.Predict(ctx, m, ir)
-	g.checkBound(m, prompt, res.Usage.PromptTokens)
-	status, billed := 200, res.Usage
-	if callErr != nil {
-		status, billed = statusOf(callErr), inference.Usage{}
-	}
 	out := PredictResult{Predictions: res.Predictions}
-	out.Result, err = cl.finish(ctx, status, billed, callErr)
+	out.Result, err = cl.finishWhole(ctx, prompt, res.Usage, callErr)
 	if err != nil {
 		out.Predictions = nil // not delivered, not billed
 	}
