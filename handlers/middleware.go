@@ -17,7 +17,7 @@ import (
 )
 
 // reqInfo is what the chain learns about a request, for the access log and
-// metering. One per request, stored under infoKey.
+// metrics. One per request, stored under infoKey.
 type reqInfo struct {
 	id       string // Tollgate's own id: response ids, usage records, error envelopes
 	clientID string // a sane X-Request-ID the client sent, echoed back
@@ -25,8 +25,7 @@ type reqInfo struct {
 	key      auth.Key // the authenticated key; zero before authenticate
 	model    string
 	usage    usageJSON
-	metered  bool // a usage event was recorded
-	status   int  // the status the client got, when it differs from what was written (499)
+	status   int // the status the client got, when it differs from what was written (499)
 	// superseded: the presented secret is not the key's current one; a
 	// rotation left it working until its grace period ends
 	superseded bool
