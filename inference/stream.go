@@ -24,10 +24,12 @@ import (
 // stream below is the same code as api.Client.stream (Ollama v0.10.1) with
 // one difference: its scanner starts from a pooled 16 KiB buffer and grows
 // only for a longer line, up to the same 512 KiB limit. Requests, headers,
-// errors and the handling of every line are unchanged, so is what happens
-// to a line over the limit or a read error (the stream just ends, and
-// Generate reports it as cut). When Ollama's client would sign requests
-// (OLLAMA_AUTH, or ollama.com), the call goes through api.Client instead.
+// errors and the handling of every line are unchanged. One thing differs on
+// purpose: a read error (a connection that broke, a line over the limit) is
+// returned, where api.Client ends the stream silently, so that a broken
+// stream is not taken for one that Ollama ended. When Ollama's client would
+// sign requests (OLLAMA_AUTH, or ollama.com), the call goes through
+// api.Client instead.
 
 // maxLineSize is api.Client's limit on one NDJSON line.
 const maxLineSize = 512 * 1000
