@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -11,23 +12,41 @@ import (
 	"tollgate/storage"
 )
 
-const usageUsage = `usage: tollgate usage <export|summary> [flags]
+const usageUsage = `usage: tollgate usage <subcommand> [flags]
 
+subcommands:
   export  [--key ID] [--from DATE] [--to DATE] [--format json|csv]   one record per request
   summary [--key ID] [--from DATE] [--to DATE] [--by key|model|day]  totals (default: per key)
 
 DATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Without --from/--to
-export covers everything and summary the current month.
+export covers everything and summary the current month. Both read the database
+given by --db (env TOLLGATE_DB, default tollgate.db).
+Run "tollgate usage <subcommand> -h" for its flags.
 `
+
+// usageSynopsis is each subcommand's first lines of -h.
+var usageSynopsis = map[string]string{
+	"export":  "usage: tollgate usage export [--key ID] [--from DATE] [--to DATE] [--format json|csv] [--db FILE]\n\nPrints one record per request, oldest first, on stdout.\nDATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Default: everything.\n",
+	"summary": "usage: tollgate usage summary [--key ID] [--from DATE] [--to DATE] [--by key|model|day] [--db FILE]\n\nPrints totals per key (with its name), model or day.\nDATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Default: the current month.\n",
+}
 
 // usageCmd is `tollgate usage ...`: billing data straight from the database.
 func usageCmd(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "export" && args[0] != "summary") {
+	if len(args) == 0 {
 		fmt.Fprint(stderr, usageUsage)
 		return &usageError{"usage: want export or summary"}
 	}
 	sub := args[0]
-	fs := newFlags("usage "+sub, stderr)
+	if isHelp(sub) {
+		fmt.Fprint(stdout, usageUsage)
+		return flag.ErrHelp
+	}
+	synopsis, ok := usageSynopsis[sub]
+	if !ok {
+		fmt.Fprint(stderr, usageUsage)
+		return &usageError{subcommandError("usage", sub, "export or summary")}
+	}
+	fs := newFlags("usage "+sub, synopsis, stderr)
 	var c common
 	c.registerDB(fs, getenv)
 	key := fs.String("key", "", "only this key id")
@@ -35,7 +54,7 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, no
 	to := fs.String("to", "", "end date (exclusive)")
 	format := fs.String("format", "json", "export format: json or csv")
 	by := fs.String("by", metering.GroupKey, "summary grouping: key, model or day")
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args[1:], stdout); err != nil {
 		return err
 	}
 	q := metering.Query{KeyID: *key, From: time.Unix(0, 0).UTC(), To: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)} // storage keeps unix nanoseconds: years 1970-2262
