@@ -27,14 +27,15 @@ subcommands:
   rotate ID [--grace 24h] [--json]
 
 Flags go before or after ID; -- ends them. All work on the database given by
---db (env TOLLGATE_DB, default tollgate.db).
+--db (env TOLLGATE_DB, default tollgate.db), named on stderr. It must exist,
+except for create, which makes it when it does not (the first key).
 A created or rotated key is printed once; Tollgate keeps only its SHA-256.
 Run "tollgate keys <subcommand> -h" for its flags.
 `
 
 // keysSynopsis is each subcommand's first lines of -h.
 var keysSynopsis = map[string]string{
-	"create": "usage: tollgate keys create --name NAME [flags]\n\nMakes a key and prints it once.\n",
+	"create": "usage: tollgate keys create --name NAME [flags]\n\nMakes a key and prints it once. Creates the database file if it does not exist.\n",
 	"list":   "usage: tollgate keys list [--json] [--db FILE]\n\nLists every key (never a secret or a hash).\n",
 	"show":   "usage: tollgate keys show ID [--json] [--db FILE]\n\nShows one key (never a secret or a hash).\n",
 	"revoke": "usage: tollgate keys revoke ID [--json] [--db FILE]\n\nRevokes a key: it stops working within 10 seconds on a running server.\n",
@@ -97,12 +98,20 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, now
 	if err != nil {
 		return err
 	}
-	db, err := storage.Open(ctx, c.db)
-	if err != nil {
-		return err
+	var store auth.KeyStore
+	if sub == "create" {
+		s := &openOnCreate{path: c.db, stderr: stderr}
+		defer s.close()
+		store = s
+	} else {
+		db, err := openDB(ctx, c.db, false, stderr)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		store = db
 	}
-	defer db.Close()
-	out, text, err := run(ctx, auth.NewKeys(db, nil, now), id)
+	out, text, err := run(ctx, auth.NewKeys(store, nil, now), id)
 	if err != nil {
 		return describeKeyError(err, id)
 	}
@@ -122,6 +131,32 @@ func subcommandError(cmd, sub, subs string) string {
 		return fmt.Sprintf("%s: the subcommand (%s) comes before flags such as %s", cmd, subs, sub)
 	}
 	return fmt.Sprintf("%s: unknown subcommand %q (want %s)", cmd, sub, subs)
+}
+
+// openOnCreate is keys create's store: it opens the database, making the
+// file if there is none, only once the manager has validated the new key and
+// stores it, so a mistake on the command line leaves no new file behind.
+// Create calls nothing but CreateKey; the embedded KeyStore stays nil.
+type openOnCreate struct {
+	auth.KeyStore
+	path   string
+	stderr io.Writer
+	db     *storage.DB
+}
+
+func (s *openOnCreate) CreateKey(ctx context.Context, k auth.Key, sec auth.StoredSecret, a auth.AuditEntry) error {
+	db, err := openDB(ctx, s.path, true, s.stderr)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	return db.CreateKey(ctx, k, sec, a)
+}
+
+func (s *openOnCreate) close() {
+	if s.db != nil {
+		s.db.Close()
+	}
 }
 
 // secretJSON is what create and rotate print with --json.

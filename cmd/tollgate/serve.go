@@ -111,7 +111,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 		scheme = "https"
 		ln = tls.NewListener(ln, tlsConf)
 	}
-	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", f.db, "catalog", from, "ollama", cat.Backends[0].URL, "version", version)
+	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", absPath(f.db), "catalog", from, "ollama", cat.Backends[0].URL, "version", version)
 	if err := inf.Ping(ctx); err != nil {
 		log.Warn("ollama not reachable yet; /readyz reports it until it is", "error", err.Error())
 	}

@@ -20,7 +20,7 @@ subcommands:
 
 DATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Without --from/--to
 export covers everything and summary the current month. Both read the database
-given by --db (env TOLLGATE_DB, default tollgate.db).
+given by --db (env TOLLGATE_DB, default tollgate.db), which must exist.
 Run "tollgate usage <subcommand> -h" for its flags.
 `
 
@@ -72,7 +72,7 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, no
 	if err := q.Validate(); err != nil {
 		return &usageError{err.Error()}
 	}
-	db, err := storage.Open(ctx, c.db)
+	db, err := openDB(ctx, c.db, false, stderr)
 	if err != nil {
 		return err
 	}
