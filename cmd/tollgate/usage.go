@@ -106,11 +106,27 @@ func usageSummary(ctx context.Context, db *storage.DB, q metering.Query, stdout 
 	if err != nil {
 		return err
 	}
+	var names map[string]string // by key id, for --by key
+	if q.GroupBy == metering.GroupKey {
+		keys, err := db.ListKeys(ctx)
+		if err != nil {
+			return err
+		}
+		names = make(map[string]string, len(keys))
+		for _, k := range keys {
+			names[k.ID] = k.Name
+		}
+	}
 	fmt.Fprintf(stdout, "usage from %s to %s (UTC, end exclusive)\n", q.From.Format(time.RFC3339), q.To.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "%s\tREQUESTS\tPROMPT\tCOMPLETION\tTOTAL\tCOST\t\n", map[string]string{"key": "KEY", "model": "MODEL", "day": "DAY"}[q.GroupBy])
+	head := map[string]string{"key": "KEY\tNAME", "model": "MODEL", "day": "DAY"}[q.GroupBy]
+	fmt.Fprintf(tw, "%s\tREQUESTS\tPROMPT\tCOMPLETION\tTOTAL\tCOST\t\n", head)
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", r.Group, r.Requests, r.PromptTokens, r.CompletionTokens, r.TotalTokens(), r.Cost.String())
+		group := r.Group
+		if names != nil {
+			group += "\t" + orDash(names[r.Group]) // "-": a key no longer (or never) in the keys table
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", group, r.Requests, r.PromptTokens, r.CompletionTokens, r.TotalTokens(), r.Cost.String())
 	}
 	return tw.Flush()
 }
