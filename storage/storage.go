@@ -11,7 +11,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"strings"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
@@ -33,12 +35,27 @@ type DB struct {
 // ErrNotFound is returned when a requested row does not exist.
 var ErrNotFound = errors.New("storage: not found")
 
+// ErrNoDatabase is OpenExisting's error when the file does not exist. It
+// matches fs.ErrNotExist too.
+var ErrNoDatabase = fmt.Errorf("database file does not exist: %w", fs.ErrNotExist)
+
 // Open opens (creating if needed) the SQLite database at path and migrates it
 // to the current schema. Pragmas are set in the DSN so that every pooled
 // connection gets them: WAL journal, a busy timeout, foreign keys, and
 // IMMEDIATE write transactions (so read-then-write never fails with
 // "database is locked" regardless of the busy timeout).
 func Open(ctx context.Context, path string) (*DB, error) {
+	return open(ctx, path, false)
+}
+
+// OpenExisting is Open for a file that must already exist: it never creates
+// one (SQLite itself is told not to, so there is no window between a check
+// and the open), and a missing file is ErrNoDatabase.
+func OpenExisting(ctx context.Context, path string) (*DB, error) {
+	return open(ctx, path, true)
+}
+
+func open(ctx context.Context, path string, mustExist bool) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("storage: empty database path")
 	}
@@ -51,6 +68,9 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	q.Set("_foreign_keys", "on")
 	q.Set("_txlock", "immediate")
 	q.Set("_synchronous", "NORMAL")
+	if mustExist {
+		q.Set("mode", "rw") // read-write without SQLITE_OPEN_CREATE
+	}
 	dsn := "file:" + path + "?" + q.Encode()
 	registerDriver()
 	sqldb, err := sql.Open(driverName, dsn)
@@ -60,6 +80,11 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	db := &DB{sql: sqldb, path: path}
 	if err := sqldb.PingContext(ctx); err != nil {
 		sqldb.Close()
+		// The open failed without creating anything; the stat only picks
+		// the message.
+		if _, statErr := os.Stat(path); mustExist && errors.Is(statErr, fs.ErrNotExist) {
+			return nil, fmt.Errorf("storage: %s: %w", path, ErrNoDatabase)
+		}
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
 	if err := db.migrate(ctx); err != nil {

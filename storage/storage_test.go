@@ -2,7 +2,11 @@ package storage_test
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"tollgate/storage"
@@ -45,5 +49,31 @@ func TestOpenRejectsBadPath(t *testing.T) {
 		if _, err := storage.Open(context.Background(), p); err == nil {
 			t.Errorf("Open(%q) succeeded", p)
 		}
+	}
+}
+
+func TestOpenExistingNeverCreates(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.db")
+	_, err := storage.OpenExisting(ctx, path)
+	if !errors.Is(err, storage.ErrNoDatabase) || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("OpenExisting(missing) = %v; want ErrNoDatabase naming the path", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("OpenExisting(missing) left %d files behind (%s)", len(entries), entries[0].Name())
+	}
+	db, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	db, err = storage.OpenExisting(ctx, path)
+	if err != nil {
+		t.Fatalf("OpenExisting(existing): %v", err)
+	}
+	defer db.Close()
+	if _, err := db.ListKeys(ctx); err != nil {
+		t.Fatalf("ListKeys on an OpenExisting database: %v", err)
 	}
 }

@@ -74,10 +74,10 @@ func explicitFlag(fs *flag.FlagSet, name, env string, getenv func(string) string
 
 // checkConfig validates the catalog and reaches every backend.
 func checkConfig(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
-	fs := newFlags("check-config", stderr)
+	fs := newFlags("check-config", checkConfigUsage, stderr)
 	var c common
 	c.register(fs, getenv)
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	cat, from, err := loadCatalog(c.models, explicitFlag(fs, "models", "TOLLGATE_MODELS", getenv), getenv)

@@ -226,12 +226,13 @@ func deref(p *int64) string {
 }
 
 // summaryLine returns the fields of keyID's line in `tollgate usage summary`
-// (REQUESTS PROMPT COMPLETION TOTAL COST), or nil when it has none.
+// after the key's name (REQUESTS PROMPT COMPLETION TOTAL COST), or nil when
+// it has none.
 func summaryLine(t *testing.T, db, keyID string) []string {
 	t.Helper()
 	for _, line := range strings.Split(cli(t, "usage", "summary", "--db", db), "\n") {
-		if f := strings.Fields(line); len(f) == 6 && f[0] == keyID {
-			return f[1:]
+		if f := strings.Fields(line); len(f) >= 7 && f[0] == keyID {
+			return f[len(f)-5:]
 		}
 	}
 	return nil

@@ -15,8 +15,9 @@ import (
 	"tollgate/storage"
 )
 
-const keysUsage = `usage: tollgate keys <create|list|show|revoke|rotate> [flags]
+const keysUsage = `usage: tollgate keys <subcommand> [flags]
 
+subcommands:
   create --name NAME [--scopes generate,embed,predict,admin] [--models m1,m2] [--plan P]
          [--rate R] [--burst B] [--tokens-per-minute N] [--max-concurrent N]
          [--monthly-tokens N] [--monthly-requests N] [--expires 720h|RFC3339] [--json]
@@ -25,9 +26,21 @@ const keysUsage = `usage: tollgate keys <create|list|show|revoke|rotate> [flags]
   revoke ID [--json]
   rotate ID [--grace 24h] [--json]
 
-All work on the database given by --db (env TOLLGATE_DB, default tollgate.db).
+Flags go before or after ID; -- ends them. All work on the database given by
+--db (env TOLLGATE_DB, default tollgate.db), named on stderr. It must exist,
+except for create, which makes it when it does not (the first key).
 A created or rotated key is printed once; Tollgate keeps only its SHA-256.
+Run "tollgate keys <subcommand> -h" for its flags.
 `
+
+// keysSynopsis is each subcommand's first lines of -h.
+var keysSynopsis = map[string]string{
+	"create": "usage: tollgate keys create --name NAME [flags]\n\nMakes a key and prints it once. Creates the database file if it does not exist.\n",
+	"list":   "usage: tollgate keys list [--json] [--db FILE]\n\nLists every key (never a secret or a hash).\n",
+	"show":   "usage: tollgate keys show ID [--json] [--db FILE]\n\nShows one key (never a secret or a hash).\n",
+	"revoke": "usage: tollgate keys revoke ID [--json] [--db FILE]\n\nRevokes a key: it stops working within 10 seconds on a running server.\n",
+	"rotate": "usage: tollgate keys rotate ID [--grace 24h] [--json] [--db FILE]\n\nGives a key a new secret, printed once; the old one works for the grace period.\n",
+}
 
 // keysCmd is `tollgate keys ...`, the operator's key management on the
 // database file. Every change is written to the audit table as actor "cli".
@@ -37,7 +50,16 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, now
 		return &usageError{"keys: no subcommand given"}
 	}
 	sub, args := args[0], args[1:]
-	fs := newFlags("keys "+sub, stderr)
+	if isHelp(sub) {
+		fmt.Fprint(stdout, keysUsage)
+		return flag.ErrHelp
+	}
+	synopsis, ok := keysSynopsis[sub]
+	if !ok {
+		fmt.Fprint(stderr, keysUsage)
+		return &usageError{subcommandError("keys", sub, "create, list, show, revoke or rotate")}
+	}
+	fs := newFlags("keys "+sub, synopsis, stderr)
 	var c common
 	c.registerDB(fs, getenv)
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -71,20 +93,25 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, now
 				secret, key.ID, key.Name, now().Add(*grace).UTC().Format(time.RFC3339))
 			return secretJSON{Key: secret, ID: key.ID, Info: key}, text, err
 		}
-	default:
-		fmt.Fprint(stderr, keysUsage)
-		return &usageError{fmt.Sprintf("keys: unknown subcommand %q", sub)}
 	}
-	id, err := parseWithID(fs, args, sub == "show" || sub == "revoke" || sub == "rotate")
+	id, err := parseWithID(fs, args, sub == "show" || sub == "revoke" || sub == "rotate", stdout)
 	if err != nil {
 		return err
 	}
-	db, err := storage.Open(ctx, c.db)
-	if err != nil {
-		return err
+	var store auth.KeyStore
+	if sub == "create" {
+		s := &openOnCreate{path: c.db, stderr: stderr}
+		defer s.close()
+		store = s
+	} else {
+		db, err := openDB(ctx, c.db, false, stderr)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		store = db
 	}
-	defer db.Close()
-	out, text, err := run(ctx, auth.NewKeys(db, nil, now), id)
+	out, text, err := run(ctx, auth.NewKeys(store, nil, now), id)
 	if err != nil {
 		return describeKeyError(err, id)
 	}
@@ -97,6 +124,41 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, now
 	return err
 }
 
+// subcommandError says what is wrong with sub, which is not one of cmd's
+// subcommands (named in subs).
+func subcommandError(cmd, sub, subs string) string {
+	if strings.HasPrefix(sub, "-") {
+		return fmt.Sprintf("%s: the subcommand (%s) comes before flags such as %s", cmd, subs, sub)
+	}
+	return fmt.Sprintf("%s: unknown subcommand %q (want %s)", cmd, sub, subs)
+}
+
+// openOnCreate is keys create's store: it opens the database, making the
+// file if there is none, only once the manager has validated the new key and
+// stores it, so a mistake on the command line leaves no new file behind.
+// Create calls nothing but CreateKey; the embedded KeyStore stays nil.
+type openOnCreate struct {
+	auth.KeyStore
+	path   string
+	stderr io.Writer
+	db     *storage.DB
+}
+
+func (s *openOnCreate) CreateKey(ctx context.Context, k auth.Key, sec auth.StoredSecret, a auth.AuditEntry) error {
+	db, err := openDB(ctx, s.path, true, s.stderr)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	return db.CreateKey(ctx, k, sec, a)
+}
+
+func (s *openOnCreate) close() {
+	if s.db != nil {
+		s.db.Close()
+	}
+}
+
 // secretJSON is what create and rotate print with --json.
 type secretJSON struct {
 	ID   string   `json:"id"`
@@ -104,20 +166,14 @@ type secretJSON struct {
 	Info auth.Key `json:"info"`
 }
 
-// parseWithID parses flags with the key id allowed before or after them.
-func parseWithID(fs *flag.FlagSet, args []string, wantID bool) (string, error) {
+// parseWithID parses flags and, when wantID, exactly one key id among them.
+func parseWithID(fs *flag.FlagSet, args []string, wantID bool, stdout io.Writer) (string, error) {
+	rest, err := parseArgs(fs, args, stdout)
+	if err != nil {
+		return "", err
+	}
 	var id string
-	if wantID && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return "", err
-		}
-		return "", &usageError{err.Error()}
-	}
-	rest := fs.Args()
-	if wantID && id == "" && len(rest) > 0 {
+	if wantID && len(rest) > 0 {
 		id, rest = rest[0], rest[1:]
 	}
 	switch {

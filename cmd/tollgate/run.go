@@ -18,12 +18,27 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
+// exitCode is the process's exit status for run's error: 0 for none and for
+// help (-h, --help), 2 for a usage error, 1 for anything else.
 func exitCode(err error) int {
 	var ue *usageError
-	if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
+	switch {
+	case err == nil || errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
 		return 2
 	}
 	return 1
+}
+
+// report prints run's error on stderr, unless it is none or help, and
+// returns the exit code: what main does on the way out.
+func report(err error, stderr io.Writer) int {
+	code := exitCode(err)
+	if code != 0 {
+		fmt.Fprintln(stderr, "tollgate:", err)
+	}
+	return code
 }
 
 const topUsage = `usage: tollgate <command> [flags]
@@ -35,7 +50,14 @@ commands:
   check-config   validate models.yaml and reach every Ollama backend
   version        print the version
 
-Run "tollgate <command> -h" for a command's flags.
+Run "tollgate <command> -h" for a command's flags and the environment
+variables they can come from. Flags go before or after arguments; -- ends them.
+`
+
+const checkConfigUsage = `usage: tollgate check-config [--models FILE]
+
+Validates the model catalog and reaches every Ollama backend, without serving.
+OLLAMA_HOST (host, host:port or URL) replaces the first backend's URL.
 `
 
 // run is the whole program: it parses args, reads the environment only
@@ -67,25 +89,93 @@ func run(ctx context.Context, args []string, getenv func(string) string, now fun
 	return &usageError{fmt.Sprintf("unknown command %q", strings.TrimSpace(cmd))}
 }
 
-// newFlags returns a flag set that reports errors instead of exiting.
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+// newFlags returns a flag set that reports errors instead of exiting. Its
+// usage is synopsis followed by the flags.
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("tollgate "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), synopsis)
+		fmt.Fprintln(fs.Output(), "\nflags:")
+		fs.PrintDefaults()
+	}
 	return fs
 }
 
-// parse parses args and turns flag errors into usage errors.
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+// parseArgs parses fs's flags wherever they stand in args, before, between
+// or after the other arguments, and returns those in order; "--" ends the
+// flags. -h or --help anywhere prints fs's usage on stdout and returns
+// flag.ErrHelp (exit 0); a mistake prints it on stderr and returns a
+// usageError.
+func parseArgs(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
+	stderr := fs.Output()
+	fs.SetOutput(io.Discard) // the flag package's own messages; the error is returned
+	defer fs.SetOutput(stderr)
+	var pos []string
+	for {
+		err := fs.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return nil, err
 		}
-		return &usageError{err.Error()}
+		if err != nil {
+			fs.SetOutput(stderr)
+			fs.Usage()
+			return nil, &usageError{err.Error()}
+		}
+		rest := fs.Args()
+		if len(rest) == 0 || endedByDashes(fs, args[:len(args)-len(rest)]) {
+			return append(pos, rest...), nil
+		}
+		// Parse stopped at an argument: keep it and go on after it.
+		pos, args = append(pos, rest[0]), rest[1:]
 	}
-	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+}
+
+// endedByDashes reports whether the flags fs just parsed, consumed, ended
+// with the terminator "--" rather than with a flag's value that is "--".
+func endedByDashes(fs *flag.FlagSet, consumed []string) bool {
+	for i := 0; i < len(consumed); i++ {
+		a := consumed[i]
+		if a == "--" {
+			return true // Parse stops right after a terminator
+		}
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil && !isBoolFlag(f) {
+			i++ // its value, whatever it looks like
+		}
+	}
+	return false
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// parse is parseArgs for a command that takes no arguments.
+func parse(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	rest, err := parseArgs(fs, args, stdout)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return &usageError{fmt.Sprintf("unexpected argument %q", rest[0])}
 	}
 	return nil
+}
+
+// isHelp reports whether a subcommand's place holds a request for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "-help", "--help":
+		return true
+	}
+	return false
 }
 
 // envOr returns getenv(name), or def when it is empty.

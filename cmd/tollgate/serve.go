@@ -47,11 +47,18 @@ type serveFlags struct {
 	tlsKey      string
 }
 
+const serveUsage = `usage: tollgate serve [flags]
+
+Runs the gateway until SIGINT or SIGTERM, then drains. A flag whose line names
+an environment variable takes its default from it. OLLAMA_HOST (host,
+host:port or URL) replaces the first backend's URL from the catalog.
+`
+
 // serve runs the gateway until ctx is cancelled (SIGINT/SIGTERM), then
 // stops accepting, lets in-flight requests finish within the drain period
 // and closes the database.
 func serve(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", stderr)
+	fs := newFlags("serve", serveUsage, stderr)
 	var f serveFlags
 	f.register(fs, getenv)
 	fs.StringVar(&f.addr, "addr", envOr(getenv, "TOLLGATE_ADDR", "127.0.0.1:8080"), "listen address (env TOLLGATE_ADDR); use :8080 to listen on all interfaces")
@@ -65,7 +72,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	fs.DurationVar(&f.record, "record-timeout", gateway.DefaultRecordTimeout, "how long an answer waits for its usage record to commit before it is withheld (503, not billed)")
 	fs.StringVar(&f.tlsCert, "tls-cert", getenv("TOLLGATE_TLS_CERT"), "PEM certificate (chain) file: serve HTTPS; needs --tls-key (env TOLLGATE_TLS_CERT)")
 	fs.StringVar(&f.tlsKey, "tls-key", getenv("TOLLGATE_TLS_KEY"), "PEM private key file for --tls-cert (env TOLLGATE_TLS_KEY)")
-	if err := parse(fs, args); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	tlsConf, err := loadTLS(f.tlsCert, f.tlsKey)
@@ -104,7 +111,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 		scheme = "https"
 		ln = tls.NewListener(ln, tlsConf)
 	}
-	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", f.db, "catalog", from, "ollama", cat.Backends[0].URL, "version", version)
+	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", absPath(f.db), "catalog", from, "ollama", cat.Backends[0].URL, "version", version)
 	if err := inf.Ping(ctx); err != nil {
 		log.Warn("ollama not reachable yet; /readyz reports it until it is", "error", err.Error())
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -11,23 +12,41 @@ import (
 	"tollgate/storage"
 )
 
-const usageUsage = `usage: tollgate usage <export|summary> [flags]
+const usageUsage = `usage: tollgate usage <subcommand> [flags]
 
+subcommands:
   export  [--key ID] [--from DATE] [--to DATE] [--format json|csv]   one record per request
   summary [--key ID] [--from DATE] [--to DATE] [--by key|model|day]  totals (default: per key)
 
 DATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Without --from/--to
-export covers everything and summary the current month.
+export covers everything and summary the current month. Both read the database
+given by --db (env TOLLGATE_DB, default tollgate.db), which must exist.
+Run "tollgate usage <subcommand> -h" for its flags.
 `
+
+// usageSynopsis is each subcommand's first lines of -h.
+var usageSynopsis = map[string]string{
+	"export":  "usage: tollgate usage export [--key ID] [--from DATE] [--to DATE] [--format json|csv] [--db FILE]\n\nPrints one record per request, oldest first, on stdout.\nDATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Default: everything.\n",
+	"summary": "usage: tollgate usage summary [--key ID] [--from DATE] [--to DATE] [--by key|model|day] [--db FILE]\n\nPrints totals per key (with its name), model or day.\nDATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Default: the current month.\n",
+}
 
 // usageCmd is `tollgate usage ...`: billing data straight from the database.
 func usageCmd(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "export" && args[0] != "summary") {
+	if len(args) == 0 {
 		fmt.Fprint(stderr, usageUsage)
 		return &usageError{"usage: want export or summary"}
 	}
 	sub := args[0]
-	fs := newFlags("usage "+sub, stderr)
+	if isHelp(sub) {
+		fmt.Fprint(stdout, usageUsage)
+		return flag.ErrHelp
+	}
+	synopsis, ok := usageSynopsis[sub]
+	if !ok {
+		fmt.Fprint(stderr, usageUsage)
+		return &usageError{subcommandError("usage", sub, "export or summary")}
+	}
+	fs := newFlags("usage "+sub, synopsis, stderr)
 	var c common
 	c.registerDB(fs, getenv)
 	key := fs.String("key", "", "only this key id")
@@ -35,7 +54,7 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, no
 	to := fs.String("to", "", "end date (exclusive)")
 	format := fs.String("format", "json", "export format: json or csv")
 	by := fs.String("by", metering.GroupKey, "summary grouping: key, model or day")
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args[1:], stdout); err != nil {
 		return err
 	}
 	q := metering.Query{KeyID: *key, From: time.Unix(0, 0).UTC(), To: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)} // storage keeps unix nanoseconds: years 1970-2262
@@ -53,7 +72,7 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, no
 	if err := q.Validate(); err != nil {
 		return &usageError{err.Error()}
 	}
-	db, err := storage.Open(ctx, c.db)
+	db, err := openDB(ctx, c.db, false, stderr)
 	if err != nil {
 		return err
 	}
@@ -87,11 +106,27 @@ func usageSummary(ctx context.Context, db *storage.DB, q metering.Query, stdout 
 	if err != nil {
 		return err
 	}
+	var names map[string]string // by key id, for --by key
+	if q.GroupBy == metering.GroupKey {
+		keys, err := db.ListKeys(ctx)
+		if err != nil {
+			return err
+		}
+		names = make(map[string]string, len(keys))
+		for _, k := range keys {
+			names[k.ID] = k.Name
+		}
+	}
 	fmt.Fprintf(stdout, "usage from %s to %s (UTC, end exclusive)\n", q.From.Format(time.RFC3339), q.To.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "%s\tREQUESTS\tPROMPT\tCOMPLETION\tTOTAL\tCOST\t\n", map[string]string{"key": "KEY", "model": "MODEL", "day": "DAY"}[q.GroupBy])
+	head := map[string]string{"key": "KEY\tNAME", "model": "MODEL", "day": "DAY"}[q.GroupBy]
+	fmt.Fprintf(tw, "%s\tREQUESTS\tPROMPT\tCOMPLETION\tTOTAL\tCOST\t\n", head)
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", r.Group, r.Requests, r.PromptTokens, r.CompletionTokens, r.TotalTokens(), r.Cost.String())
+		group := r.Group
+		if names != nil {
+			group += "\t" + orDash(names[r.Group]) // "-": a key no longer (or never) in the keys table
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", group, r.Requests, r.PromptTokens, r.CompletionTokens, r.TotalTokens(), r.Cost.String())
 	}
 	return tw.Flush()
 }
