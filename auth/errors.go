@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Errors returned by this package. None of them, nor any error wrapping them
@@ -23,7 +24,23 @@ var (
 	// ErrInvalid: input to a management operation is invalid. The concrete
 	// error is a *FieldError naming the field.
 	ErrInvalid = errors.New("auth: invalid input")
+	// ErrSuperseded: a self-rotation presented a secret that is not the
+	// key's current one in the store: a rotation, here or on another
+	// instance, has replaced it.
+	ErrSuperseded = errors.New("auth: the secret is not the key's current one")
 )
+
+// RotateLimitError refuses a self-rotation: the key has already rotated
+// itself Limit times within Window. RetryAfter is when it may again.
+type RotateLimitError struct {
+	Limit      int
+	Window     time.Duration
+	RetryAfter time.Duration
+}
+
+func (e *RotateLimitError) Error() string {
+	return fmt.Sprintf("auth: the key rotated itself %d times within %s; retry in %s", e.Limit, e.Window, e.RetryAfter)
+}
 
 // FieldError says which field of a create or update request is invalid and
 // why. errors.Is(err, ErrInvalid) is true for every *FieldError.

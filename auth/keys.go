@@ -113,14 +113,41 @@ func (m *Keys) Revoke(ctx context.Context, actor, id string) (Key, error) {
 	return k, err
 }
 
+// Limit on self-rotation: a key may rotate itself at most SelfRotateLimit
+// times in any SelfRotateWindow. The store counts them from the audit trail,
+// so the limit holds across every instance sharing the database.
+const (
+	SelfRotateLimit  = 10
+	SelfRotateWindow = time.Hour
+)
+
 // Rotate issues a new secret for key id and returns the key and the new
-// secret. Every older secret keeps working until now+grace and is rejected
-// with ErrExpired from then on; grace 0 rejects them at once. A revoked key
-// cannot be rotated (ErrRevoked); an unknown id gives ErrNotFound.
+// secret. The secret it replaces keeps working until now+grace (grace 0 ends
+// it at once) and is rejected with ErrExpired from then on; any older secret
+// stops working at once, even if it was in a grace period of its own, so a
+// key has at most two working secrets. A revoked key cannot be rotated
+// (ErrRevoked); an unknown id gives ErrNotFound.
 func (m *Keys) Rotate(ctx context.Context, actor, id string, grace time.Duration) (Key, string, error) {
 	if err := checkActor(actor); err != nil {
 		return Key{}, "", err
 	}
+	return m.rotate(ctx, actor, id, grace, Rotation{})
+}
+
+// RotateSelf is Rotate done by the key itself (the audit actor is its id)
+// with secret, the secret it authenticated with. The store checks that
+// secret, not a cache: if a rotation, on any instance, has replaced it,
+// the answer is ErrSuperseded and nothing changes. A key that has rotated
+// itself SelfRotateLimit times within SelfRotateWindow gets a
+// *RotateLimitError.
+func (m *Keys) RotateSelf(ctx context.Context, id, secret string, grace time.Duration) (Key, string, error) {
+	return m.rotate(ctx, id, id, grace, Rotation{Presented: Hash(secret), Limit: SelfRotateLimit, Window: SelfRotateWindow})
+}
+
+// rotate fills in r's new secret and grace end and hands it to the store.
+// The key leaves the verifier's cache whatever the outcome: a refused
+// self-rotation is news that the cached key may be stale.
+func (m *Keys) rotate(ctx context.Context, actor, id string, grace time.Duration, r Rotation) (Key, string, error) {
 	if grace < 0 {
 		return Key{}, "", fieldErr("grace", "must not be negative")
 	}
@@ -129,8 +156,9 @@ func (m *Keys) Rotate(ctx context.Context, actor, id string, grace time.Duration
 	if err != nil {
 		return Key{}, "", err
 	}
+	r.Secret, r.OldUntil = stored, now.Add(grace)
 	detail := fmt.Sprintf("grace=%s prefix=%s", grace, stored.Prefix)
-	k, err := m.store.RotateKey(ctx, id, stored, now.Add(grace), m.entry(now, actor, ActionRotate, id, detail))
+	k, err := m.store.RotateKey(ctx, id, r, m.entry(now, actor, ActionRotate, id, detail))
 	m.invalidate(id)
 	if err != nil {
 		return Key{}, "", err

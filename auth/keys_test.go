@@ -218,3 +218,45 @@ func TestUpdate(t *testing.T) {
 		t.Fatalf("List = %v, %v", list, err)
 	}
 }
+
+func TestRotateSelf(t *testing.T) {
+	f := newKeysFixture()
+	ctx := context.Background()
+	k, old := f.createUsed(t, Spec{Name: "a"})
+	_, cur, err := f.keys.RotateSelf(ctx, k.ID, old, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := f.store.audit[len(f.store.audit)-1]; a.Action != ActionRotate || a.Actor != k.ID {
+		t.Fatalf("audit = %+v, want the key as actor", a)
+	}
+	f.verify(t, old, nil) // in its grace period...
+	f.verify(t, cur, nil) // (and now both are cached)
+	before := len(f.store.audit)
+	if _, _, err := f.keys.RotateSelf(ctx, k.ID, old, 0); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("self-rotation with the replaced secret: %v", err)
+	}
+	if len(f.store.audit) != before {
+		t.Fatal("a refused rotation was audited")
+	}
+	// A refusal drops the key from the cache: it may be stale.
+	lookups := f.store.lookups.Load()
+	f.verify(t, cur, nil)
+	if f.store.lookups.Load() == lookups {
+		t.Fatal("the key stayed cached after a refused self-rotation")
+	}
+	for i := 1; i < SelfRotateLimit; i++ {
+		f.clock.Advance(time.Minute)
+		if _, cur, err = f.keys.RotateSelf(ctx, k.ID, cur, time.Hour); err != nil {
+			t.Fatalf("rotation %d: %v", i+1, err)
+		}
+	}
+	_, _, err = f.keys.RotateSelf(ctx, k.ID, cur, time.Hour)
+	var limit *RotateLimitError
+	if !errors.As(err, &limit) || limit.RetryAfter != SelfRotateWindow-time.Duration(SelfRotateLimit-1)*time.Minute {
+		t.Fatalf("over the limit: %v", err)
+	}
+	if _, _, err := f.keys.Rotate(ctx, ActorCLI, k.ID, 0); err != nil {
+		t.Fatalf("an admin rotation is not limited: %v", err)
+	}
+}

@@ -130,19 +130,40 @@ func (s *memStore) RevokeKey(_ context.Context, id string, at time.Time, a Audit
 	})
 }
 
-func (s *memStore) RotateKey(_ context.Context, id string, sec StoredSecret, oldUntil time.Time, a AuditEntry) (Key, error) {
+func (s *memStore) RotateKey(_ context.Context, id string, r Rotation, a AuditEntry) (Key, error) {
 	return s.change(id, a, func(k *Key) error {
 		if !k.RevokedAt.IsZero() {
 			return ErrRevoked
 		}
-		for h, old := range s.secrets {
-			if old.keyID == id && (old.expires.IsZero() || old.expires.After(oldUntil)) {
-				old.expires = oldUntil
-				s.secrets[h] = old
+		if r.Presented != "" {
+			if cur, ok := s.secrets[r.Presented]; !ok || cur.keyID != id || !cur.expires.IsZero() {
+				return ErrSuperseded
 			}
 		}
-		s.secrets[sec.Hash] = memSecret{keyID: id}
-		k.Prefix = sec.Prefix
+		if r.Limit > 0 {
+			var recent []time.Time // newest last
+			for _, e := range s.audit {
+				if e.KeyID == id && e.Actor == id && e.Action == ActionRotate && e.Time.After(a.Time.Add(-r.Window)) {
+					recent = append(recent, e.Time)
+				}
+			}
+			if len(recent) >= r.Limit {
+				return &RotateLimitError{Limit: r.Limit, Window: r.Window,
+					RetryAfter: recent[len(recent)-r.Limit].Add(r.Window).Sub(a.Time)}
+			}
+		}
+		for h, old := range s.secrets {
+			switch {
+			case old.keyID != id:
+			case old.expires.IsZero():
+				old.expires = r.OldUntil
+				s.secrets[h] = old
+			default:
+				delete(s.secrets, h)
+			}
+		}
+		s.secrets[r.Secret.Hash] = memSecret{keyID: id}
+		k.Prefix = r.Secret.Prefix
 		return nil
 	})
 }

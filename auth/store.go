@@ -54,6 +54,25 @@ const (
 // ActorCLI is the audit actor for changes made from the command line.
 const ActorCLI = "cli"
 
+// Rotation is one rotation of a key, for KeyStore.RotateKey.
+type Rotation struct {
+	// Secret becomes the key's current secret.
+	Secret StoredSecret
+	// OldUntil is when the secret being replaced stops working: the end of
+	// its grace period.
+	OldUntil time.Time
+	// Presented, for a self-rotation, is Hash of the secret the caller
+	// authenticated with: the rotation happens only if that is still the
+	// key's current secret (the one with no expiry of its own) in the store,
+	// whatever a verifier's cache believes. Empty for an admin rotation.
+	Presented string
+	// Limit, if positive, refuses the rotation when the key has rotated
+	// itself (ActionRotate audit entries whose actor is the key's own id)
+	// Limit times in the Window before the audit entry's time.
+	Limit  int
+	Window time.Duration
+}
+
 // KeyStore persists keys for the Keys manager. Every method that changes a
 // key also writes its AuditEntry, in the same transaction: either both are
 // stored or neither. Methods taking an id return ErrNotFound when no key has
@@ -68,11 +87,15 @@ type KeyStore interface {
 	// RevokeKey marks the key revoked at the given time (keeping an earlier
 	// revocation time if it was already revoked) and returns it.
 	RevokeKey(ctx context.Context, id string, at time.Time, a AuditEntry) (Key, error)
-	// RotateKey adds secret s as the key's current secret, makes every older
-	// secret of the key stop working at oldUntil (or earlier, if it already
-	// expires earlier), and returns the updated key. It returns ErrRevoked
-	// for a revoked key.
-	RotateKey(ctx context.Context, id string, s StoredSecret, oldUntil time.Time, a AuditEntry) (Key, error)
+	// RotateKey applies rotation r to the key and returns the updated key.
+	// In one transaction, with the audit entry: it returns ErrRevoked for a
+	// revoked key; for a self-rotation (r.Presented set) ErrSuperseded unless
+	// r.Presented is the key's current secret, then a *RotateLimitError if
+	// r.Limit is reached; otherwise it makes r.Secret the current secret,
+	// lets the secret it replaces work until r.OldUntil, and deletes every
+	// older secret, whether still in a grace period or past it. A key thus
+	// never has more than two secrets.
+	RotateKey(ctx context.Context, id string, r Rotation, a AuditEntry) (Key, error)
 	// UpdateKey loads the key, calls apply on it and, if apply returns nil,
 	// stores its Name, Scopes, Models, Plan, Limits and ExpiresAt (other
 	// fields are not changed) and returns the stored key. An error from

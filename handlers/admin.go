@@ -1,9 +1,9 @@
 package handlers
 
 import (
+	"errors"
 	"net/http"
 	"time"
-	"tollgate"
 
 	"github.com/gin-gonic/gin"
 
@@ -116,7 +116,12 @@ func (s *server) revokeKey() gin.HandlerFunc {
 }
 
 // rotateKey serves both the admin route (any key, any grace) and the
-// self-service one (the caller's own key, grace capped).
+// self-service one (the caller's own key, grace capped, and only with the
+// key's current secret: a superseded one, leaked and the reason for the
+// rotation, would otherwise mint itself a fresh secret and, with grace 0,
+// end the owner's). Whether the secret is current is the store's answer,
+// inside the rotation's transaction, never this instance's cache, which may
+// not have seen a rotation made on another instance.
 func (s *server) rotateKey(self bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var body rotateRequest
@@ -126,13 +131,6 @@ func (s *server) rotateKey(self bool) gin.HandlerFunc {
 		}
 		id, limit := c.Param("id"), time.Duration(0)
 		if self {
-			// Only the current secret may rotate itself: a superseded one
-			// (leaked, the reason for the rotation) would otherwise mint
-			// itself a fresh secret and, with grace 0, end the owner's.
-			if info(c).superseded {
-				s.abort(c, tollgate.CodeSupersededKey, "this key was rotated and works only until its grace period ends; rotate with the current key")
-				return
-			}
 			id, limit = info(c).keyID, MaxSelfRotateGrace
 		}
 		grace, err := parseGrace(body.Grace, limit)
@@ -140,14 +138,30 @@ func (s *server) rotateKey(self bool) gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		key, secret, err := s.keys.Rotate(c.Request.Context(), actor(c), id, grace)
+		var (
+			key               auth.Key
+			secret, presented string
+		)
+		if self {
+			presented, _ = presentedKey(c.Request) // the secret authenticate admitted
+			key, secret, err = s.keys.RotateSelf(c.Request.Context(), id, presented, grace)
+		} else {
+			key, secret, err = s.keys.Rotate(c.Request.Context(), actor(c), id, grace)
+		}
 		if err != nil {
+			if errors.Is(err, auth.ErrSuperseded) {
+				// Someone is using a secret that a rotation replaced: most
+				// likely the leak the rotation was for.
+				s.log.Warn("refused self-rotation: the secret is no longer the key's current one",
+					"request_id", info(c).id, "key_id", id, "prefix", auth.DisplayPrefix(presented), "client", c.ClientIP())
+			}
 			s.fail(c, keyError(err))
 			return
 		}
 		s.auditLog(c, auth.ActionRotate, key, "grace", grace.String())
 		c.Header("Cache-Control", "no-store")
-		c.JSON(http.StatusOK, createdKey{Key: secret, Notice: shownOnce + "; the old key keeps working for " + grace.String(), Info: key})
+		c.JSON(http.StatusOK, createdKey{Key: secret, Notice: shownOnce + "; the secret it replaces keeps working for " + grace.String() +
+			", any older one has stopped", Info: key})
 	}
 }
 

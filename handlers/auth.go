@@ -78,7 +78,6 @@ func (s *server) authenticate() gin.HandlerFunc {
 		ri := info(c)
 		ri.keyID = key.ID
 		ri.key = key
-		ri.superseded = auth.DisplayPrefix(secret) != key.Prefix
 		c.Next()
 	}
 }

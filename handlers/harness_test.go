@@ -49,6 +49,8 @@ type serverConfig struct {
 	proxies []string
 	wrap    func(gateway.Inferencer) gateway.Inferencer
 	record  func(gateway.Recorder) gateway.Recorder
+	dbPath  string
+	now     func() time.Time
 }
 
 type serverOpt func(*serverConfig)
@@ -69,6 +71,14 @@ func withRecorder(wrap func(gateway.Recorder) gateway.Recorder) serverOpt {
 	return func(c *serverConfig) { c.record = wrap }
 }
 
+// withDB opens the database file at path instead of a fresh one, so that
+// two servers can share it as two instances would.
+func withDB(path string) serverOpt { return func(c *serverConfig) { c.dbPath = path } }
+
+// withClock gives the server, its verifier, its key manager and its gateway
+// the clock now (e.g. an authtest.Clock's Now).
+func withClock(now func() time.Time) serverOpt { return func(c *serverConfig) { c.now = now } }
+
 // newTestServer starts a server for the catalog in catalogYAML. It is closed
 // when the test ends.
 func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testServer {
@@ -82,7 +92,10 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 		t.Fatalf("catalog: %v", err)
 	}
 	ctx := context.WithoutCancel(t.Context())
-	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "t.db"))
+	if cfg.dbPath == "" {
+		cfg.dbPath = filepath.Join(t.TempDir(), "t.db")
+	}
+	db, err := storage.Open(ctx, cfg.dbPath)
 	if err != nil {
 		t.Fatalf("storage.Open: %v", err)
 	}
@@ -102,18 +115,18 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	if cfg.record != nil {
 		rec = cfg.record(rec)
 	}
-	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db})
-	keys := auth.NewKeys(db, verifier, nil)
+	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, Now: cfg.now})
+	keys := auth.NewKeys(db, verifier, cfg.now)
 	_, secret, err := keys.Create(ctx, "test", auth.Spec{Name: "test"})
 	if err != nil {
 		t.Fatalf("creating a key: %v", err)
 	}
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: rec, Limiter: limits.New(counters, 0),
-		Ledger: counters, Usage: db, Logger: log, InFlight: metrics.InFlight})
+		Ledger: counters, Usage: db, Logger: log, InFlight: metrics.InFlight, Now: cfg.now})
 	h := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db,
 		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies,
-		Logger: log, MaxBodyBytes: cfg.maxBody,
+		Logger: log, MaxBodyBytes: cfg.maxBody, Now: cfg.now,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

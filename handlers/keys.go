@@ -3,6 +3,8 @@ package handlers
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 	"tollgate"
 
@@ -18,6 +20,7 @@ type KeyManager interface {
 	Get(ctx context.Context, id string) (auth.Key, error)
 	Revoke(ctx context.Context, actor, id string) (auth.Key, error)
 	Rotate(ctx context.Context, actor, id string, grace time.Duration) (auth.Key, string, error)
+	RotateSelf(ctx context.Context, id, secret string, grace time.Duration) (auth.Key, string, error)
 	Update(ctx context.Context, actor, id string, patch auth.Patch) (auth.Key, error)
 }
 
@@ -67,6 +70,7 @@ const shownOnce = "store this key now: Tollgate keeps only its hash and cannot s
 // keyError maps the auth package's management errors.
 func keyError(err error) error {
 	var fe *auth.FieldError
+	var limit *auth.RotateLimitError
 	switch {
 	case errors.As(err, &fe):
 		return badRequest("field %q %s", fe.Field, fe.Reason)
@@ -74,8 +78,26 @@ func keyError(err error) error {
 		return tollgate.Errorf(tollgate.CodeKeyNotFound, "no key with that id")
 	case errors.Is(err, auth.ErrRevoked):
 		return tollgate.Errorf(tollgate.CodeKeyAlreadyRevoked, "the key is revoked and cannot be rotated")
+	case errors.Is(err, auth.ErrSuperseded):
+		return tollgate.Errorf(tollgate.CodeSupersededKey, "this secret has been replaced by a rotation and may not rotate the key; rotate with the key's current secret")
+	case errors.As(err, &limit):
+		return &tollgate.Error{Code: tollgate.CodeRateLimited, RetryAfter: limit.RetryAfter,
+			Message: fmt.Sprintf("this key has rotated itself %d times within %s, the most allowed; retry in %d s",
+				limit.Limit, shortDuration(limit.Window), retrySeconds(limit.RetryAfter))}
 	}
 	return err
+}
+
+// shortDuration drops a Duration's zero tails: 1h, not 1h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func (s *server) checkPlan(plan string) error {

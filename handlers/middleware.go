@@ -25,12 +25,9 @@ type reqInfo struct {
 	key      auth.Key // the authenticated key; zero before authenticate
 	model    string
 	usage    usageJSON
-	status   int // the status the client got, when it differs from what was written (499)
-	// superseded: the presented secret is not the key's current one; a
-	// rotation left it working until its grace period ends
-	superseded bool
-	bodyRead   bool   // the whole request body has been read (into body)
-	body       []byte // the request body, once read
+	status   int    // the status the client got, when it differs from what was written (499)
+	bodyRead bool   // the whole request body has been read (into body)
+	body     []byte // the request body, once read
 	// for metrics
 	firstToken  time.Duration // Ollama's time to first token
 	upstreamErr string        // error code of a failed Ollama call

@@ -162,8 +162,8 @@ func insertSecret(ctx context.Context, tx *sql.Tx, keyID string, s auth.StoredSe
 }
 
 // changeKey runs fn on key id inside one transaction, then writes a and
-// re-reads the key. auth.ErrNotFound, auth.ErrRevoked and auth.ErrInvalid
-// errors pass through unwrapped; others are wrapped.
+// re-reads the key. The auth package's own errors (see authError) pass
+// through unwrapped; others are wrapped.
 func (db *DB) changeKey(ctx context.Context, id string, a auth.AuditEntry, fn func(*sql.Tx, *auth.Key) error) (auth.Key, error) {
 	var out auth.Key
 	err := db.withTx(ctx, func(tx *sql.Tx) error {
@@ -180,10 +180,18 @@ func (db *DB) changeKey(ctx context.Context, id string, a auth.AuditEntry, fn fu
 		out, err = keyByID(ctx, tx, id)
 		return err
 	})
-	if err != nil && !errors.Is(err, auth.ErrNotFound) && !errors.Is(err, auth.ErrRevoked) && !errors.Is(err, auth.ErrInvalid) {
+	if err != nil && !authError(err) {
 		return auth.Key{}, fmt.Errorf("storage: change key %s: %w", id, err)
 	}
 	return out, err
+}
+
+// authError reports whether err is one of the auth package's answers about
+// a key, as opposed to a database failure.
+func authError(err error) bool {
+	var limit *auth.RotateLimitError
+	return errors.Is(err, auth.ErrNotFound) || errors.Is(err, auth.ErrRevoked) || errors.Is(err, auth.ErrInvalid) ||
+		errors.Is(err, auth.ErrSuperseded) || errors.As(err, &limit)
 }
 
 // RevokeKey marks key id revoked at at, keeping an earlier revocation time,
@@ -195,25 +203,67 @@ func (db *DB) RevokeKey(ctx context.Context, id string, at time.Time, a auth.Aud
 	})
 }
 
-// RotateKey makes s the current secret of key id, lets every older secret
-// work until oldUntil at the latest, and records a. It returns the updated
-// key, auth.ErrNotFound, or auth.ErrRevoked for a revoked key.
-func (db *DB) RotateKey(ctx context.Context, id string, s auth.StoredSecret, oldUntil time.Time, a auth.AuditEntry) (auth.Key, error) {
+// RotateKey applies r to key id, in one IMMEDIATE transaction with a, so
+// that no other rotation, on this instance or another, can come between
+// the checks and the change: for a self-rotation it checks that r.Presented
+// is the key's current secret (auth.ErrSuperseded if not) and that the key
+// has not reached r.Limit self-rotations (*auth.RotateLimitError); then it
+// deletes every secret but the current one (ending the grace of one still
+// in it, pruning those past it), gives the current one r.OldUntil and adds
+// r.Secret as the new current one. It returns the updated key,
+// auth.ErrNotFound, or auth.ErrRevoked for a revoked key.
+func (db *DB) RotateKey(ctx context.Context, id string, r auth.Rotation, a auth.AuditEntry) (auth.Key, error) {
 	return db.changeKey(ctx, id, a, func(tx *sql.Tx, k *auth.Key) error {
 		if !k.RevokedAt.IsZero() {
 			return auth.ErrRevoked
 		}
-		until := oldUntil.UnixNano()
-		if _, err := tx.ExecContext(ctx, `UPDATE key_secrets SET expires_at = ?
-			WHERE key_id = ? AND (expires_at IS NULL OR expires_at > ?)`, until, id, until); err != nil {
+		if r.Presented != "" {
+			var current bool
+			if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM key_secrets
+				WHERE hash = ? AND key_id = ? AND expires_at IS NULL)`, r.Presented, id).Scan(&current); err != nil {
+				return err
+			}
+			if !current {
+				return auth.ErrSuperseded
+			}
+		}
+		if r.Limit > 0 {
+			if err := checkSelfRotations(ctx, tx, id, r, a.Time); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM key_secrets WHERE key_id = ? AND expires_at IS NOT NULL`, id); err != nil {
 			return err
 		}
-		if err := insertSecret(ctx, tx, id, s); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE key_secrets SET expires_at = ? WHERE key_id = ? AND expires_at IS NULL`,
+			r.OldUntil.UnixNano(), id); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE keys SET prefix = ? WHERE id = ?`, s.Prefix, id)
+		if err := insertSecret(ctx, tx, id, r.Secret); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE keys SET prefix = ? WHERE id = ?`, r.Secret.Prefix, id)
 		return err
 	})
+}
+
+// checkSelfRotations returns a *auth.RotateLimitError if key id has rotated
+// itself r.Limit times in the r.Window before now, as the audit trail
+// (indexed by key and time) records. The limit lifts when the r.Limit-th
+// newest of those rotations leaves the window.
+func checkSelfRotations(ctx context.Context, tx *sql.Tx, id string, r auth.Rotation, now time.Time) error {
+	var at int64
+	err := tx.QueryRowContext(ctx, `SELECT at FROM audit
+		WHERE key_id = ?1 AND actor = ?1 AND action = ?2 AND at > ?3
+		ORDER BY at DESC LIMIT 1 OFFSET ?4`,
+		id, auth.ActionRotate, now.Add(-r.Window).UnixNano(), r.Limit-1).Scan(&at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return &auth.RotateLimitError{Limit: r.Limit, Window: r.Window, RetryAfter: time.Unix(0, at).Add(r.Window).Sub(now)}
 }
 
 // UpdateKey reads key id, lets apply change it and stores its name, scopes,

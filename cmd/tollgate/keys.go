@@ -89,7 +89,7 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, now
 		grace := fs.Duration("grace", 24*time.Hour, "how long the old key keeps working (0s: not at all)")
 		run = func(ctx context.Context, k *auth.Keys, id string) (any, string, error) {
 			key, secret, err := k.Rotate(ctx, auth.ActorCLI, id, *grace)
-			text := fmt.Sprintf("%s\n\nnew key for %s (%s); the old one works until %s.\nStore it now: it cannot be shown again.\n",
+			text := fmt.Sprintf("%s\n\nnew key for %s (%s); the one it replaces works until %s, any older one has stopped.\nStore it now: it cannot be shown again.\n",
 				secret, key.ID, key.Name, now().Add(*grace).UTC().Format(time.RFC3339))
 			return secretJSON{Key: secret, ID: key.ID, Info: key}, text, err
 		}
