@@ -15,9 +15,6 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// bodyReadTimeout bounds how long a client may take to send its body.
-const bodyReadTimeout = 30 * time.Second
-
 // decodeJSON reads the body into v strictly: one JSON object, no unknown
 // fields (a typo like "promt" is an error, not a silent default), types as
 // declared. Errors name the field at fault. The Content-Type is not
@@ -39,11 +36,12 @@ func decodeJSON(c *gin.Context, v any) error {
 }
 
 // readBody reads the whole (size-limited) body. A body must arrive within
-// bodyReadTimeout (slowloris). The deadline is lifted afterwards: net/http
+// Config.BodyTimeout (slowloris). The deadline is lifted afterwards: net/http
 // would otherwise cancel a long stream's context when it passed.
 func readBody(c *gin.Context) ([]byte, error) {
 	rc := http.NewResponseController(c.Writer)
-	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	timeout := info(c).bodyTimeout
+	_ = rc.SetReadDeadline(time.Now().Add(timeout))
 	body, err := io.ReadAll(c.Request.Body)
 	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
@@ -55,7 +53,7 @@ func readBody(c *gin.Context) ([]byte, error) {
 		case errors.As(err, &mbe):
 			return nil, err
 		case errors.As(err, &ne) && ne.Timeout():
-			return nil, tollgate.Errorf(tollgate.CodeBodyTimeout, "the request body did not arrive within %s", bodyReadTimeout)
+			return nil, tollgate.Errorf(tollgate.CodeBodyTimeout, "the request body did not arrive within %s", timeout)
 		}
 		return nil, badRequest("could not read the request body")
 	}

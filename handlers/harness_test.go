@@ -45,16 +45,20 @@ type testServer struct {
 }
 
 type serverConfig struct {
-	maxBody int64
-	proxies []string
-	wrap    func(gateway.Inferencer) gateway.Inferencer
-	record  func(gateway.Recorder) gateway.Recorder
+	maxBody     int64
+	bodyTimeout time.Duration
+	proxies     []string
+	wrap        func(gateway.Inferencer) gateway.Inferencer
+	record      func(gateway.Recorder) gateway.Recorder
 }
 
 type serverOpt func(*serverConfig)
 
 // withMaxBody sets Config.MaxBodyBytes.
 func withMaxBody(n int64) serverOpt { return func(c *serverConfig) { c.maxBody = n } }
+
+// withBodyTimeout sets Config.BodyTimeout.
+func withBodyTimeout(d time.Duration) serverOpt { return func(c *serverConfig) { c.bodyTimeout = d } }
 
 // withTrustedProxies sets Config.TrustedProxies.
 func withTrustedProxies(p ...string) serverOpt { return func(c *serverConfig) { c.proxies = p } }
@@ -113,7 +117,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	h := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db,
 		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies,
-		Logger: log, MaxBodyBytes: cfg.maxBody,
+		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

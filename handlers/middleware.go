@@ -31,6 +31,8 @@ type reqInfo struct {
 	superseded bool
 	bodyRead   bool   // the whole request body has been read (into body)
 	body       []byte // the request body, once read
+	// bodyTimeout is how long the body may take to arrive, from arrival
+	bodyTimeout time.Duration
 	// for metrics
 	firstToken  time.Duration // Ollama's time to first token
 	upstreamErr string        // error code of a failed Ollama call
@@ -159,15 +161,16 @@ func (s *server) recovery() gin.HandlerFunc {
 	}
 }
 
-// bodyDeadline gives a request that carries a body bodyReadTimeout to send
+// bodyDeadline gives a request that carries a body s.bodyTimeout to send
 // it (decodeJSON lifts the deadline once it has read the body). Without it a
 // body nobody reads (a 401, a 404, GET /healthz with a body) is discarded by
 // net/http before the answer is written, with no time limit, so a client
 // trickling it would hold the connection for ever.
 func (s *server) bodyDeadline() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		info(c).bodyTimeout = s.bodyTimeout
 		if c.Request.ContentLength != 0 {
-			_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+			_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(s.bodyTimeout))
 		}
 		c.Next()
 	}
