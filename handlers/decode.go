@@ -36,15 +36,16 @@ func decodeJSON(c *gin.Context, v any) error {
 }
 
 // readBody reads the whole (size-limited) body. A body must arrive within
-// Config.BodyTimeout (slowloris). The deadline is lifted afterwards: net/http
-// would otherwise cancel a long stream's context when it passed.
+// Config.BodyTimeout of the request's arrival (slowloris): bodyDeadline set
+// that deadline. Once the whole body is in, the deadline is lifted (net/http
+// would otherwise cancel a long stream's context when it passed). A body
+// that failed to arrive keeps it, and the connection is closed after the
+// answer: else net/http would try to discard the rest of the body, with no
+// deadline, before writing the 408, and the client would never get it.
 func readBody(c *gin.Context) ([]byte, error) {
-	rc := http.NewResponseController(c.Writer)
-	timeout := info(c).bodyTimeout
-	_ = rc.SetReadDeadline(time.Now().Add(timeout))
 	body, err := io.ReadAll(c.Request.Body)
-	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
+		c.Header("Connection", "close")
 		var (
 			mbe *http.MaxBytesError
 			ne  net.Error
@@ -53,10 +54,11 @@ func readBody(c *gin.Context) ([]byte, error) {
 		case errors.As(err, &mbe):
 			return nil, err
 		case errors.As(err, &ne) && ne.Timeout():
-			return nil, tollgate.Errorf(tollgate.CodeBodyTimeout, "the request body did not arrive within %s", timeout)
+			return nil, tollgate.Errorf(tollgate.CodeBodyTimeout, "the request body did not arrive within %s", info(c).bodyTimeout)
 		}
 		return nil, badRequest("could not read the request body")
 	}
+	_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Time{})
 	ri := info(c)
 	ri.body, ri.bodyRead = body, true
 	return body, nil
