@@ -43,9 +43,15 @@ func (s *server) authenticate() gin.HandlerFunc {
 			s.unauthorized(c, tollgate.CodeKeyInQuery, "API keys are not accepted in the URL, where they end up in logs and histories; send the key in the X-API-Key header (or Authorization: Bearer <key>) and revoke this one if it was shared")
 			return
 		}
+		secret, perr := presentedKey(c.Request)
+		if perr != nil {
+			s.metrics.reject(rejectAuth)
+			s.abort(c, perr.Code, perr.Message)
+			return
+		}
+		ok := secret != ""
 		addr := c.ClientIP()
 		now := s.now()
-		secret, ok := presentedKey(c.Request)
 		var (
 			key auth.Key
 			err error
@@ -107,18 +113,37 @@ func (s *server) unauthorized(c *gin.Context, code tollgate.Code, msg string) {
 	s.abort(c, code, msg)
 }
 
-// presentedKey returns the key from X-API-Key or Authorization: Bearer.
-func presentedKey(r *http.Request) (string, bool) {
-	if k := strings.TrimSpace(r.Header.Get("X-API-Key")); k != "" {
-		return k, true
-	}
-	h := r.Header.Get("Authorization")
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		if k := strings.TrimSpace(h[7:]); k != "" {
-			return k, true
+// presentedKey returns the key from X-API-Key or Authorization: Bearer, ""
+// when there is none. Two different keys (in both places, or one header
+// twice) are a 400: serving whichever came first would be a guess at what
+// the client meant, and could bill the wrong key. The same key twice is fine.
+func presentedKey(r *http.Request) (string, *tollgate.Error) {
+	var secret, from, conflict string
+	add := func(k, where string) {
+		switch k = strings.TrimSpace(k); {
+		case k == "" || k == secret:
+		case secret == "":
+			secret, from = k, where
+		case conflict == "":
+			conflict = where
 		}
 	}
-	return "", false
+	for _, v := range r.Header.Values("X-API-Key") {
+		add(v, "X-API-Key")
+	}
+	for _, v := range r.Header.Values("Authorization") {
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			add(v[7:], "Authorization: Bearer")
+		}
+	}
+	if conflict != "" {
+		both := from + " and " + conflict
+		if from == conflict {
+			both = "two " + from + " headers"
+		}
+		return "", badRequest("two different API keys were sent (%s); send one key, in one place", both)
+	}
+	return secret, nil
 }
 
 func keyInQuery(r *http.Request) bool {
