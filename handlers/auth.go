@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"math"
 	"net/http"
@@ -29,13 +30,15 @@ type FailureThrottle interface {
 	Take(addr string, now time.Time)
 }
 
-const challenge = `Bearer realm="tollgate", charset="UTF-8"`
+// challenges go in WWW-Authenticate on every 401: the key as a bearer
+// token, or as the password of HTTP Basic auth.
+var challenges = [...]string{`Bearer realm="tollgate", charset="UTF-8"`, `Basic realm="tollgate", charset="UTF-8"`}
 
 // queryKeyNames are query parameters that, by convention, carry API keys.
 var queryKeyNames = []string{"api_key", "apikey", "api-key", "key", "token", "access_token", "x-api-key"}
 
-// authenticate admits requests carrying a valid key in X-API-Key or
-// Authorization: Bearer. Failed attempts are throttled per client address
+// authenticate admits requests carrying a valid key in X-API-Key,
+// Authorization: Bearer or as the Basic auth password. Failed attempts are throttled per client address
 // (never charged to a key); a key in the URL is refused outright.
 func (s *server) authenticate() gin.HandlerFunc {
 	return func(c *gin.Context) {
@@ -45,6 +48,10 @@ func (s *server) authenticate() gin.HandlerFunc {
 		}
 		secret, perr := presentedKey(c.Request)
 		if perr != nil {
+			if perr.Code.Status() == http.StatusUnauthorized {
+				s.unauthorized(c, perr.Code, perr.Message)
+				return
+			}
 			s.metrics.reject(rejectAuth)
 			s.abort(c, perr.Code, perr.Message)
 			return
@@ -72,7 +79,7 @@ func (s *server) authenticate() gin.HandlerFunc {
 			}
 		} else {
 			if !ok {
-				s.unauthorized(c, tollgate.CodeMissingKey, "an API key is required: send it in the X-API-Key header or as Authorization: Bearer <key>")
+				s.unauthorized(c, tollgate.CodeMissingKey, "an API key is required: send it in the X-API-Key header, as Authorization: Bearer <key>, or as the password of HTTP Basic auth (any user name)")
 				return
 			}
 			key, err = s.verifier.Verify(c.Request.Context(), secret)
@@ -109,16 +116,22 @@ func (s *server) authFailed(c *gin.Context, addr string, now time.Time, err erro
 
 func (s *server) unauthorized(c *gin.Context, code tollgate.Code, msg string) {
 	s.metrics.reject(rejectAuth)
-	c.Header("WWW-Authenticate", challenge)
+	for _, ch := range challenges {
+		c.Writer.Header().Add("WWW-Authenticate", ch)
+	}
 	s.abort(c, code, msg)
 }
 
-// presentedKey returns the key from X-API-Key or Authorization: Bearer, ""
-// when there is none. Two different keys (in both places, or one header
-// twice) are a 400: serving whichever came first would be a guess at what
-// the client meant, and could bill the wrong key. The same key twice is fine.
+// presentedKey returns the key from X-API-Key, Authorization: Bearer, or the
+// password of Authorization: Basic (the user name is ignored: several no-code
+// tools offer Basic auth as their only credential form); "" when there is
+// none. Two different keys (in two places, or one header twice) are a 400:
+// serving whichever came first would be a guess at what the client meant,
+// and could bill the wrong key. The same key twice is fine. An Authorization
+// header that holds no key in a form we read is a 401 saying how to send it,
+// unless a key came in X-API-Key. Messages never quote what was sent.
 func presentedKey(r *http.Request) (string, *tollgate.Error) {
-	var secret, from, conflict string
+	var secret, from, conflict, unusable string
 	add := func(k, where string) {
 		switch k = strings.TrimSpace(k); {
 		case k == "" || k == secret:
@@ -132,18 +145,48 @@ func presentedKey(r *http.Request) (string, *tollgate.Error) {
 		add(v, "X-API-Key")
 	}
 	for _, v := range r.Header.Values("Authorization") {
-		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-			add(v[7:], "Authorization: Bearer")
+		scheme, rest, spaced := strings.Cut(strings.TrimSpace(v), " ")
+		switch {
+		case strings.EqualFold(scheme, "Bearer"):
+			add(rest, "Authorization: Bearer")
+		case strings.EqualFold(scheme, "Basic"):
+			password, ok := basicPassword(rest)
+			switch {
+			case !ok:
+				unusable = "the Authorization: Basic credentials are not base64 of user:password; send the key as the password (any user name)"
+			case password == "":
+				unusable = "HTTP Basic auth carries the key as the password (the user name is ignored), and the password is empty"
+			}
+			add(password, "Authorization: Basic")
+		case scheme == "":
+		case !spaced:
+			unusable = "the Authorization header has no scheme: send the key as Authorization: Bearer <key> (or in the X-API-Key header)"
+		default:
+			unusable = "the Authorization scheme is not one Tollgate reads: send the key as Authorization: Bearer <key>, as the password of HTTP Basic auth, or in the X-API-Key header"
 		}
 	}
-	if conflict != "" {
+	switch {
+	case conflict != "":
 		both := from + " and " + conflict
 		if from == conflict {
 			both = "two " + from + " headers"
 		}
 		return "", badRequest("two different API keys were sent (%s); send one key, in one place", both)
+	case secret == "" && unusable != "":
+		return "", &tollgate.Error{Code: tollgate.CodeInvalidKey, Message: unusable}
 	}
 	return secret, nil
+}
+
+// basicPassword decodes the credentials of Authorization: Basic and returns
+// the password.
+func basicPassword(creds string) (string, bool) {
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(creds))
+	if err != nil {
+		return "", false
+	}
+	_, password, ok := strings.Cut(string(raw), ":")
+	return password, ok
 }
 
 func keyInQuery(r *http.Request) bool {

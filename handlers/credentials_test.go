@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"context"
+	"encoding/base64"
 	"net/http"
 	"strings"
 	"testing"
@@ -70,5 +71,104 @@ func TestTwoDifferentCredentials(t *testing.T) {
 	}
 	if log := ts.logs.String(); strings.Contains(log, ts.key) || strings.Contains(log, other) || strings.Contains(log, guess) {
 		t.Errorf("the log holds a key:\n%s", log)
+	}
+}
+
+func basic(user, password string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
+}
+
+// TestAuthorizationForms: a key sent as the password of HTTP Basic auth is
+// accepted (no-code tools often offer nothing else); a key in Authorization
+// without a scheme, or Basic auth with the key in the wrong place, is told
+// how to send it instead of being reported as missing. Every 401 offers
+// both challenges, and no answer or log line holds a key.
+func TestAuthorizationForms(t *testing.T) {
+	fake := newFakeOllama(t)
+	ts := newTestServer(t, fakeCatalog(fake.URL, "5s"))
+	guess, _ := auth.Generate()
+	for _, tc := range []struct {
+		name, authz string
+		status      int
+		code        string
+		msgs        []string
+	}{
+		{"Basic, key as password", basic("zapier", ts.key), http.StatusOK, "", nil},
+		{"Basic, no user name", basic("", ts.key), http.StatusOK, "", nil},
+		{"Basic scheme in lower case", "basic " + strings.TrimPrefix(basic("u", ts.key), "Basic "), http.StatusOK, "", nil},
+		{"Basic, unknown key as password", basic("u", guess), http.StatusUnauthorized, "invalid_api_key", nil},
+		{"Basic, key as user name", basic(ts.key, ""), http.StatusUnauthorized, "invalid_api_key", []string{"password"}},
+		{"Basic, not base64", "Basic !!!", http.StatusUnauthorized, "invalid_api_key", []string{"Basic", "password"}},
+		{"no scheme", ts.key, http.StatusUnauthorized, "invalid_api_key", []string{"no scheme", "Authorization: Bearer <key>"}},
+		{"unknown scheme", "Token " + ts.key, http.StatusUnauthorized, "invalid_api_key", []string{"Authorization: Bearer <key>", "Basic"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := ts.sendHeaders(t, "/models", "Authorization", tc.authz)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.status, body)
+			}
+			if tc.status == http.StatusOK {
+				return
+			}
+			e := checkEnvelope(t, body, tc.code, tc.msgs...)
+			for _, k := range []string{ts.key, guess} {
+				if strings.Contains(e.Message, k) || strings.Contains(e.Message, auth.DisplayPrefix(k)) {
+					t.Errorf("the message shows a key: %q", e.Message)
+				}
+			}
+			checkChallenges(t, resp)
+		})
+	}
+	// A Basic password that differs from X-API-Key is two keys.
+	resp, body := ts.sendHeaders(t, "/models", "X-API-Key", ts.key, "Authorization", basic("u", guess))
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("X-API-Key and a different Basic password: %s %s, want 400", resp.Status, body)
+	}
+	// The missing-key message names every way to send one.
+	resp, body = ts.sendHeaders(t, "/models")
+	checkEnvelope(t, body, "missing_api_key", "X-API-Key", "Bearer", "Basic")
+	checkChallenges(t, resp)
+	if log := ts.logs.String(); strings.Contains(log, ts.key) || strings.Contains(log, guess) {
+		t.Errorf("the log holds a key:\n%s", log)
+	}
+}
+
+// checkChallenges requires a 401 to offer Bearer and Basic challenges.
+func checkChallenges(t *testing.T, resp *http.Response) {
+	t.Helper()
+	var bearer, basic bool
+	for _, v := range resp.Header.Values("WWW-Authenticate") {
+		bearer = bearer || strings.HasPrefix(v, `Bearer realm="tollgate"`)
+		basic = basic || strings.HasPrefix(v, `Basic realm="tollgate"`)
+	}
+	if !bearer || !basic {
+		t.Errorf("WWW-Authenticate %q: want a Bearer and a Basic challenge", resp.Header.Values("WWW-Authenticate"))
+	}
+}
+
+// TestUnknownFieldNamesOnlyTheField: an unknown field in valid JSON sent
+// with curl's default form Content-Type is reported by name, without the
+// advice to change the Content-Type (the JSON was read fine); JSON that
+// does not parse still gets that advice.
+func TestUnknownFieldNamesOnlyTheField(t *testing.T) {
+	fake := newFakeOllama(t)
+	ts := newTestServer(t, fakeCatalog(fake.URL, "5s"))
+	form := []string{"Content-Type", "application/x-www-form-urlencoded"}
+	for _, tc := range []struct {
+		name, body string
+		msg        string
+		hint       bool
+	}{
+		{"unknown field", `{"model":"chat","promt":"hi"}`, `unknown field "promt"`, false},
+		{"wrong type", `{"model":"chat","prompt":5}`, `"prompt"`, false},
+		{"bad option", `{"model":"chat","prompt":"hi","options":{"num_gpu":1}}`, "options.num_gpu", false},
+		{"form payload", `model=chat&prompt=hi`, "not valid JSON", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, e := ts.doError(t, "POST", "/generate", tc.body, http.StatusBadRequest, "invalid_request", []string{tc.msg}, form...)
+			if got := strings.Contains(e.Message, "Content-Type"); got != tc.hint {
+				t.Errorf("message %q: mentions Content-Type = %v, want %v", e.Message, got, tc.hint)
+			}
+		})
 	}
 }

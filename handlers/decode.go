@@ -18,7 +18,8 @@ import (
 // decodeJSON reads the body into v strictly: one JSON object, no unknown
 // fields (a typo like "promt" is an error, not a silent default), types as
 // declared. Errors name the field at fault. The Content-Type is not
-// enforced (curl -d sends form encoding), only mentioned when parsing fails.
+// enforced (curl -d sends form encoding), only mentioned when the body is
+// not JSON at all.
 func decodeJSON(c *gin.Context, v any) error {
 	ri := info(c)
 	body := ri.body
@@ -29,7 +30,9 @@ func decodeJSON(c *gin.Context, v any) error {
 		}
 	}
 	err := decodeBytes(body, v)
-	if ae, ok := err.(*tollgate.Error); ok && !isJSONType(c.GetHeader("Content-Type")) {
+	// Only JSON that does not parse may be a client sending something else
+	// (curl -d, a form); a wrong field in good JSON is just that field.
+	if ae, ok := err.(*tollgate.Error); ok && !isJSONType(c.GetHeader("Content-Type")) && !json.Valid(body) {
 		ae.Message += " (send JSON with Content-Type: application/json)"
 	}
 	return err
