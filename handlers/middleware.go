@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -58,7 +57,8 @@ func newRequestID() string {
 }
 
 // saneRequestID accepts 1-128 characters of [A-Za-z0-9._:-], except
-// anything that starts like an API key (it would be echoed and logged).
+// anything that starts like an API key or holds one, with or without its
+// prefix (it would be echoed and logged).
 func saneRequestID(s string) bool {
 	if len(s) == 0 || len(s) > 128 || strings.HasPrefix(s, auth.SecretPrefix) {
 		return false
@@ -69,7 +69,7 @@ func saneRequestID(s string) bool {
 			return false
 		}
 	}
-	return true
+	return !auth.ContainsSecret(s)
 }
 
 // requestID gives every request an id and puts X-Request-ID on every
@@ -129,16 +129,11 @@ func (s *server) accessLog() gin.HandlerFunc {
 	}
 }
 
-// secretLike matches what may be an API key inside a URL path.
-var secretLike = regexp.MustCompile(regexp.QuoteMeta(auth.SecretPrefix) + `[0-9A-Za-z]{8,}`)
-
-// redactPath hides anything in p that looks like an API key, so a key pasted
-// into a URL path reaches neither the log nor an error message.
+// redactPath hides anything in p that may be an API key (auth.Redact): a
+// key pasted into a URL path, with or without its tg_ prefix, reaches
+// neither the log nor an error message.
 func redactPath(p string) string {
-	if !strings.Contains(p, auth.SecretPrefix) {
-		return p
-	}
-	return secretLike.ReplaceAllString(p, auth.SecretPrefix+"[redacted]")
+	return auth.Redact(p)
 }
 
 // recovery turns a panic into a 500 envelope; the stack goes to the log only.
