@@ -19,8 +19,10 @@ import (
 // Verifier checks a presented key; *auth.Verifier satisfies it.
 type Verifier interface {
 	Verify(ctx context.Context, secret string) (auth.Key, error)
-	// VerifyCached admits only secrets a fresh cache entry vouches for.
-	VerifyCached(secret string) (auth.Key, error)
+	// VerifyKnown is Verify for secrets known to be good (cached, or
+	// verified recently); others get ErrUnknown or ErrMalformed without a
+	// lookup.
+	VerifyKnown(ctx context.Context, secret string) (auth.Key, error)
 }
 
 // FailureThrottle limits failed authentication attempts per client address;
@@ -65,12 +67,14 @@ func (s *server) authenticate() gin.HandlerFunc {
 		)
 		if wait := s.failures.Wait(addr, now); wait > 0 {
 			// The address is throttled, perhaps for someone else's failures
-			// (NAT, a shared proxy): a key verified recently still passes,
-			// from the cache alone; nothing else reaches the database.
+			// (a NAT, a platform's shared egress): a key known to be good
+			// (used here within a day) is still verified and served; any
+			// other secret is refused without reaching the database, so the
+			// throttle costs the guesser and not the neighbours.
 			if ok {
-				key, err = s.verifier.VerifyCached(secret)
+				key, err = s.verifier.VerifyKnown(c.Request.Context(), secret)
 			}
-			if !ok || err != nil {
+			if !ok || errors.Is(err, auth.ErrUnknown) || errors.Is(err, auth.ErrMalformed) {
 				secs := int(math.Ceil(wait.Seconds()))
 				c.Header("Retry-After", strconv.Itoa(secs))
 				s.metrics.reject(rejectAuth)

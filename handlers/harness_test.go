@@ -50,6 +50,7 @@ type serverConfig struct {
 	proxies     []string
 	wrap        func(gateway.Inferencer) gateway.Inferencer
 	record      func(gateway.Recorder) gateway.Recorder
+	now         func() time.Time
 }
 
 type serverOpt func(*serverConfig)
@@ -62,6 +63,10 @@ func withBodyTimeout(d time.Duration) serverOpt { return func(c *serverConfig) {
 
 // withTrustedProxies sets Config.TrustedProxies.
 func withTrustedProxies(p ...string) serverOpt { return func(c *serverConfig) { c.proxies = p } }
+
+// withClock gives the server, the key verifier and the gateway a clock
+// (an authtest.Clock's Now), so that tests advance time instead of sleeping.
+func withClock(now func() time.Time) serverOpt { return func(c *serverConfig) { c.now = now } }
 
 // withInferencer wraps the real inference client, e.g. to make it panic.
 func withInferencer(wrap func(gateway.Inferencer) gateway.Inferencer) serverOpt {
@@ -106,18 +111,18 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	if cfg.record != nil {
 		rec = cfg.record(rec)
 	}
-	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db})
-	keys := auth.NewKeys(db, verifier, nil)
+	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, Now: cfg.now})
+	keys := auth.NewKeys(db, verifier, cfg.now)
 	_, secret, err := keys.Create(ctx, "test", auth.Spec{Name: "test"})
 	if err != nil {
 		t.Fatalf("creating a key: %v", err)
 	}
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: rec, Limiter: limits.New(counters, 0),
-		Ledger: counters, Usage: db, Logger: log, InFlight: metrics.InFlight})
+		Ledger: counters, Usage: db, Logger: log, InFlight: metrics.InFlight, Now: cfg.now})
 	h := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db,
 		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies,
-		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout,
+		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout, Now: cfg.now,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
