@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -59,7 +60,7 @@ func (s *server) authenticate() gin.HandlerFunc {
 			return
 		}
 		ok := secret != ""
-		addr := c.ClientIP()
+		addr := throttleKey(c.ClientIP())
 		now := s.now()
 		var (
 			key auth.Key
@@ -98,6 +99,21 @@ func (s *server) authenticate() gin.HandlerFunc {
 		ri.superseded = auth.DisplayPrefix(secret) != key.Prefix
 		c.Next()
 	}
+}
+
+// throttleKey is the address failed authentications are counted under: an
+// IPv4 address, or the /64 of an IPv6 one (a host is given a whole /64 and
+// could send each guess from a new address in it).
+func throttleKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	if a = a.Unmap().WithZone(""); a.Is4() {
+		return a.String()
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
 }
 
 func (s *server) authFailed(c *gin.Context, addr string, now time.Time, err error) {

@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -80,4 +81,23 @@ func TestThrottledAddressServesKnownKeys(t *testing.T) {
 	clock.Advance(24*time.Hour + time.Minute)
 	throttle()
 	ts.doError(t, "GET", "/models", nil, http.StatusTooManyRequests, "too_many_auth_failures", nil)
+}
+
+// TestThrottleGroupsIPv6By64: a host holds a whole IPv6 /64 and can send
+// each guess from a new address in it, so failures count per /64; a
+// neighbouring /64 and IPv4 clients are unaffected.
+func TestThrottleGroupsIPv6By64(t *testing.T) {
+	fake := newFakeOllama(t)
+	ts := newTestServer(t, fakeCatalog(fake.URL, "5s"), withTrustedProxies("127.0.0.1"))
+	for i := range 25 {
+		g, _ := auth.Generate()
+		readAll(t, ts.do(t, "GET", "/models", nil, "X-API-Key", g, "X-Forwarded-For", fmt.Sprintf("2001:db8:1:2::%x", i+1)))
+	}
+	g, _ := auth.Generate()
+	ts.doError(t, "GET", "/models", nil, http.StatusTooManyRequests, "too_many_auth_failures", nil,
+		"X-API-Key", g, "X-Forwarded-For", "2001:db8:1:2:ffff:ffff:ffff:ffff")
+	ts.doError(t, "GET", "/models", nil, http.StatusUnauthorized, "invalid_api_key", nil,
+		"X-API-Key", g, "X-Forwarded-For", "2001:db8:1:3::1")
+	ts.doError(t, "GET", "/models", nil, http.StatusUnauthorized, "invalid_api_key", nil,
+		"X-API-Key", g, "X-Forwarded-For", "192.0.2.7")
 }
