@@ -41,8 +41,9 @@ var challenges = [...]string{`Bearer realm="tollgate", charset="UTF-8"`, `Basic 
 var queryKeyNames = []string{"api_key", "apikey", "api-key", "key", "token", "access_token", "x-api-key"}
 
 // authenticate admits requests carrying a valid key in X-API-Key,
-// Authorization: Bearer or as the Basic auth password. Failed attempts are throttled per client address
-// (never charged to a key); a key in the URL is refused outright.
+// Authorization: Bearer or as the Basic auth password. Failed attempts are
+// throttled per client address (never charged to a key); a key in the URL
+// is refused outright.
 func (s *server) authenticate() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if keyInQuery(c.Request) {
