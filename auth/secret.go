@@ -96,11 +96,15 @@ var crcTable = crc32.MakeTable(crc32.IEEE)
 // input does not escape (the library's assembly path would make CheckFormat
 // allocate).
 func checksum(s string) uint32 {
-	crc := ^uint32(0)
+	return ^crcUpdate(^uint32(0), s)
+}
+
+// crcUpdate continues an (inverted) CRC-32 over s.
+func crcUpdate(crc uint32, s string) uint32 {
 	for i := 0; i < len(s); i++ {
 		crc = crcTable[byte(crc)^s[i]] ^ crc>>8
 	}
-	return ^crc
+	return crc
 }
 
 // putChecksum writes sum as exactly checksumLen base62 digits, big-endian.
@@ -123,19 +127,98 @@ func CheckFormat(s string) error {
 	if s[:len(SecretPrefix)] != SecretPrefix {
 		return errBadPrefix
 	}
-	for i := len(SecretPrefix); i < len(s); i++ {
-		if base62Val[s[i]] < 0 {
+	return checkBody(s[len(SecretPrefix):])
+}
+
+// bodyLen is the length of a key after its prefix: random part and checksum.
+const bodyLen = randomLen + checksumLen
+
+// checkBody checks the bodyLen characters of a key after its prefix:
+// alphabet, and the checksum of the whole key.
+func checkBody(b string) error {
+	for i := 0; i < len(b); i++ {
+		if base62Val[b[i]] < 0 {
 			return errBadAlphabet
 		}
 	}
 	var sum uint64
-	for i := SecretLen - checksumLen; i < SecretLen; i++ {
-		sum = sum*62 + uint64(base62Val[s[i]])
+	for i := randomLen; i < bodyLen; i++ {
+		sum = sum*62 + uint64(base62Val[b[i]])
 	}
-	if sum > math.MaxUint32 || uint32(sum) != checksum(s[:SecretLen-checksumLen]) {
+	if sum > math.MaxUint32 || uint32(sum) != ^crcUpdate(crcUpdate(^uint32(0), SecretPrefix), b[:randomLen]) {
 		return errBadChecksum
 	}
 	return nil
+}
+
+// IsSecretBody reports whether s is a key without its prefix: 38 base62
+// characters ending in the checksum of "tg_" and the rest. A key pasted
+// without its prefix is as much a secret as the whole key.
+func IsSecretBody(s string) bool {
+	return len(s) == bodyLen && checkBody(s) == nil
+}
+
+// Redacted stands for a secret that Redact removed.
+const Redacted = "[redacted]"
+
+// maxRedactScan is the longest run of letters and digits that Redact
+// searches for a key's body; a longer run is redacted whole, unread, so the
+// search costs at most a few dozen checksums per run.
+const maxRedactScan = 128
+
+// Redact returns s with every possible key replaced by Redacted: letters and
+// digits after "tg_" (8 or more: a cut-off key is still a secret), and a run
+// of letters and digits that holds a key's body without its prefix
+// (IsSecretBody), or is too long to search. It returns s itself, without
+// allocating, when there is nothing to redact. For URL paths, request ids
+// and the like, before they are logged or echoed.
+func Redact(s string) string {
+	var out []byte
+	last := 0 // s[:last] is in out
+	for i := 0; i < len(s); {
+		if base62Val[s[i]] < 0 {
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && base62Val[s[j]] >= 0 {
+			j++
+		}
+		if secretRun(s, i, j) {
+			out = append(append(out, s[last:i]...), Redacted...)
+			last = j
+		}
+		i = j
+	}
+	if out == nil {
+		return s
+	}
+	return string(append(out, s[last:]...))
+}
+
+// ContainsSecret reports whether Redact would change s.
+func ContainsSecret(s string) bool {
+	return Redact(s) != s
+}
+
+// secretRun reports whether s[i:j], a maximal run of base62 characters, may
+// be or hold a key.
+func secretRun(s string, i, j int) bool {
+	n := j - i
+	switch {
+	case i >= len(SecretPrefix) && s[i-len(SecretPrefix):i] == SecretPrefix && n >= 8:
+		return true
+	case n < bodyLen:
+		return false
+	case n > maxRedactScan:
+		return true
+	}
+	for k := i; k+bodyLen <= j; k++ {
+		if IsSecretBody(s[k : k+bodyLen]) {
+			return true
+		}
+	}
+	return false
 }
 
 // Hash returns the hex SHA-256 of secret: the only form in which a key is

@@ -16,6 +16,7 @@ const (
 	DefaultCacheTTL    = 10 * time.Second
 	DefaultNegativeTTL = 2 * time.Second
 	DefaultMaxEntries  = 100_000
+	DefaultKnownTTL    = 24 * time.Hour
 )
 
 // VerifierOptions configure a Verifier. The zero value gives the defaults.
@@ -30,8 +31,12 @@ type VerifierOptions struct {
 	NegativeTTL time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// MaxEntries bounds each of the positive and the negative cache. 0 means
-	// DefaultMaxEntries.
+	// KnownTTL is how long after its last successful verification a
+	// secret's hash stays known to be good, for VerifyKnown. 0 means
+	// DefaultKnownTTL; negative keeps none (only the cache vouches).
+	KnownTTL time.Duration
+	// MaxEntries bounds each of the positive and the negative cache and the
+	// known hashes. 0 means DefaultMaxEntries.
 	MaxEntries int
 	// LastUsed receives FlushLastUsed's writes. nil means the
 	// CredentialStore, if it is also a LastUsedStore; otherwise last-used
@@ -54,6 +59,7 @@ type Verifier struct {
 	lastUsed     LastUsedStore
 	now          func() time.Time
 	ttl, negTTL  int64 // nanoseconds; <= 0: do not cache
+	knownTTL     int64 // nanoseconds; <= 0: keep no known hashes
 	max          int
 	onFlushError func(error)
 
@@ -61,6 +67,9 @@ type Verifier struct {
 	pos map[[32]byte]*entry
 	neg map[[32]byte]int64 // hash -> unix nanos until which it is unknown
 	gen uint64             // bumped by Invalidate; older loads are not cached
+	// known: hash -> unix nanos of its latest successful verification
+	// (refreshed at most every knownTTL/64), kept for knownTTL
+	known map[[32]byte]int64
 
 	sfMu  sync.Mutex
 	calls map[[32]byte]*call
@@ -96,10 +105,12 @@ func NewVerifier(store CredentialStore, opts VerifierOptions) *Verifier {
 		now:          opts.Now,
 		ttl:          int64(orDefault(opts.CacheTTL, DefaultCacheTTL)),
 		negTTL:       int64(orDefault(opts.NegativeTTL, DefaultNegativeTTL)),
+		knownTTL:     int64(orDefault(opts.KnownTTL, DefaultKnownTTL)),
 		max:          opts.MaxEntries,
 		onFlushError: opts.OnFlushError,
 		pos:          make(map[[32]byte]*entry),
 		neg:          make(map[[32]byte]int64),
+		known:        make(map[[32]byte]int64),
 		calls:        make(map[[32]byte]*call),
 		pending:      make(map[string]int64),
 	}
@@ -134,6 +145,11 @@ func (v *Verifier) Verify(ctx context.Context, secret string) (Key, error) {
 	if err != nil {
 		return Key{}, err
 	}
+	return v.verify(ctx, h)
+}
+
+// verify is Verify for a well-formed secret's hash.
+func (v *Verifier) verify(ctx context.Context, h [32]byte) (Key, error) {
 	now := v.now()
 	n := now.UnixNano()
 
@@ -143,38 +159,59 @@ func (v *Verifier) Verify(ctx context.Context, secret string) (Key, error) {
 	if !hit {
 		unknownUntil = v.neg[h]
 	}
+	knownAt := v.known[h]
 	v.mu.RUnlock()
-	if hit && n < e.freshUntil {
-		return admit(e, now)
+	if !hit || n >= e.freshUntil {
+		if n < unknownUntil {
+			return Key{}, ErrUnknown
+		}
+		var err error
+		if e, err = v.load(ctx, h); err != nil {
+			return Key{}, err
+		}
 	}
-	if n < unknownUntil {
-		return Key{}, ErrUnknown
-	}
-	e, err = v.load(ctx, h)
-	if err != nil {
-		return Key{}, err
-	}
-	return admit(e, now)
+	return v.admitKnown(e, h, now, knownAt)
 }
 
-// VerifyCached is Verify without the store: it admits secret only if a
-// fresh cache entry vouches for it, and otherwise returns ErrUnknown
-// without a lookup. It lets a caller whose address is being throttled for
-// others' failures keep using a key it has used recently, at no cost to the
-// database.
-func (v *Verifier) VerifyCached(secret string) (Key, error) {
+// admitKnown is admit, noting a success in the known hashes (at most every
+// knownTTL/64, so a busy key rarely takes the write lock).
+func (v *Verifier) admitKnown(e *entry, h [32]byte, now time.Time, knownAt int64) (Key, error) {
+	k, err := admit(e, now)
+	if err != nil || v.knownTTL <= 0 {
+		return k, err
+	}
+	if n := now.UnixNano(); n-knownAt >= v.knownTTL/64 {
+		v.mu.Lock()
+		if _, ok := v.known[h]; !ok && len(v.known) >= v.max {
+			shrink(v.known, v.max, func(at int64) bool { return n-at >= v.knownTTL }, nil)
+		}
+		v.known[h] = n
+		v.mu.Unlock()
+	}
+	return k, nil
+}
+
+// VerifyKnown is Verify for secrets known to be good: ones fresh in the
+// cache or verified successfully within KnownTTL. Any other secret
+// gets ErrMalformed or ErrUnknown without a lookup. It lets a client whose
+// address is throttled for others' failures (a NAT, a platform's shared
+// egress) keep using a key it has been using, while a guesser on the same
+// address reaches neither the store nor a verdict. A known secret is
+// verified in full, so a revocation, expiry or rotation still applies.
+func (v *Verifier) VerifyKnown(ctx context.Context, secret string) (Key, error) {
 	h, err := hashChecked(secret)
 	if err != nil {
 		return Key{}, err
 	}
-	now := v.now()
+	n := v.now().UnixNano()
 	v.mu.RLock()
-	e, hit := v.pos[h]
+	e, cached := v.pos[h]
+	at, ok := v.known[h]
 	v.mu.RUnlock()
-	if !hit || now.UnixNano() >= e.freshUntil {
+	if !(cached && n < e.freshUntil) && (!ok || n-at >= v.knownTTL) {
 		return Key{}, ErrUnknown
 	}
-	return admit(e, now)
+	return v.verify(ctx, h)
 }
 
 // hashChecked checks secret's format and returns its SHA-256, the cache key,

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -376,32 +377,77 @@ func TestInvalidateDuringLookupIsNotCached(t *testing.T) {
 	}
 }
 
-func TestVerifyCachedNeverTouchesTheStore(t *testing.T) {
-	f := newFixture(t, VerifierOptions{CacheTTL: time.Minute})
-	if _, err := f.v.VerifyCached(f.secret); !errors.Is(err, ErrUnknown) {
-		t.Fatalf("VerifyCached before any Verify = %v, want ErrUnknown", err)
+// TestVerifyKnown: VerifyKnown looks up only secrets known to be good (in
+// the cache, or verified within KnownTTL of their latest success), and
+// verifies those in full; anything else is ErrUnknown or ErrMalformed with
+// no lookup.
+func TestVerifyKnown(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, VerifierOptions{CacheTTL: 10 * time.Second, KnownTTL: time.Hour})
+	lookups := func(want int64) {
+		t.Helper()
+		if n := f.store.lookups.Load(); n != want {
+			t.Fatalf("store lookups = %d, want %d", n, want)
+		}
 	}
-	if n := f.store.lookups.Load(); n != 0 {
-		t.Fatalf("VerifyCached looked the key up %d times", n)
+	other, _ := Generate()
+	for _, s := range []string{f.secret, other} {
+		if _, err := f.v.VerifyKnown(ctx, s); !errors.Is(err, ErrUnknown) {
+			t.Fatalf("VerifyKnown of a secret never verified = %v, want ErrUnknown", err)
+		}
 	}
-	f.verify(t, f.secret, nil) // caches it
-	if k, err := f.v.VerifyCached(f.secret); err != nil || k.ID != f.key.ID {
-		t.Fatalf("VerifyCached after Verify = %v, %v", k.ID, err)
+	if _, err := f.v.VerifyKnown(ctx, "tg_garbage"); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("VerifyKnown of garbage = %v, want ErrMalformed", err)
 	}
+	lookups(0)
+
+	f.verify(t, f.secret, nil)
+	lookups(1)
+	if k, err := f.v.VerifyKnown(ctx, f.secret); err != nil || k.ID != f.key.ID {
+		t.Fatalf("VerifyKnown of a cached secret = %q, %v", k.ID, err)
+	}
+	lookups(1)
+	// Past the cache lifetime (and out of the cache altogether) a known
+	// secret is looked up again, and each success keeps it known.
+	for i := range 5 {
+		f.clock.Advance(50 * time.Minute)
+		f.v.Invalidate(f.key.ID)
+		if k, err := f.v.VerifyKnown(ctx, f.secret); err != nil || k.ID != f.key.ID {
+			t.Fatalf("VerifyKnown %d after %v = %q, %v", i, 50*time.Minute, k.ID, err)
+		}
+	}
+	lookups(6)
+	// A known secret is still checked: a revocation applies.
 	k := f.key
-	k.ExpiresAt = f.clock.Now().Add(time.Second)
+	k.RevokedAt = f.clock.Now()
 	f.store.setKey(k)
 	f.v.Invalidate(k.ID)
-	f.verify(t, f.secret, nil)
-	f.clock.Advance(time.Second)
-	if _, err := f.v.VerifyCached(f.secret); !errors.Is(err, ErrExpired) {
-		t.Fatalf("VerifyCached of an expired key = %v", err)
+	if _, err := f.v.VerifyKnown(ctx, f.secret); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("VerifyKnown of a revoked key = %v, want ErrRevoked", err)
 	}
-	f.clock.Advance(time.Minute)
-	if _, err := f.v.VerifyCached(f.secret); !errors.Is(err, ErrUnknown) {
-		t.Fatalf("VerifyCached past the cache lifetime = %v, want ErrUnknown", err)
+	lookups(7)
+	// KnownTTL after the latest success, it is no longer known.
+	f.clock.Advance(time.Hour)
+	f.v.Invalidate(k.ID)
+	if _, err := f.v.VerifyKnown(ctx, f.secret); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("VerifyKnown an hour after the last success = %v, want ErrUnknown", err)
 	}
-	if n := f.store.lookups.Load(); n != 2 {
-		t.Fatalf("store lookups = %d, want 2 (the two Verify calls)", n)
+	lookups(7)
+}
+
+// TestKnownHashesBounded: the known hashes stay within MaxEntries however
+// many keys succeed.
+func TestKnownHashesBounded(t *testing.T) {
+	f := newFixture(t, VerifierOptions{MaxEntries: 8})
+	for i := range 50 {
+		secret, _ := Generate()
+		f.store.addKey(Key{ID: fmt.Sprintf("key_%d", i), Prefix: DisplayPrefix(secret), Scopes: DefaultScopes()}, secret, time.Time{})
+		f.verify(t, secret, nil)
+		f.v.mu.RLock()
+		n := len(f.v.known)
+		f.v.mu.RUnlock()
+		if n > 8 {
+			t.Fatalf("%d known hashes, want at most MaxEntries (8)", n)
+		}
 	}
 }

@@ -15,13 +15,11 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// bodyReadTimeout bounds how long a client may take to send its body.
-const bodyReadTimeout = 30 * time.Second
-
 // decodeJSON reads the body into v strictly: one JSON object, no unknown
 // fields (a typo like "promt" is an error, not a silent default), types as
 // declared. Errors name the field at fault. The Content-Type is not
-// enforced (curl -d sends form encoding), only mentioned when parsing fails.
+// enforced (curl -d sends form encoding), only mentioned when the body is
+// not JSON at all.
 func decodeJSON(c *gin.Context, v any) error {
 	ri := info(c)
 	body := ri.body
@@ -32,21 +30,25 @@ func decodeJSON(c *gin.Context, v any) error {
 		}
 	}
 	err := decodeBytes(body, v)
-	if ae, ok := err.(*tollgate.Error); ok && !isJSONType(c.GetHeader("Content-Type")) {
+	// Only JSON that does not parse may be a client sending something else
+	// (curl -d, a form); a wrong field in good JSON is just that field.
+	if ae, ok := err.(*tollgate.Error); ok && !isJSONType(c.GetHeader("Content-Type")) && !json.Valid(body) {
 		ae.Message += " (send JSON with Content-Type: application/json)"
 	}
 	return err
 }
 
 // readBody reads the whole (size-limited) body. A body must arrive within
-// bodyReadTimeout (slowloris). The deadline is lifted afterwards: net/http
-// would otherwise cancel a long stream's context when it passed.
+// Config.BodyTimeout of the request's arrival (slowloris): bodyDeadline set
+// that deadline. Once the whole body is in, the deadline is lifted (net/http
+// would otherwise cancel a long stream's context when it passed). A body
+// that failed to arrive keeps it, and the connection is closed after the
+// answer: else net/http would try to discard the rest of the body, with no
+// deadline, before writing the 408, and the client would never get it.
 func readBody(c *gin.Context) ([]byte, error) {
-	rc := http.NewResponseController(c.Writer)
-	_ = rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := io.ReadAll(c.Request.Body)
-	_ = rc.SetReadDeadline(time.Time{})
 	if err != nil {
+		c.Header("Connection", "close")
 		var (
 			mbe *http.MaxBytesError
 			ne  net.Error
@@ -55,10 +57,11 @@ func readBody(c *gin.Context) ([]byte, error) {
 		case errors.As(err, &mbe):
 			return nil, err
 		case errors.As(err, &ne) && ne.Timeout():
-			return nil, tollgate.Errorf(tollgate.CodeBodyTimeout, "the request body did not arrive within %s", bodyReadTimeout)
+			return nil, tollgate.Errorf(tollgate.CodeBodyTimeout, "the request body did not arrive within %s", info(c).bodyTimeout)
 		}
 		return nil, badRequest("could not read the request body")
 	}
+	_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Time{})
 	ri := info(c)
 	ri.body, ri.bodyRead = body, true
 	return body, nil

@@ -45,12 +45,13 @@ type testServer struct {
 }
 
 type serverConfig struct {
-	maxBody int64
-	proxies []string
-	wrap    func(gateway.Inferencer) gateway.Inferencer
-	record  func(gateway.Recorder) gateway.Recorder
-	dbPath  string
-	now     func() time.Time
+	maxBody     int64
+	bodyTimeout time.Duration
+	proxies     []string
+	wrap        func(gateway.Inferencer) gateway.Inferencer
+	record      func(gateway.Recorder) gateway.Recorder
+	dbPath      string
+	now         func() time.Time
 }
 
 type serverOpt func(*serverConfig)
@@ -58,8 +59,15 @@ type serverOpt func(*serverConfig)
 // withMaxBody sets Config.MaxBodyBytes.
 func withMaxBody(n int64) serverOpt { return func(c *serverConfig) { c.maxBody = n } }
 
+// withBodyTimeout sets Config.BodyTimeout.
+func withBodyTimeout(d time.Duration) serverOpt { return func(c *serverConfig) { c.bodyTimeout = d } }
+
 // withTrustedProxies sets Config.TrustedProxies.
 func withTrustedProxies(p ...string) serverOpt { return func(c *serverConfig) { c.proxies = p } }
+
+// withClock gives the server, the key verifier and the gateway a clock
+// (an authtest.Clock's Now), so that tests advance time instead of sleeping.
+func withClock(now func() time.Time) serverOpt { return func(c *serverConfig) { c.now = now } }
 
 // withInferencer wraps the real inference client, e.g. to make it panic.
 func withInferencer(wrap func(gateway.Inferencer) gateway.Inferencer) serverOpt {
@@ -74,10 +82,6 @@ func withRecorder(wrap func(gateway.Recorder) gateway.Recorder) serverOpt {
 // withDB opens the database file at path instead of a fresh one, so that
 // two servers can share it as two instances would.
 func withDB(path string) serverOpt { return func(c *serverConfig) { c.dbPath = path } }
-
-// withClock gives the server, its verifier, its key manager and its gateway
-// the clock now (e.g. an authtest.Clock's Now).
-func withClock(now func() time.Time) serverOpt { return func(c *serverConfig) { c.now = now } }
 
 // newTestServer starts a server for the catalog in catalogYAML. It is closed
 // when the test ends.
@@ -126,7 +130,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	h := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db,
 		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies,
-		Logger: log, MaxBodyBytes: cfg.maxBody, Now: cfg.now,
+		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout, Now: cfg.now,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -28,6 +27,8 @@ type reqInfo struct {
 	status   int    // the status the client got, when it differs from what was written (499)
 	bodyRead bool   // the whole request body has been read (into body)
 	body     []byte // the request body, once read
+	// bodyTimeout is how long the body may take to arrive, from arrival
+	bodyTimeout time.Duration
 	// for metrics
 	firstToken  time.Duration // Ollama's time to first token
 	upstreamErr string        // error code of a failed Ollama call
@@ -53,7 +54,8 @@ func newRequestID() string {
 }
 
 // saneRequestID accepts 1-128 characters of [A-Za-z0-9._:-], except
-// anything that starts like an API key (it would be echoed and logged).
+// anything that starts like an API key or holds one, with or without its
+// prefix (it would be echoed and logged).
 func saneRequestID(s string) bool {
 	if len(s) == 0 || len(s) > 128 || strings.HasPrefix(s, auth.SecretPrefix) {
 		return false
@@ -64,7 +66,7 @@ func saneRequestID(s string) bool {
 			return false
 		}
 	}
-	return true
+	return !auth.ContainsSecret(s)
 }
 
 // requestID gives every request an id and puts X-Request-ID on every
@@ -124,16 +126,11 @@ func (s *server) accessLog() gin.HandlerFunc {
 	}
 }
 
-// secretLike matches what may be an API key inside a URL path.
-var secretLike = regexp.MustCompile(regexp.QuoteMeta(auth.SecretPrefix) + `[0-9A-Za-z]{8,}`)
-
-// redactPath hides anything in p that looks like an API key, so a key pasted
-// into a URL path reaches neither the log nor an error message.
+// redactPath hides anything in p that may be an API key (auth.Redact): a
+// key pasted into a URL path, with or without its tg_ prefix, reaches
+// neither the log nor an error message.
 func redactPath(p string) string {
-	if !strings.Contains(p, auth.SecretPrefix) {
-		return p
-	}
-	return secretLike.ReplaceAllString(p, auth.SecretPrefix+"[redacted]")
+	return auth.Redact(p)
 }
 
 // recovery turns a panic into a 500 envelope; the stack goes to the log only.
@@ -156,15 +153,16 @@ func (s *server) recovery() gin.HandlerFunc {
 	}
 }
 
-// bodyDeadline gives a request that carries a body bodyReadTimeout to send
+// bodyDeadline gives a request that carries a body s.bodyTimeout to send
 // it (decodeJSON lifts the deadline once it has read the body). Without it a
 // body nobody reads (a 401, a 404, GET /healthz with a body) is discarded by
 // net/http before the answer is written, with no time limit, so a client
 // trickling it would hold the connection for ever.
 func (s *server) bodyDeadline() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		info(c).bodyTimeout = s.bodyTimeout
 		if c.Request.ContentLength != 0 {
-			_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+			_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(s.bodyTimeout))
 		}
 		c.Next()
 	}

@@ -28,6 +28,10 @@ type Pinger interface {
 // DefaultMaxBodyBytes bounds request bodies when Config leaves it zero.
 const DefaultMaxBodyBytes = 1 << 20
 
+// DefaultBodyTimeout is how long a client may take to send its body when
+// Config leaves BodyTimeout zero.
+const DefaultBodyTimeout = 30 * time.Second
+
 // AuditLog lists admin actions; *storage.DB satisfies it.
 type AuditLog interface {
 	Audit(ctx context.Context, keyID string) ([]auth.AuditEntry, error)
@@ -46,6 +50,7 @@ type Config struct {
 	AuthFailures FailureThrottle  // optional: nil = DefaultAuthFailures
 	Logger       *slog.Logger     // optional: nil discards
 	MaxBodyBytes int64            // optional: 0 = DefaultMaxBodyBytes
+	BodyTimeout  time.Duration    // optional: 0 = DefaultBodyTimeout, from the request's arrival
 	Now          func() time.Time // optional: nil = time.Now
 	Metrics      *Metrics         // optional: nil = NewMetrics(), served at /metrics
 	// TrustedProxies lists the addresses or CIDRs of reverse proxies whose
@@ -75,6 +80,7 @@ type server struct {
 	metricsRoute bool
 	log          *slog.Logger
 	maxBody      int64
+	bodyTimeout  time.Duration
 	now          func() time.Time
 }
 
@@ -82,7 +88,7 @@ type server struct {
 // concurrent use; it starts no goroutines.
 func NewServer(cfg Config) http.Handler {
 	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
-		usage: cfg.Usage, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, now: cfg.Now}
+		usage: cfg.Usage, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now}
 	s.metrics, s.metricsRoute = cfg.Metrics, cfg.MetricsRoute
 	if s.metrics == nil {
 		s.metrics = NewMetrics()
@@ -98,6 +104,9 @@ func NewServer(cfg Config) http.Handler {
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.bodyTimeout <= 0 {
+		s.bodyTimeout = DefaultBodyTimeout
 	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()

@@ -13,7 +13,7 @@ import (
 // net/http discards up to 256 KiB of unread body before writing the 401,
 // with no read deadline, so the connection and its goroutine are held for
 // as long as the client kept trickling. Now the 401 comes at once with
-// Connection: close, and every body has bodyReadTimeout to arrive.
+// Connection: close, and every body has Config.BodyTimeout to arrive.
 func TestReviewUnreadBodyHoldsConnection(t *testing.T) {
 	_, ts := newFakeServer(t, "2s")
 	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
