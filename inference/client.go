@@ -29,11 +29,26 @@ type backend struct {
 	firstByte time.Duration
 }
 
+// Option configures a Client in NewClient.
+type Option func(*clientConfig)
+
+type clientConfig struct{ auth bool }
+
+// WithAuth makes the client sign every request to Ollama with the key in
+// ~/.ollama/id_ed25519, as Ollama's own client does when OLLAMA_AUTH is set
+// (requests to ollama.com are always signed). This package reads no
+// environment: the caller decides, e.g. from OLLAMA_AUTH.
+func WithAuth(sign bool) Option { return func(c *clientConfig) { c.auth = sign } }
+
 // NewClient returns a client for the backends in c. Connections are pooled
 // per backend; dialing is bounded by the backend's ConnectTimeout and the wait
 // for Ollama's first byte (which includes loading the model) by its
 // FirstByteTimeout. No timeout bounds a stream once it has started.
-func NewClient(c *Catalog) *Client {
+func NewClient(c *Catalog, opts ...Option) *Client {
+	var cfg clientConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	cl := &Client{catalog: c, backends: make(map[string]*backend, len(c.Backends))}
 	for _, b := range c.Backends {
 		u, _ := url.Parse(b.URL) // validated by Parse
@@ -45,7 +60,11 @@ func NewClient(c *Catalog) *Client {
 			MaxIdleConnsPerHost:   256,
 			IdleConnTimeout:       90 * time.Second,
 		}
-		hc := &http.Client{Transport: statusRecorder{tr}}
+		var rt http.RoundTripper = tr
+		if cfg.auth || u.Hostname() == "ollama.com" {
+			rt = signer{rt: tr, prefix: strings.TrimRight(u.Path, "/")}
+		}
+		hc := &http.Client{Transport: statusRecorder{rt}}
 		cl.backends[b.Name] = &backend{url: b.URL, base: u, http: hc, api: api.NewClient(u, hc), firstByte: b.FirstByteTimeout}
 	}
 	return cl
@@ -121,6 +140,10 @@ func (b *backend) classify(ctx context.Context, err error, status int, ollamaMod
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	var sign *SignError
+	if errors.As(err, &sign) {
+		return sign
 	}
 	var sb *streamBroken
 	if errors.As(err, &sb) {

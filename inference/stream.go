@@ -8,12 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"runtime"
 	"sync"
 
 	"github.com/ollama/ollama/api"
-	"github.com/ollama/ollama/envconfig"
 	"github.com/ollama/ollama/version"
 )
 
@@ -26,8 +24,8 @@ import (
 // only for a longer line, up to the same 512 KiB limit. Requests, headers,
 // errors and the handling of every line are unchanged, so is what happens
 // to a line over the limit or a read error (the stream just ends, and
-// Generate reports it as cut). When Ollama's client would sign requests
-// (OLLAMA_AUTH, or ollama.com), the call goes through api.Client instead.
+// Generate reports it as cut). Signing (WithAuth, or ollama.com) is done
+// by the backend's transport (signer), for this path and api.Client's alike.
 
 // maxLineSize is api.Client's limit on one NDJSON line.
 const maxLineSize = 512 * 1000
@@ -36,9 +34,6 @@ var (
 	userAgent = fmt.Sprintf("ollama/%s (%s %s) Go/%s", version.Version, runtime.GOARCH, runtime.GOOS, runtime.Version())
 	linePool  = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 )
-
-// signs reports whether api.Client would sign requests to base.
-func signs(base *url.URL) bool { return envconfig.UseAuth() || base.Hostname() == "ollama.com" }
 
 // stream POSTs data as JSON to path and calls fn with each line of the
 // NDJSON answer, as api.Client.stream does.
@@ -97,9 +92,6 @@ func (e *streamBroken) Unwrap() error { return e.err }
 
 // generate is api.Client.Generate over stream.
 func (b *backend) generate(ctx context.Context, req *api.GenerateRequest, fn api.GenerateResponseFunc) error {
-	if signs(b.base) {
-		return b.api.Generate(ctx, req, fn)
-	}
 	return b.stream(ctx, "/api/generate", req, func(bts []byte) error {
 		var resp api.GenerateResponse
 		if err := json.Unmarshal(bts, &resp); err != nil {
@@ -111,9 +103,6 @@ func (b *backend) generate(ctx context.Context, req *api.GenerateRequest, fn api
 
 // chat is api.Client.Chat over stream.
 func (b *backend) chat(ctx context.Context, req *api.ChatRequest, fn api.ChatResponseFunc) error {
-	if signs(b.base) {
-		return b.api.Chat(ctx, req, fn)
-	}
 	return b.stream(ctx, "/api/chat", req, func(bts []byte) error {
 		var resp api.ChatResponse
 		if err := json.Unmarshal(bts, &resp); err != nil {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"tollgate"
@@ -60,6 +62,24 @@ func loadCatalog(path string, explicit bool, getenv func(string) string) (*infer
 	return cat, from, nil
 }
 
+// newInferenceClient returns the Ollama client for cat, signing requests
+// when OLLAMA_AUTH (read through getenv) says so.
+func newInferenceClient(cat *inference.Catalog, getenv func(string) string) *inference.Client {
+	return inference.NewClient(cat, inference.WithAuth(ollamaAuth(getenv)))
+}
+
+// ollamaAuth reads OLLAMA_AUTH as Ollama does (envconfig.Bool): unset or
+// empty is false, a boolean is itself, and anything else is true. Quotes and
+// spaces around the value are ignored.
+func ollamaAuth(getenv func(string) string) bool {
+	v := strings.Trim(strings.TrimSpace(getenv("OLLAMA_AUTH")), "\"'")
+	if v == "" {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	return err != nil || b
+}
+
 // explicitFlag reports whether name was set on the command line or its
 // environment variable is set.
 func explicitFlag(fs *flag.FlagSet, name, env string, getenv func(string) string) bool {
@@ -85,7 +105,7 @@ func checkConfig(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	fmt.Fprintf(stdout, "catalog %s: %d models, %d tasks, %d plans\n", from, len(cat.Models), len(cat.Tasks), len(cat.Plans))
-	if err := inference.NewClient(cat).Ping(ctx); err != nil {
+	if err := newInferenceClient(cat, getenv).Ping(ctx); err != nil {
 		return err
 	}
 	for _, b := range cat.Backends {

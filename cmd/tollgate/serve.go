@@ -89,7 +89,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	}
 	defer db.Close()
 
-	inf := inference.NewClient(cat)
+	inf := newInferenceClient(cat, getenv)
 	handler, stop, err := wire(ctx, inf, db, log, now, f)
 	if err != nil {
 		return err
