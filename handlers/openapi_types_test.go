@@ -58,6 +58,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"AuditEntry":       auth.AuditEntry{},
 		"AuditList":        auditList{},
 		"Ready":            readyResponse{},
+		"MissingModel":     missingModelJSON{},
 	}
 	for name, v := range types {
 		s, ok := schemas[name]

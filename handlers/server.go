@@ -18,11 +18,18 @@ import (
 
 	"tollgate/auth"
 	"tollgate/gateway"
+	"tollgate/inference"
 )
 
 // Pinger reports whether a dependency (the database) is usable.
 type Pinger interface {
 	Ping(ctx context.Context) error
+}
+
+// OllamaChecker reports whether every Ollama backend answers and which
+// catalog models they lack; *inference.Client satisfies it.
+type OllamaChecker interface {
+	Ping(ctx context.Context) (inference.Health, error)
 }
 
 // DefaultMaxBodyBytes bounds request bodies when Config leaves it zero.
@@ -37,7 +44,7 @@ type AuditLog interface {
 // optional are required.
 type Config struct {
 	Gateway      *gateway.Gateway // the metered calls: inference, models, usage
-	Ollama       Pinger           // for /readyz; *inference.Client satisfies it
+	Ollama       OllamaChecker    // for /readyz
 	DB           Pinger
 	Verifier     Verifier
 	Keys         KeyManager
@@ -64,7 +71,7 @@ func DefaultAuthFailures() FailureThrottle {
 // server carries the dependencies the handlers close over.
 type server struct {
 	gw           *gateway.Gateway
-	ollama       Pinger
+	ollama       OllamaChecker
 	db           Pinger
 	verifier     Verifier
 	keys         KeyManager

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ollama/ollama/api"
@@ -73,18 +74,55 @@ func NewClient(c *Catalog, opts ...Option) *Client {
 // Catalog returns the catalog the client was built from.
 func (c *Client) Catalog() *Catalog { return c.catalog }
 
-// Ping checks that every backend answers. The error is an *UnreachableError
-// or *TimeoutError naming the first backend that did not.
-func (c *Client) Ping(ctx context.Context) error {
-	for _, b := range c.Catalog().Backends {
-		be := c.backends[b.Name]
-		var status int
-		_, err := be.api.Version(withStatus(ctx, &status))
-		if err != nil {
-			return be.classify(ctx, err, status, "")
+// Ping checks that every backend answers and which of the catalog's models
+// it has installed: one GET /api/tags per backend (api.Client.List), all
+// at once, so ctx bounds the whole check. The error is an
+// *UnreachableError, *TimeoutError or *UpstreamError naming the first
+// backend, in catalog order, that did not answer; Health is then partial.
+func (c *Client) Ping(ctx context.Context) (Health, error) {
+	backends := c.Catalog().Backends
+	installed := make([][]string, len(backends))
+	errs := make([]error, len(backends))
+	var wg sync.WaitGroup
+	for i, b := range backends {
+		wg.Go(func() {
+			be := c.backends[b.Name]
+			var status int
+			list, err := be.api.List(withStatus(ctx, &status))
+			if err != nil {
+				errs[i] = be.classify(ctx, err, status, "")
+				return
+			}
+			for _, m := range list.Models {
+				installed[i] = append(installed[i], m.Model, m.Name)
+			}
+		})
+	}
+	wg.Wait()
+	var h Health
+	answered := map[string][]string{}
+	for i, b := range backends {
+		if errs[i] == nil {
+			answered[b.Name] = installed[i]
 		}
 	}
-	return nil
+	for _, m := range c.Catalog().ModelList() {
+		have, ok := answered[m.Backend]
+		switch {
+		case !ok:
+		case hasModel(have, m.Ollama):
+			h.Serving = append(h.Serving, m.Name)
+		default:
+			b, _ := c.Catalog().Backend(m.Backend)
+			h.Missing = append(h.Missing, MissingModel{Name: m.Name, Ollama: m.Ollama, Backend: b})
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return h, err
+		}
+	}
+	return h, nil
 }
 
 func (c *Client) backendFor(m Model) *backend {

@@ -112,7 +112,7 @@ func TestWithAuthSignsEveryRequest(t *testing.T) {
 	if _, err := c.Embed(ctx, cat.Models["embedder"], []string{"hi"}, nil); err != nil {
 		t.Fatalf("Embed: %v", err)
 	}
-	if err := c.Ping(ctx); err != nil {
+	if _, err := c.Ping(ctx); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
 	paths := map[string]bool{}
@@ -134,7 +134,7 @@ func TestWithAuthSignsEveryRequest(t *testing.T) {
 			t.Errorf("%s %s: the signature does not verify over %q: %v", r.method, r.path, challenge, err)
 		}
 	}
-	for _, p := range []string{"/api/generate", "/api/chat", "/api/embed", "/api/version"} {
+	for _, p := range []string{"/api/generate", "/api/chat", "/api/embed", "/api/tags"} {
 		if !paths[p] {
 			t.Errorf("no request to %s went through (saw %v)", p, paths)
 		}
