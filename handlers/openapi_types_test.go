@@ -59,6 +59,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"AuditList":        auditList{},
 		"Ready":            readyResponse{},
 		"MissingModel":     missingModelJSON{},
+		"Root":             rootResponse{},
 	}
 	for name, v := range types {
 		s, ok := schemas[name]

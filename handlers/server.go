@@ -109,6 +109,10 @@ func NewServer(cfg Config) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
+	// No redirects: "/models/" is a 404 in the envelope that names
+	// "/models" (trailingSlash), not a 301 with an HTML body or a 307.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
 	// The client address is the TCP peer unless it is a configured proxy, so
 	// nobody can pick their address (and dodge the per-address throttle) by
 	// sending X-Forwarded-For.
