@@ -44,6 +44,12 @@ type Limits struct {
 	MonthlyRequests   int64   `json:"monthly_requests,omitzero"`
 }
 
+// MinRequestsPerSecond is the lowest request rate a key or plan may set
+// (other than 0, no rate limit): one request per 1000 s. Below it the
+// bucket's refill time and the rate-limit headers run to years; a key meant
+// to make that few requests wants a monthly_requests quota instead.
+const MinRequestsPerSecond = 0.001
+
 // Over returns l with each unset (zero) field taken from base: a key's own
 // limits win, field by field, over those of its plan.
 func (l Limits) Over(base Limits) Limits {

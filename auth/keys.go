@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"tollgate"
 )
 
 // Bounds on key fields.
@@ -320,6 +322,10 @@ func normalizeModels(in []string) ([]string, error) {
 func validateLimits(l Limits) error {
 	if math.IsNaN(l.RequestsPerSecond) || math.IsInf(l.RequestsPerSecond, 0) || l.RequestsPerSecond < 0 {
 		return fieldErr("limits.requests_per_second", "must be a non-negative number")
+	}
+	if l.RequestsPerSecond > 0 && l.RequestsPerSecond < tollgate.MinRequestsPerSecond {
+		return fieldErr("limits.requests_per_second", "must be 0 (no rate limit) or at least %g (one request per %g s); for fewer requests set monthly_requests",
+			tollgate.MinRequestsPerSecond, 1/tollgate.MinRequestsPerSecond)
 	}
 	for _, f := range []struct {
 		name string

@@ -90,6 +90,7 @@ func TestCreateValidates(t *testing.T) {
 		"bad scope":       {Spec{Name: "a", Scopes: []Scope{"root"}}, "scopes"},
 		"expiry now":      {Spec{Name: "a", ExpiresAt: past}, "expires_at"},
 		"negative rate":   {Spec{Name: "a", Limits: Limits{RequestsPerSecond: -1}}, "limits.requests_per_second"},
+		"rate too low":    {Spec{Name: "a", Limits: Limits{RequestsPerSecond: 0.0009}}, "limits.requests_per_second"},
 		"negative burst":  {Spec{Name: "a", Limits: Limits{Burst: -1}}, "limits.burst"},
 		"model w/ comma":  {Spec{Name: "a", Models: []string{"a,b"}}, "models"},
 		"long plan":       {Spec{Name: "a", Plan: strings.Repeat("p", 65)}, "plan"},

@@ -11,14 +11,21 @@ import (
 )
 
 // Models returns the models and tasks key may use, sorted by name, under
-// their public names.
-func (g *Gateway) Models(key auth.Key) ([]inference.Model, []inference.Task) {
+// their public names, each model with its caps lowered to the key's plan
+// (what a call would get: see allow). A key whose plan is not in the catalog
+// gets plan_not_found, as its calls do.
+func (g *Gateway) Models(key auth.Key) ([]inference.Model, []inference.Task, error) {
 	cat := g.inf.Catalog()
 	var models []inference.Model
 	for _, m := range cat.ModelList() {
-		if key.AllowsModel(m.Name) {
-			models = append(models, m)
+		if !key.AllowsModel(m.Name) {
+			continue
 		}
+		m, err := g.allow(Caller{Key: key}, m)
+		if err != nil {
+			return nil, nil, err
+		}
+		models = append(models, m)
 	}
 	var tasks []inference.Task
 	for _, t := range cat.Tasks {
@@ -27,7 +34,7 @@ func (g *Gateway) Models(key auth.Key) ([]inference.Model, []inference.Task) {
 		}
 	}
 	sort.Slice(tasks, func(i, j int) bool { return tasks[i].Name < tasks[j].Name })
-	return models, tasks
+	return models, tasks, nil
 }
 
 // Usage runs the usage report q (q.KeyID "" for every key).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"tollgate"
@@ -14,10 +15,29 @@ import (
 // readyTimeout bounds a readiness check, database and Ollama together.
 const readyTimeout = 3 * time.Second
 
+// readyRetryAfter is the Retry-After of a 503 from /readyz.
+const readyRetryAfter = 5 * time.Second
+
+// Readiness states.
+const (
+	statusReady    = "ready"
+	statusDegraded = "degraded"  // 200: some catalog models are not installed
+	statusNotReady = "not ready" // 503
+)
+
 type readyResponse struct {
 	Status   string `json:"status"`
 	Database string `json:"database"`
 	Ollama   string `json:"ollama"`
+	// MissingModels lists the catalog models Ollama does not have, each
+	// with the command that installs it.
+	MissingModels []missingModelJSON `json:"missing_models,omitempty"`
+}
+
+type missingModelJSON struct {
+	Model  string `json:"model"`
+	Ollama string `json:"ollama"`
+	Pull   string `json:"pull"`
 }
 
 // healthz answers while the process runs; it checks nothing else.
@@ -27,24 +47,42 @@ func (s *server) healthz() gin.HandlerFunc {
 	}
 }
 
-// readyz is 200 when the database and every Ollama backend answer, else 503
-// with the reason for each.
+// readyz is 200 when the database and every Ollama backend answer and at
+// least one catalog model is installed ("degraded" while some are not,
+// listed with the ollama pull that installs each), else 503 with
+// Retry-After and the reason for each dependency. Ollama is asked once per
+// backend (GET /api/tags), all within readyTimeout.
 func (s *server) readyz() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		ctx, cancel := context.WithTimeout(c.Request.Context(), readyTimeout)
 		defer cancel()
-		out := readyResponse{Status: "ready", Database: "ok", Ollama: "ok"}
+		out := readyResponse{Status: statusReady, Database: "ok", Ollama: "ok"}
 		if s.db != nil {
 			if err := s.db.Ping(ctx); err != nil {
-				out.Status, out.Database = "not ready", "database is not usable"
+				out.Status, out.Database = statusNotReady, "database is not usable"
 				s.log.Warn("readyz: database", "error", err.Error())
 			}
 		}
-		if err := s.ollama.Ping(ctx); err != nil {
-			out.Status = "not ready"
-			out.Ollama = s.ollamaProblem(err)
+		h, err := s.ollama.Ping(ctx)
+		for _, m := range h.Missing {
+			out.MissingModels = append(out.MissingModels, missingModelJSON{Model: m.Name, Ollama: m.Ollama, Pull: m.Pull()})
 		}
-		if out.Status != "ready" {
+		switch {
+		case err != nil:
+			out.Status = statusNotReady
+			out.Ollama = s.ollamaProblem(err)
+		case len(h.Serving) == 0:
+			out.Status = statusNotReady
+			out.Ollama = "no model of the catalog is installed in Ollama, so every request would fail; run: " + strings.Join(h.Pulls(), "; ")
+		case len(h.Missing) > 0:
+			if out.Status == statusReady {
+				out.Status = statusDegraded
+			}
+			out.Ollama = strconv.Itoa(len(h.Missing)) + " of " + strconv.Itoa(len(h.Missing)+len(h.Serving)) +
+				" catalog models are not installed in Ollama (requests for them fail with model_not_installed); run: " + strings.Join(h.Pulls(), "; ")
+		}
+		if out.Status == statusNotReady {
+			c.Header("Retry-After", strconv.Itoa(retrySeconds(readyRetryAfter)))
 			c.JSON(http.StatusServiceUnavailable, out)
 			return
 		}

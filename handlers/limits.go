@@ -3,6 +3,7 @@ package handlers
 import (
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -53,13 +54,10 @@ func (s *server) setLimitHeaders(c *gin.Context, key auth.Key) {
 	var policy, state string
 	h := c.Writer.Header()
 	if lim.RequestsPerSecond > 0 {
-		burst := st.RemainingReqs
-		if lim.Burst > 0 {
-			burst = lim.Burst
-		}
-		window := int(math.Ceil(float64(burst) / lim.RequestsPerSecond))
-		policy = `"requests";q=` + strconv.Itoa(burst) + `;w=` + strconv.Itoa(max(1, window))
-		state = `"requests";r=` + strconv.Itoa(st.RemainingReqs) + `;t=` + strconv.Itoa(int(math.Ceil(st.ResetReqs.Seconds())))
+		burst := st.BurstReqs
+		window := wholeSeconds(float64(burst) / lim.RequestsPerSecond)
+		policy = `"requests";q=` + strconv.Itoa(burst) + `;w=` + strconv.FormatInt(max(1, window), 10)
+		state = `"requests";r=` + strconv.Itoa(st.RemainingReqs) + `;t=` + strconv.FormatInt(wholeSeconds(st.ResetReqs.Seconds()), 10)
 		h.Set("x-ratelimit-limit-requests", strconv.Itoa(burst))
 		h.Set("x-ratelimit-remaining-requests", strconv.Itoa(st.RemainingReqs))
 		h.Set("x-ratelimit-reset-requests", st.ResetReqs.String())
@@ -69,11 +67,21 @@ func (s *server) setLimitHeaders(c *gin.Context, key auth.Key) {
 			policy, state = policy+", ", state+", "
 		}
 		policy += `"tokens";q=` + itoa(lim.TokensPerMinute) + `;w=60`
-		state += `"tokens";r=` + itoa(st.RemainingTokens) + `;t=` + strconv.Itoa(int(math.Ceil(st.ResetTokens.Seconds())))
+		state += `"tokens";r=` + itoa(st.RemainingTokens) + `;t=` + strconv.FormatInt(wholeSeconds(st.ResetTokens.Seconds()), 10)
 		h.Set("x-ratelimit-limit-tokens", itoa(lim.TokensPerMinute))
 		h.Set("x-ratelimit-remaining-tokens", itoa(st.RemainingTokens))
 		h.Set("x-ratelimit-reset-tokens", st.ResetTokens.String())
 	}
 	h.Set("RateLimit-Policy", policy)
 	h.Set("RateLimit", state)
+}
+
+// wholeSeconds rounds sec up to whole seconds, saturating at what a
+// Duration can hold (about 292 years) instead of overflowing.
+func wholeSeconds(sec float64) int64 {
+	const most = int64(math.MaxInt64 / int64(time.Second))
+	if !(sec < float64(most)) {
+		return most
+	}
+	return int64(math.Ceil(sec))
 }

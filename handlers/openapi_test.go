@@ -20,7 +20,7 @@ import (
 // schemas with the Go types.
 
 // publicPaths need no key; every other operation needs one.
-var publicPaths = []string{"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+var publicPaths = []string{"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
 
 var httpMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

@@ -58,6 +58,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"AuditEntry":       auth.AuditEntry{},
 		"AuditList":        auditList{},
 		"Ready":            readyResponse{},
+		"MissingModel":     missingModelJSON{},
+		"Root":             rootResponse{},
 	}
 	for name, v := range types {
 		s, ok := schemas[name]

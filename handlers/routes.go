@@ -9,9 +9,10 @@ import (
 // addRoutes is the whole API surface on one screen.
 func addRoutes(r *gin.Engine, s *server) {
 	r.Use(s.requestID(), s.bodyDeadline(), s.accessLog(), s.observe(), s.recovery())
-	r.NoRoute(s.notFound())
+	r.NoRoute(s.trailingSlash(r.Routes), s.notFound())
 	r.NoMethod(s.methodNotAllowed())
 
+	r.GET("/", s.root())
 	r.GET("/openapi.json", s.openAPI())
 	r.GET("/docs", s.docs())
 	r.GET("/healthz", s.healthz())

@@ -18,11 +18,18 @@ import (
 
 	"tollgate/auth"
 	"tollgate/gateway"
+	"tollgate/inference"
 )
 
 // Pinger reports whether a dependency (the database) is usable.
 type Pinger interface {
 	Ping(ctx context.Context) error
+}
+
+// OllamaChecker reports whether every Ollama backend answers and which
+// catalog models they lack; *inference.Client satisfies it.
+type OllamaChecker interface {
+	Ping(ctx context.Context) (inference.Health, error)
 }
 
 // DefaultMaxBodyBytes bounds request bodies when Config leaves it zero.
@@ -41,7 +48,7 @@ type AuditLog interface {
 // optional are required.
 type Config struct {
 	Gateway      *gateway.Gateway // the metered calls: inference, models, usage
-	Ollama       Pinger           // for /readyz; *inference.Client satisfies it
+	Ollama       OllamaChecker    // for /readyz
 	DB           Pinger
 	Verifier     Verifier
 	Keys         KeyManager
@@ -69,7 +76,7 @@ func DefaultAuthFailures() FailureThrottle {
 // server carries the dependencies the handlers close over.
 type server struct {
 	gw           *gateway.Gateway
-	ollama       Pinger
+	ollama       OllamaChecker
 	db           Pinger
 	verifier     Verifier
 	keys         KeyManager
@@ -111,6 +118,10 @@ func NewServer(cfg Config) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
+	// No redirects: "/models/" is a 404 in the envelope that names
+	// "/models" (trailingSlash), not a 301 with an HTML body or a 307.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
 	// The client address is the TCP peer unless it is a configured proxy, so
 	// nobody can pick their address (and dodge the per-address throttle) by
 	// sending X-Forwarded-For.

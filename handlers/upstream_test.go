@@ -1,7 +1,9 @@
 package handlers_test
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,7 +110,7 @@ func TestOllamaDown(t *testing.T) {
 
 // TestReadyzDatabase: a database that is gone makes the server not ready.
 func TestReadyzDatabase(t *testing.T) {
-	_, ts := newFakeServer(t, "10s")
+	_, ts := newFakeServer(t, "10s", ollamatest.WithModels("llama3.2:3b", "nomic-embed-text"))
 	if err := ts.db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +118,59 @@ func TestReadyzDatabase(t *testing.T) {
 	ts.doJSON(t, "GET", "/readyz", nil, http.StatusServiceUnavailable, &ready)
 	if ready["status"] != "not ready" || ready["database"] != "database is not usable" || ready["ollama"] != "ok" {
 		t.Errorf("readyz %v", ready)
+	}
+}
+
+// TestReadyzMissingModels: /readyz says which catalog models Ollama lacks
+// and the ollama pull that installs each; it is 200 "degraded" while some
+// model can serve, and 503 with Retry-After when none can (every request
+// would fail with model_not_installed).
+func TestReadyzMissingModels(t *testing.T) {
+	type ready struct {
+		Status, Database, Ollama string
+		Missing                  []struct{ Model, Ollama, Pull string } `json:"missing_models"`
+	}
+	for _, tc := range []struct {
+		name      string
+		installed []string
+		status    int
+		want      string
+		missing   []string // public names
+	}{
+		{"all", []string{"llama3.2:3b", "NOMIC-EMBED-TEXT:latest"}, 200, "ready", nil},
+		{"some", []string{"llama3.2:3b"}, 200, "degraded", []string{"embedder"}},
+		{"none", []string{"llama3.2:1b", "other"}, 503, "not ready", []string{"chat", "embedder"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake, ts := newFakeServer(t, "10s", ollamatest.WithModels(tc.installed...))
+			var got ready
+			resp := ts.doJSON(t, "GET", "/readyz", nil, tc.status, &got)
+			if got.Status != tc.want || got.Database != "ok" {
+				t.Errorf("readyz %+v, want status %q", got, tc.want)
+			}
+			if ra := resp.Header.Get("Retry-After"); (tc.status == 503) != (ra != "") {
+				t.Errorf("status %d with Retry-After %q", tc.status, ra)
+			}
+			var names []string
+			for _, m := range got.Missing {
+				names = append(names, m.Model)
+				if want := "OLLAMA_HOST=" + fake.URL + " ollama pull " + m.Ollama; m.Pull != want {
+					t.Errorf("missing %s: pull %q, want %q", m.Model, m.Pull, want)
+				}
+				if !strings.Contains(got.Ollama, m.Pull) {
+					t.Errorf("ollama %q does not say %q", got.Ollama, m.Pull)
+				}
+			}
+			if fmt.Sprint(names) != fmt.Sprint(tc.missing) {
+				t.Errorf("missing models %v, want %v", names, tc.missing)
+			}
+			if tc.missing == nil && got.Ollama != "ok" {
+				t.Errorf("ollama %q, want ok", got.Ollama)
+			}
+			if n := len(fake.Requests()); n != 1 {
+				t.Errorf("readyz sent %d requests to Ollama, want 1 (GET /api/tags)", n)
+			}
+		})
 	}
 }
 
@@ -166,7 +221,7 @@ func TestReadyzOllamaHangs(t *testing.T) {
 		t.Run(tc.firstByte, func(t *testing.T) {
 			t.Parallel()
 			hang := ollamatest.SlowFirstByte(time.Hour)
-			hang.Paths = []string{"/api/version"}
+			hang.Paths = []string{"/api/tags"}
 			fake, ts := newFakeServer(t, tc.firstByte, ollamatest.WithFault(hang))
 			var ready map[string]string
 			ts.doJSON(t, "GET", "/readyz", nil, http.StatusServiceUnavailable, &ready)

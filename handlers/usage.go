@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -67,6 +68,11 @@ func usageQuery(c *gin.Context, now time.Time, allowed ...string) (metering.Quer
 			continue
 		}
 		t, err := metering.ParseDate(v)
+		var dre *metering.DateRangeError
+		if errors.As(err, &dre) {
+			return q, badRequest("query parameter %q must be between %s and %s", p.name,
+				metering.MinDate.Format(time.DateOnly), metering.MaxDate.Format(time.DateOnly))
+		}
 		if err != nil {
 			return q, badRequest("query parameter %q must be a date like 2026-11-01 or an RFC 3339 time", p.name)
 		}

@@ -211,6 +211,7 @@ func TestParseBroken(t *testing.T) {
 		{"plan burst fraction", embedder + "plans:\n  free: {burst: 2.5}\n", 6, "plans.free.burst", "must be a non-negative integer"},
 		{"plan rate NaN", embedder + "plans:\n  free: {requests_per_second: .nan}\n", 6, "plans.free.requests_per_second", "finite, non-negative number"},
 		{"plan rate infinite", embedder + "plans:\n  free: {requests_per_second: .inf}\n", 6, "plans.free.requests_per_second", "finite, non-negative number"},
+		{"plan rate too low", embedder + "plans:\n  free: {requests_per_second: 0.0001}\n", 6, "plans.free.requests_per_second", "at least 0.001 (one request per 1000 s)"},
 		{"plan unknown field", embedder + "plans:\n  free: {rpm: 5}\n", 6, "plans.free.rpm", "unknown field"},
 		{"model twice", embedder + "  m: {ollama: n, endpoints: [embed]}\n", 5, "models.m", "appears twice"},
 	} {

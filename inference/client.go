@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ollama/ollama/api"
@@ -29,11 +30,26 @@ type backend struct {
 	firstByte time.Duration
 }
 
+// Option configures a Client in NewClient.
+type Option func(*clientConfig)
+
+type clientConfig struct{ auth bool }
+
+// WithAuth makes the client sign every request to Ollama with the key in
+// ~/.ollama/id_ed25519, as Ollama's own client does when OLLAMA_AUTH is set
+// (requests to ollama.com are always signed). This package reads no
+// environment: the caller decides, e.g. from OLLAMA_AUTH.
+func WithAuth(sign bool) Option { return func(c *clientConfig) { c.auth = sign } }
+
 // NewClient returns a client for the backends in c. Connections are pooled
 // per backend; dialing is bounded by the backend's ConnectTimeout and the wait
 // for Ollama's first byte (which includes loading the model) by its
 // FirstByteTimeout. No timeout bounds a stream once it has started.
-func NewClient(c *Catalog) *Client {
+func NewClient(c *Catalog, opts ...Option) *Client {
+	var cfg clientConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	cl := &Client{catalog: c, backends: make(map[string]*backend, len(c.Backends))}
 	for _, b := range c.Backends {
 		u, _ := url.Parse(b.URL) // validated by Parse
@@ -45,7 +61,11 @@ func NewClient(c *Catalog) *Client {
 			MaxIdleConnsPerHost:   256,
 			IdleConnTimeout:       90 * time.Second,
 		}
-		hc := &http.Client{Transport: statusRecorder{tr}}
+		var rt http.RoundTripper = tr
+		if cfg.auth || u.Hostname() == "ollama.com" {
+			rt = signer{rt: tr, prefix: strings.TrimRight(u.Path, "/")}
+		}
+		hc := &http.Client{Transport: statusRecorder{rt}}
 		cl.backends[b.Name] = &backend{url: b.URL, base: u, http: hc, api: api.NewClient(u, hc), firstByte: b.FirstByteTimeout}
 	}
 	return cl
@@ -54,18 +74,55 @@ func NewClient(c *Catalog) *Client {
 // Catalog returns the catalog the client was built from.
 func (c *Client) Catalog() *Catalog { return c.catalog }
 
-// Ping checks that every backend answers. The error is an *UnreachableError
-// or *TimeoutError naming the first backend that did not.
-func (c *Client) Ping(ctx context.Context) error {
-	for _, b := range c.Catalog().Backends {
-		be := c.backends[b.Name]
-		var status int
-		_, err := be.api.Version(withStatus(ctx, &status))
-		if err != nil {
-			return be.classify(ctx, err, status, "")
+// Ping checks that every backend answers and which of the catalog's models
+// it has installed: one GET /api/tags per backend (api.Client.List), all
+// at once, so ctx bounds the whole check. The error is an
+// *UnreachableError, *TimeoutError or *UpstreamError naming the first
+// backend, in catalog order, that did not answer; Health is then partial.
+func (c *Client) Ping(ctx context.Context) (Health, error) {
+	backends := c.Catalog().Backends
+	installed := make([][]string, len(backends))
+	errs := make([]error, len(backends))
+	var wg sync.WaitGroup
+	for i, b := range backends {
+		wg.Go(func() {
+			be := c.backends[b.Name]
+			var status int
+			list, err := be.api.List(withStatus(ctx, &status))
+			if err != nil {
+				errs[i] = be.classify(ctx, err, status, "")
+				return
+			}
+			for _, m := range list.Models {
+				installed[i] = append(installed[i], m.Model, m.Name)
+			}
+		})
+	}
+	wg.Wait()
+	var h Health
+	answered := map[string][]string{}
+	for i, b := range backends {
+		if errs[i] == nil {
+			answered[b.Name] = installed[i]
 		}
 	}
-	return nil
+	for _, m := range c.Catalog().ModelList() {
+		have, ok := answered[m.Backend]
+		switch {
+		case !ok:
+		case hasModel(have, m.Ollama):
+			h.Serving = append(h.Serving, m.Name)
+		default:
+			b, _ := c.Catalog().Backend(m.Backend)
+			h.Missing = append(h.Missing, MissingModel{Name: m.Name, Ollama: m.Ollama, Backend: b})
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return h, err
+		}
+	}
+	return h, nil
 }
 
 func (c *Client) backendFor(m Model) *backend {
@@ -121,6 +178,10 @@ func (b *backend) classify(ctx context.Context, err error, status int, ollamaMod
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	var sign *SignError
+	if errors.As(err, &sign) {
+		return sign
 	}
 	var sb *streamBroken
 	if errors.As(err, &sb) {

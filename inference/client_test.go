@@ -260,7 +260,7 @@ func TestUnreachable(t *testing.T) {
 	ctx := testContext(t)
 	tiny, embedder := c.Catalog().Models["tiny"], c.Catalog().Models["embedder"]
 	for name, call := range map[string]func() error{
-		"ping":     func() error { return c.Ping(ctx) },
+		"ping":     func() error { _, err := c.Ping(ctx); return err },
 		"generate": func() error { _, err := c.Generate(ctx, tiny, GenerateRequest{Prompt: "x"}, nil); return err },
 		"embed":    func() error { _, err := c.Embed(ctx, embedder, []string{"x"}, nil); return err },
 		"predict": func() error {
@@ -579,17 +579,25 @@ func TestPredictFailsMidway(t *testing.T) {
 func TestPing(t *testing.T) {
 	t.Parallel()
 	srv, c, _, _ := fake(t, "")
-	if err := c.Ping(testContext(t)); err != nil {
+	h, err := c.Ping(testContext(t))
+	if err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
-	if req := lastRequest(t, srv); req.Method != http.MethodGet || req.Path != "/api/version" {
-		t.Errorf("Ping sent %s %s", req.Method, req.Path)
+	if req := lastRequest(t, srv); req.Method != http.MethodGet || req.Path != "/api/tags" {
+		t.Errorf("Ping sent %s %s, want GET /api/tags", req.Method, req.Path)
+	}
+	if n := srv.Stats().Requests; n != 1 {
+		t.Errorf("Ping sent %d requests, want 1 per backend", n)
+	}
+	// The fake has "tiny", which both catalog models map to.
+	if fmt.Sprint(h.Serving) != "[embedder tiny]" || len(h.Missing) != 0 {
+		t.Errorf("health %+v, want both models serving", h)
 	}
 	f := ollamatest.StatusFault(500, "")
-	f.Paths = []string{"/api/version"}
+	f.Paths = []string{"/api/tags"}
 	srv.SetFault(f)
 	var up *UpstreamError
-	if err := c.Ping(testContext(t)); !errors.As(err, &up) || up.Status != 500 {
+	if _, err := c.Ping(testContext(t)); !errors.As(err, &up) || up.Status != 500 {
 		t.Errorf("Ping on a 500: %v (%T), want *UpstreamError 500", err, err)
 	}
 
@@ -601,8 +609,72 @@ func TestPing(t *testing.T) {
 	}
 	srv.SetFault(ollamatest.Fault{})
 	var ue *UnreachableError
-	if err := NewClient(cat).Ping(testContext(t)); !errors.As(err, &ue) || ue.URL != refused {
+	if _, err := NewClient(cat).Ping(testContext(t)); !errors.As(err, &ue) || ue.URL != refused {
 		t.Errorf("Ping with the second backend down: %v, want *UnreachableError for %s", err, refused)
+	}
+}
+
+// Ping reports the catalog models whose Ollama model is not installed on
+// their own backend, matching names as Ollama does (a missing tag is
+// ":latest", case does not matter, "library/" is the default namespace),
+// with the ollama pull that installs each.
+func TestPingMissingModels(t *testing.T) {
+	t.Parallel()
+	a := ollamatest.NewServer(ollamatest.WithModels("llama3.2:latest", "Qwen2:0.5b", "nomic-embed-text:v1.5"))
+	t.Cleanup(a.Close)
+	b := ollamatest.NewServer(ollamatest.WithModels("tiny"))
+	t.Cleanup(b.Close)
+	cat, err := Parse("two.yaml", []byte(fmt.Sprintf(`backends:
+  - {name: a, url: %s}
+  - {name: b, url: %s}
+models:
+  plain:     {ollama: llama3.2, endpoints: [generate]}
+  library:   {ollama: library/llama3.2:latest, endpoints: [generate]}
+  cased:     {ollama: qwen2:0.5B, endpoints: [generate]}
+  wrongtag:  {ollama: llama3.2:3b, endpoints: [generate]}
+  untagged:  {ollama: nomic-embed-text, endpoints: [embed]}
+  elsewhere: {ollama: tiny, endpoints: [generate]}
+  onb:       {ollama: tiny, backend: b, endpoints: [generate]}
+  alsoonb:   {ollama: llama3.2, backend: b, endpoints: [generate]}
+`, a.URL, b.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewClient(cat).Ping(testContext(t))
+	if err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if got := fmt.Sprint(h.Serving); got != "[cased library onb plain]" {
+		t.Errorf("serving %s, want [cased library onb plain]", got)
+	}
+	var missing []string
+	for _, m := range h.Missing {
+		missing = append(missing, m.Name+"="+m.Ollama+"@"+m.Backend.Name)
+	}
+	if got, want := strings.Join(missing, " "), "alsoonb=llama3.2@b elsewhere=tiny@a untagged=nomic-embed-text@a wrongtag=llama3.2:3b@a"; got != want {
+		t.Errorf("missing %s, want %s", got, want)
+	}
+	want := []string{
+		"OLLAMA_HOST=" + b.URL + " ollama pull llama3.2",
+		"OLLAMA_HOST=" + a.URL + " ollama pull tiny",
+		"OLLAMA_HOST=" + a.URL + " ollama pull nomic-embed-text",
+		"OLLAMA_HOST=" + a.URL + " ollama pull llama3.2:3b",
+	}
+	if got := h.Pulls(); !reflect.DeepEqual(got, want) {
+		t.Errorf("pulls %q, want %q", got, want)
+	}
+}
+
+func TestPullCommand(t *testing.T) {
+	for url, want := range map[string]string{
+		"http://127.0.0.1:11434":  "ollama pull llama3.2",
+		"http://localhost:11434":  "ollama pull llama3.2",
+		"http://gpu1:11434":       "OLLAMA_HOST=http://gpu1:11434 ollama pull llama3.2",
+		"https://ollama.corp:443": "OLLAMA_HOST=https://ollama.corp:443 ollama pull llama3.2",
+	} {
+		if got := (MissingModel{Ollama: "llama3.2", Backend: Backend{URL: url}}).Pull(); got != want {
+			t.Errorf("Pull for %s: %q, want %q", url, got, want)
+		}
 	}
 }
 

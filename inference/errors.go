@@ -86,6 +86,18 @@ func (e *ModelMissingError) Error() string {
 // ErrorCode is tollgate.CodeModelNotInstalled.
 func (e *ModelMissingError) ErrorCode() tollgate.Code { return tollgate.CodeModelNotInstalled }
 
+// SignError means a request to Ollama could not be signed (WithAuth: the
+// key in ~/.ollama/id_ed25519 is missing or unreadable). It is the
+// operator's to fix, so it has no code of its own: clients get
+// internal_error and the log and /readyz the reason.
+type SignError struct{ Err error }
+
+func (e *SignError) Error() string {
+	return "signing the request to Ollama (OLLAMA_AUTH): " + e.Err.Error()
+}
+
+func (e *SignError) Unwrap() error { return e.Err }
+
 // UpstreamError is any other failure reported by Ollama: an error status, an
 // error line in the middle of a stream, a stream cut before its final chunk,
 // or an answer that is not what was asked for. Message is safe to show.

@@ -400,6 +400,10 @@ func (p *parser) plan(n *yaml.Node, field string) (Plan, error) {
 			if err := v.Decode(&x); err != nil || !(x >= 0) || math.IsInf(x, 0) {
 				return p.errf(v, f, "must be a finite, non-negative number")
 			}
+			if x > 0 && x < tollgate.MinRequestsPerSecond {
+				return p.errf(v, f, "must be 0 (no rate limit) or at least %g (one request per %g s); for fewer requests set monthly_requests",
+					tollgate.MinRequestsPerSecond, 1/tollgate.MinRequestsPerSecond)
+			}
 			pl.Limits.RequestsPerSecond = x
 			return nil
 		}

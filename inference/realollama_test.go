@@ -3,6 +3,7 @@ package inference
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -185,13 +186,41 @@ func TestRealModelMissing(t *testing.T) {
 func TestRealPing(t *testing.T) {
 	t.Parallel()
 	c, _, _ := realClient(t)
-	if err := c.Ping(realContext(t)); err != nil {
-		t.Errorf("Ping: %v", err)
+	if h, err := c.Ping(realContext(t)); err != nil || len(h.Missing) != 0 || len(h.Serving) == 0 {
+		t.Errorf("Ping: %+v, %v; want every model serving", h, err)
 	}
 	refused := ollamatest.RefusedURL(t)
-	err := NewClient(testCatalog(t, refused, "", "tiny")).Ping(realContext(t))
+	_, err := NewClient(testCatalog(t, refused, "", "tiny")).Ping(realContext(t))
 	var ue *UnreachableError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), refused) {
 		t.Errorf("Ping on %s: %v (%T), want *UnreachableError", refused, err, err)
+	}
+}
+
+// A real Ollama's /api/tags says which catalog models are installed: the
+// test model under its bare name and with ":latest", and not one that was
+// never pulled.
+func TestRealPingMissing(t *testing.T) {
+	t.Parallel()
+	url, model := realollama.Require(t)
+	cat, err := Parse("real.yaml", []byte(fmt.Sprintf(`backends:
+  - url: %s
+models:
+  bare:   {ollama: %s, endpoints: [generate]}
+  latest: {ollama: %s:latest, endpoints: [generate]}
+  ghost:  {ollama: tollgate-never-pulled:7b, endpoints: [generate]}
+`, url, model, model)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewClient(cat).Ping(realContext(t))
+	if err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if fmt.Sprint(h.Serving) != "[bare latest]" || len(h.Missing) != 1 || h.Missing[0].Name != "ghost" {
+		t.Errorf("health %+v, want bare and latest serving, ghost missing", h)
+	}
+	if p := h.Pulls(); len(p) != 1 || !strings.HasSuffix(p[0], "ollama pull tollgate-never-pulled:7b") {
+		t.Errorf("pulls %q", p)
 	}
 }

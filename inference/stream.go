@@ -8,12 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"runtime"
 	"sync"
 
 	"github.com/ollama/ollama/api"
-	"github.com/ollama/ollama/envconfig"
 	"github.com/ollama/ollama/version"
 )
 
@@ -27,9 +25,9 @@ import (
 // errors and the handling of every line are unchanged. One thing differs on
 // purpose: a read error (a connection that broke, a line over the limit) is
 // returned, where api.Client ends the stream silently, so that a broken
-// stream is not taken for one that Ollama ended. When Ollama's client would
-// sign requests (OLLAMA_AUTH, or ollama.com), the call goes through
-// api.Client instead.
+// stream is not taken for one that Ollama ended. Signing (WithAuth, or
+// ollama.com) is done by the backend's transport (signer), for this path
+// and api.Client's alike.
 
 // maxLineSize is api.Client's limit on one NDJSON line.
 const maxLineSize = 512 * 1000
@@ -38,9 +36,6 @@ var (
 	userAgent = fmt.Sprintf("ollama/%s (%s %s) Go/%s", version.Version, runtime.GOARCH, runtime.GOOS, runtime.Version())
 	linePool  = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 )
-
-// signs reports whether api.Client would sign requests to base.
-func signs(base *url.URL) bool { return envconfig.UseAuth() || base.Hostname() == "ollama.com" }
 
 // stream POSTs data as JSON to path and calls fn with each line of the
 // NDJSON answer, as api.Client.stream does.
@@ -99,9 +94,6 @@ func (e *streamBroken) Unwrap() error { return e.err }
 
 // generate is api.Client.Generate over stream.
 func (b *backend) generate(ctx context.Context, req *api.GenerateRequest, fn api.GenerateResponseFunc) error {
-	if signs(b.base) {
-		return b.api.Generate(ctx, req, fn)
-	}
 	return b.stream(ctx, "/api/generate", req, func(bts []byte) error {
 		var resp api.GenerateResponse
 		if err := json.Unmarshal(bts, &resp); err != nil {
@@ -113,9 +105,6 @@ func (b *backend) generate(ctx context.Context, req *api.GenerateRequest, fn api
 
 // chat is api.Client.Chat over stream.
 func (b *backend) chat(ctx context.Context, req *api.ChatRequest, fn api.ChatResponseFunc) error {
-	if signs(b.base) {
-		return b.api.Chat(ctx, req, fn)
-	}
 	return b.stream(ctx, "/api/chat", req, func(bts []byte) error {
 		var resp api.ChatResponse
 		if err := json.Unmarshal(bts, &resp); err != nil {

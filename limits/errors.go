@@ -80,10 +80,16 @@ func seconds(d time.Duration) string {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // ceilDuration converts seconds to a Duration, rounding up to the next
-// millisecond so a caller told to wait is never early.
+// millisecond so a caller told to wait is never early. A wait too long for
+// a Duration (a huge burst refilling at a low rate) saturates rather than
+// wrapping round to a negative one.
 func ceilDuration(sec float64) time.Duration {
 	if sec <= 0 {
 		return 0
 	}
-	return time.Duration(math.Ceil(sec*1000)) * time.Millisecond
+	ms := math.Ceil(sec * 1000)
+	if ms >= float64(math.MaxInt64/int64(time.Millisecond)) {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(ms) * time.Millisecond
 }

@@ -67,6 +67,7 @@ type Lease interface {
 // State is a key's standing, for response headers.
 type State struct {
 	Limits          tollgate.Limits
+	BurstReqs       int           // the request bucket's size: Burst, or at least 1
 	RemainingReqs   int           // whole requests left in the bucket now
 	ResetReqs       time.Duration // until the request bucket is full
 	RemainingTokens int64         // tokens left this minute (0 when in debt)
@@ -251,7 +252,7 @@ func (l *Limiter) settle(ls *lease, s Settlement) {
 
 // State reports key's standing at now, for response headers.
 func (l *Limiter) State(keyID string, lim tollgate.Limits, now time.Time) State {
-	st := State{Limits: lim}
+	st := State{Limits: lim, BurstReqs: burstOf(lim)}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k, ok := l.keys[keyID]

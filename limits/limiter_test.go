@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -374,5 +375,23 @@ func TestLimiterConcurrentBurst(t *testing.T) {
 	wg.Wait()
 	if ok != 25 {
 		t.Fatalf("500 concurrent attempts admitted %d, want exactly the burst of 25", ok)
+	}
+}
+
+// A bucket that takes longer to refill than a Duration can hold (a rate
+// far below tollgate.MinRequestsPerSecond, kept from before that minimum)
+// reports the longest Duration, not a negative one, and BurstReqs is the
+// bucket's size however many requests are left.
+func TestLimiterStateSaturates(t *testing.T) {
+	l := limits.New(nil, 0)
+	glacial := tollgate.Limits{RequestsPerSecond: 1e-20}
+	admitN(l, "k", glacial, 1, t0)
+	if st := l.State("k", glacial, t0); st.ResetReqs != time.Duration(math.MaxInt64) || st.BurstReqs != 1 || st.RemainingReqs != 0 {
+		t.Errorf("state %+v; want the longest Duration to refill a bucket of 1", st)
+	}
+	unset := tollgate.Limits{RequestsPerSecond: 2.5}
+	admitN(l, "u", unset, 2, t0)
+	if st := l.State("u", unset, t0); st.BurstReqs != 3 || st.RemainingReqs != 1 {
+		t.Errorf("state %+v; want a bucket of 3 (rate rounded up) with 1 left", st)
 	}
 }

@@ -27,13 +27,19 @@ type Query struct {
 	GroupBy string
 }
 
-// Validate reports a GroupBy that is not known or a To that is not after
-// From.
+// Validate reports a GroupBy that is not known, a From or To outside
+// [MinDate, MaxDate], or a To that is not after From.
 func (q Query) Validate() error {
 	switch q.GroupBy {
 	case GroupNone, GroupDay, GroupModel, GroupKey:
 	default:
 		return fmt.Errorf("metering: group_by %q: want day, model or key", q.GroupBy)
+	}
+	for _, t := range []time.Time{q.From, q.To} {
+		if !t.IsZero() && !inRange(t) {
+			return fmt.Errorf("metering: %s is outside the dates usage can be kept for (%s to %s)",
+				t.UTC().Format(time.RFC3339), MinDate.Format(time.DateOnly), MaxDate.Format(time.DateOnly))
+		}
 	}
 	if !q.From.IsZero() && !q.To.IsZero() && !q.To.After(q.From) {
 		return fmt.Errorf("metering: range %s to %s is empty: to must be after from",
@@ -59,11 +65,38 @@ type Row struct {
 // TotalTokens returns prompt plus completion tokens.
 func (r Row) TotalTokens() int64 { return r.PromptTokens + r.CompletionTokens }
 
+// The dates a report boundary may name. Usage times are stored as Unix
+// nanoseconds (int64: years 1678 to 2262), so a later date would wrap round
+// and a report for it would answer nothing instead of an error; 1970 and
+// 2200 leave a wide margin on both sides of any real usage.
+var (
+	MinDate = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	MaxDate = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+func inRange(t time.Time) bool { return !t.Before(MinDate) && !t.After(MaxDate) }
+
+// DateRangeError is a well-formed report boundary outside [MinDate,
+// MaxDate].
+type DateRangeError struct{ Date time.Time }
+
+func (e *DateRangeError) Error() string {
+	return fmt.Sprintf("%s is not between %s and %s", e.Date.UTC().Format(time.RFC3339),
+		MinDate.Format(time.DateOnly), MaxDate.Format(time.DateOnly))
+}
+
 // ParseDate reads a report boundary as a UTC day ("2006-01-02") or an
-// RFC 3339 time. Errors are time.Parse's for the RFC 3339 form.
+// RFC 3339 time, between MinDate and MaxDate inclusive. Errors are
+// time.Parse's for the RFC 3339 form, or a *DateRangeError.
 func ParseDate(v string) (time.Time, error) {
-	if t, err := time.Parse("2006-01-02", v); err == nil {
-		return t, nil
+	t, err := time.Parse(time.DateOnly, v)
+	if err != nil {
+		if t, err = time.Parse(time.RFC3339, v); err != nil {
+			return time.Time{}, err
+		}
 	}
-	return time.Parse(time.RFC3339, v)
+	if !inRange(t) {
+		return time.Time{}, &DateRangeError{Date: t}
+	}
+	return t, nil
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"tollgate"
@@ -60,6 +62,24 @@ func loadCatalog(path string, explicit bool, getenv func(string) string) (*infer
 	return cat, from, nil
 }
 
+// newInferenceClient returns the Ollama client for cat, signing requests
+// when OLLAMA_AUTH (read through getenv) says so.
+func newInferenceClient(cat *inference.Catalog, getenv func(string) string) *inference.Client {
+	return inference.NewClient(cat, inference.WithAuth(ollamaAuth(getenv)))
+}
+
+// ollamaAuth reads OLLAMA_AUTH as Ollama does (envconfig.Bool): unset or
+// empty is false, a boolean is itself, and anything else is true. Quotes and
+// spaces around the value are ignored.
+func ollamaAuth(getenv func(string) string) bool {
+	v := strings.Trim(strings.TrimSpace(getenv("OLLAMA_AUTH")), "\"'")
+	if v == "" {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	return err != nil || b
+}
+
 // explicitFlag reports whether name was set on the command line or its
 // environment variable is set.
 func explicitFlag(fs *flag.FlagSet, name, env string, getenv func(string) string) bool {
@@ -72,7 +92,9 @@ func explicitFlag(fs *flag.FlagSet, name, env string, getenv func(string) string
 	return set
 }
 
-// checkConfig validates the catalog and reaches every backend.
+// checkConfig validates the catalog, reaches every backend and checks that
+// each catalog model is installed in its Ollama. A missing model is an
+// error (exit 1): every request for it would fail with model_not_installed.
 func checkConfig(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
 	fs := newFlags("check-config", checkConfigUsage, stderr)
 	var c common
@@ -85,11 +107,23 @@ func checkConfig(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	fmt.Fprintf(stdout, "catalog %s: %d models, %d tasks, %d plans\n", from, len(cat.Models), len(cat.Tasks), len(cat.Plans))
-	if err := inference.NewClient(cat).Ping(ctx); err != nil {
+	h, err := newInferenceClient(cat, getenv).Ping(ctx)
+	if err != nil {
 		return err
 	}
 	for _, b := range cat.Backends {
 		fmt.Fprintf(stdout, "ollama %s at %s: reachable\n", b.Name, b.URL)
 	}
-	return nil
+	if len(h.Missing) == 0 {
+		fmt.Fprintf(stdout, "models: all %d installed\n", len(h.Serving))
+		return nil
+	}
+	for _, m := range h.Missing {
+		fmt.Fprintf(stdout, "model %s: %s is not installed in Ollama %s at %s\n", m.Name, m.Ollama, m.Backend.Name, m.Backend.URL)
+	}
+	fmt.Fprintln(stdout, "install them with:")
+	for _, p := range h.Pulls() {
+		fmt.Fprintln(stdout, "  "+p)
+	}
+	return fmt.Errorf("%d of %d catalog models are not installed in Ollama; requests for them fail with model_not_installed", len(h.Missing), len(cat.Models))
 }

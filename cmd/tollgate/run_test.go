@@ -210,7 +210,7 @@ func TestRunErrors(t *testing.T) {
 }
 
 func TestCheckConfigAndVersion(t *testing.T) {
-	fake := ollamatest.NewServer()
+	fake := ollamatest.NewServer(ollamatest.WithModels("tiny"))
 	defer fake.Close()
 	var out bytes.Buffer
 	cat := writeFile(t, "m.yaml", tinyCatalog(fake.URL, "tiny"))

@@ -96,7 +96,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	}
 	defer db.Close()
 
-	inf := inference.NewClient(cat)
+	inf := newInferenceClient(cat, getenv)
 	handler, stop, err := wire(ctx, inf, db, log, now, f)
 	if err != nil {
 		return err
@@ -112,8 +112,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 		ln = tls.NewListener(ln, tlsConf)
 	}
 	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", absPath(f.db), "catalog", from, "ollama", cat.Backends[0].URL, "version", version)
-	if err := inf.Ping(ctx); err != nil {
+	if h, err := inf.Ping(ctx); err != nil {
 		log.Warn("ollama not reachable yet; /readyz reports it until it is", "error", err.Error())
+	} else if len(h.Missing) > 0 {
+		missing := make([]string, len(h.Missing))
+		for i, m := range h.Missing {
+			missing[i] = m.Name + " (" + m.Ollama + ")"
+		}
+		log.Warn("models not installed in Ollama; requests for them fail with model_not_installed until they are pulled",
+			"models", missing, "run", h.Pulls())
 	}
 	return serveHTTP(ctx, ln, handler, f.drain, f.record+handlerExitWait, log)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -95,7 +96,11 @@ func dateFlag(name, v string, def time.Time) (time.Time, error) {
 		return def, nil
 	}
 	t, err := metering.ParseDate(v)
-	if err != nil {
+	var dre *metering.DateRangeError
+	switch {
+	case errors.As(err, &dre):
+		return def, &usageError{fmt.Sprintf("%s %q: %v", name, v, err)}
+	case err != nil:
 		return def, &usageError{fmt.Sprintf("%s %q: want 2006-01-02 or an RFC 3339 time", name, v)}
 	}
 	return t, nil
