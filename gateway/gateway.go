@@ -141,6 +141,9 @@ type Caller struct {
 	Key       auth.Key
 	RequestID string
 	Arrived   time.Time
+	// Surface is the API the call came through (metering.SurfaceNative,
+	// SurfaceOpenAI, SurfaceOllama), recorded on its usage row.
+	Surface string
 }
 
 // Catalog returns the model catalog calls are resolved against.

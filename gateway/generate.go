@@ -16,9 +16,10 @@ type GenerateRequest struct {
 	Prompt    *string
 	System    string
 	Messages  []inference.Message
-	Options   map[string]any  // Ollama options a request may set (inference.CheckOptions)
-	Format    json.RawMessage // "json" or a JSON schema
-	KeepAlive any             // "5m", seconds as a number, or nil
+	Tools     []inference.Tool // functions the model may call; needs Messages
+	Options   map[string]any   // Ollama options a request may set (inference.CheckOptions)
+	Format    json.RawMessage  // "json" or a JSON schema
+	KeepAlive any              // "5m", seconds as a number, or nil
 }
 
 // GenerateResult is a finished generation. DoneReason is Ollama's ("stop",
@@ -29,6 +30,7 @@ type GenerateResult struct {
 	Result
 	Text       string // empty when the pieces went to onPiece
 	DoneReason string
+	ToolCalls  []inference.ToolCall // the calls the model made, when the request had tools
 }
 
 // DoneLimit is the done reason of an answer cut at the key's remaining
@@ -85,14 +87,14 @@ func (g *Gateway) Generate(ctx context.Context, c Caller, req GenerateRequest, o
 		billed = inference.Usage{CompletionTokens: res.Chunks} // stopped early: no counts from Ollama
 	}
 	g.checkBound(m, prompt, res.Usage.PromptTokens)
-	out := GenerateResult{Text: res.Text, DoneReason: res.DoneReason}
+	out := GenerateResult{Text: res.Text, DoneReason: res.DoneReason, ToolCalls: res.ToolCalls}
 	if res.DoneReason == "length" && cl.lease.Lowered() {
 		out.DoneReason = DoneLimit
 	}
 	out.Result, err = cl.finish(ctx, status, billed, callErr)
 	out.FirstToken = res.FirstToken
 	if err != nil {
-		out.Text, out.DoneReason = "", "" // not delivered, not billed: nobody gets it
+		out.Text, out.DoneReason, out.ToolCalls = "", "", nil // not delivered, not billed: nobody gets it
 	}
 	return out, err
 }
@@ -107,6 +109,11 @@ func (r GenerateRequest) check(m inference.Model) (inference.GenerateRequest, er
 		return out, badRequest("field \"prompt\" (a string) or \"messages\" (an array of {role, content}) is required")
 	case r.Prompt != nil && strings.TrimSpace(*r.Prompt) == "":
 		return out, badRequest("field \"prompt\" must not be empty")
+	case r.Tools != nil && r.Messages == nil:
+		return out, badRequest("field \"tools\" needs \"messages\" (a chat), not \"prompt\"")
+	}
+	if err := checkTools(r.Tools); err != nil {
+		return out, err
 	}
 	if err := checkMessages(r.Messages); err != nil {
 		return out, err
@@ -122,7 +129,7 @@ func (r GenerateRequest) check(m inference.Model) (inference.GenerateRequest, er
 	if err != nil {
 		return out, err
 	}
-	out = inference.GenerateRequest{System: r.System, Messages: r.Messages, Options: opts, Format: r.Format, KeepAlive: keep}
+	out = inference.GenerateRequest{System: r.System, Messages: r.Messages, Tools: r.Tools, Options: opts, Format: r.Format, KeepAlive: keep}
 	if r.Prompt != nil {
 		out.Prompt = *r.Prompt
 	}
@@ -135,9 +142,24 @@ func checkMessages(msgs []inference.Message) error {
 	}
 	for i, m := range msgs {
 		switch m.Role {
-		case "system", "user", "assistant":
+		case "system", "user", "assistant", "tool":
 		default:
-			return badRequest("field \"messages[%d].role\" must be system, user or assistant", i)
+			return badRequest("field \"messages[%d].role\" must be system, user, assistant or tool", i)
+		}
+	}
+	return nil
+}
+
+// maxTools bounds the tools one request may declare.
+const maxTools = 128
+
+func checkTools(tools []inference.Tool) error {
+	if len(tools) > maxTools {
+		return badRequest("field \"tools\" has %d tools; at most %d", len(tools), maxTools)
+	}
+	for i, t := range tools {
+		if strings.TrimSpace(t.Name) == "" {
+			return badRequest("field \"tools[%d].function.name\" is required", i)
 		}
 	}
 	return nil
@@ -154,6 +176,13 @@ func generatePrompt(m inference.Model, req inference.GenerateRequest) int64 {
 	n := len(req.Prompt) + len(req.System)
 	for _, msg := range req.Messages {
 		n += len(msg.Content)
+		for _, tc := range msg.ToolCalls {
+			args, _ := json.Marshal(tc.Arguments)
+			n += len(tc.Name) + len(args) + perTool
+		}
+	}
+	for _, t := range req.Tools { // the template writes the tools into the prompt
+		n += len(t.Name) + len(t.Description) + len(t.Parameters) + perTool
 	}
 	return m.Limits.PromptBound(n, len(req.Messages))
 }
@@ -167,6 +196,9 @@ func outputCap(m inference.Model, opts map[string]any) int64 {
 	}
 	return int64(limit)
 }
+
+// perTool bounds the template text around each declared tool.
+const perTool = 32
 
 // withNumPredict returns opts with num_predict set to n (a copy: opts may
 // be shared with the caller).

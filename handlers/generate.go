@@ -3,11 +3,13 @@ package handlers
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
 	"tollgate/gateway"
 	"tollgate/inference"
+	"tollgate/metering"
 )
 
 type generateRequest struct {
@@ -44,10 +46,23 @@ type generateResponse struct {
 	Usage      usageJSON `json:"usage"`
 }
 
-// caller is the gateway's view of this request: its key, id and arrival.
+// caller is the gateway's view of this request: its key, id, arrival and
+// the API surface its route belongs to.
 func caller(c *gin.Context) gateway.Caller {
 	ri := info(c)
-	return gateway.Caller{Key: ri.key, RequestID: ri.id, Arrived: ri.arrived}
+	return gateway.Caller{Key: ri.key, RequestID: ri.id, Arrived: ri.arrived, Surface: surfaceOf(c.FullPath())}
+}
+
+// surfaceOf names the API a route belongs to: /v1 is OpenAI's, /api
+// Ollama's, everything else the native one.
+func surfaceOf(route string) string {
+	switch {
+	case strings.HasPrefix(route, "/v1/"):
+		return metering.SurfaceOpenAI
+	case strings.HasPrefix(route, "/api/"):
+		return metering.SurfaceOllama
+	}
+	return metering.SurfaceNative
 }
 
 // generate serves POST /generate: one JSON answer, or Server-Sent Events when

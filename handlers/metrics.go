@@ -50,7 +50,7 @@ func NewMetrics() *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_requests_total",
-		Help: "HTTP requests by route, status and public model."}, []string{"route", "status", "model"})
+		Help: "HTTP requests by route, status, public model and API surface (native, openai, ollama)."}, []string{"route", "status", "model", "surface"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tollgate_request_duration_seconds",
 		Help: "Time from request to last byte, by route.", Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}}, []string{"route"})
 	m.firstToken = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tollgate_upstream_first_token_seconds",
@@ -142,7 +142,7 @@ func (m *Metrics) observeRequest(route string, status int, ri *reqInfo) {
 	v, ok := m.reqSeries.Load(k)
 	if !ok {
 		v, _ = m.reqSeries.LoadOrStore(k, &reqSeries{
-			requests: m.requests.WithLabelValues(route, strconv.Itoa(status), ri.model),
+			requests: m.requests.WithLabelValues(route, strconv.Itoa(status), ri.model, surfaceOf(route)),
 			duration: m.duration.WithLabelValues(route),
 		})
 	}

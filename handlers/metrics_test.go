@@ -24,9 +24,9 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("GET /metrics: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	for _, want := range []string{
-		`tollgate_requests_total{model="chat",route="/generate",status="200"} 1`,
-		`tollgate_requests_total{model="",route="/generate",status="401"} 1`,
-		`tollgate_requests_total{model="chat",route="/generate",status="502"} 1`,
+		`tollgate_requests_total{model="chat",route="/generate",status="200",surface="native"} 1`,
+		`tollgate_requests_total{model="",route="/generate",status="401",surface="native"} 1`,
+		`tollgate_requests_total{model="chat",route="/generate",status="502",surface="native"} 1`,
 		`tollgate_tokens_total{kind="prompt",model="chat"} 7`,
 		`tollgate_tokens_total{kind="completion",model="chat"} 3`,
 		`tollgate_rejections_total{reason="auth"} 1`,

@@ -6,6 +6,7 @@ package inference
 
 import (
 	"sort"
+	"strings"
 	"time"
 
 	"tollgate"
@@ -119,9 +120,16 @@ func (m Model) Serves(e Endpoint) bool {
 	return false
 }
 
-// Model returns the public model called name, or ErrUnknownModel.
+// Model returns the public model called name, or an *UnknownModelError.
+// As in Ollama, "name:latest" is name, so clients that add the default tag
+// find the model.
 func (c *Catalog) Model(name string) (Model, error) {
 	m, ok := c.Models[name]
+	if !ok {
+		if base, found := strings.CutSuffix(name, ":latest"); found {
+			m, ok = c.Models[base]
+		}
+	}
 	if !ok {
 		return Model{}, &UnknownModelError{Name: name}
 	}

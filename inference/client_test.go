@@ -90,7 +90,7 @@ func TestGenerateStreams(t *testing.T) {
 		t.Errorf("FirstToken = %v, want the time to the first piece", res.FirstToken)
 	}
 	res.FirstToken = 0
-	if res != want {
+	if !reflect.DeepEqual(res, want) {
 		t.Errorf("Result = %+v, want %+v", res, want)
 	}
 	req := lastRequest(t, srv)

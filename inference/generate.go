@@ -3,24 +3,45 @@ package inference
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/ollama/ollama/api"
 )
 
-// Message is one turn of a chat.
+// Message is one turn of a chat. An assistant turn may carry the tool calls
+// the model made; a "tool" turn carries a tool's result (Content) for the
+// tool named ToolName.
 type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role      string     `json:"role"`
+	Content   string     `json:"content"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	ToolName  string     `json:"tool_name,omitempty"`
+}
+
+// ToolCall is a call the model asks the client to make: a function name and
+// its arguments.
+type ToolCall struct {
+	Name      string         `json:"name"`
+	Arguments map[string]any `json:"arguments"`
+}
+
+// Tool is a function the model may call: a name, a description and its
+// parameters as a JSON schema object.
+type Tool struct {
+	Name        string
+	Description string
+	Parameters  json.RawMessage
 }
 
 // GenerateRequest is a completion (Prompt) or a chat (Messages). Options must
-// have passed CheckOptions.
+// have passed CheckOptions. Tools need a chat.
 type GenerateRequest struct {
 	Prompt    string
 	System    string
 	Messages  []Message
+	Tools     []Tool
 	Options   map[string]any
 	Format    json.RawMessage
 	KeepAlive *time.Duration
@@ -30,6 +51,7 @@ type GenerateRequest struct {
 // was produced so far (Chunks counts streamed pieces), for metering.
 type Result struct {
 	Text       string
+	ToolCalls  []ToolCall // the tool calls the model made (chat with tools)
 	DoneReason string
 	Usage      Usage
 	Chunks     int
@@ -89,10 +111,19 @@ func (c *Client) Generate(ctx context.Context, m Model, req GenerateRequest, onT
 			msgs = append(msgs, api.Message{Role: "system", Content: req.System})
 		}
 		for _, mm := range req.Messages {
-			msgs = append(msgs, api.Message{Role: mm.Role, Content: mm.Content})
+			msgs = append(msgs, toAPIMessage(mm))
 		}
-		err = b.chat(cctx, &api.ChatRequest{Model: m.Ollama, Messages: msgs, Format: req.Format, Options: opts, KeepAlive: keep},
-			func(r api.ChatResponse) error { return piece(r.Message.Content, r.Done, r.DoneReason, r.Metrics) })
+		tools, terr := toAPITools(req.Tools)
+		if terr != nil {
+			return Result{}, terr
+		}
+		err = b.chat(cctx, &api.ChatRequest{Model: m.Ollama, Messages: msgs, Tools: tools, Format: req.Format, Options: opts, KeepAlive: keep},
+			func(r api.ChatResponse) error {
+				for _, tc := range r.Message.ToolCalls {
+					res.ToolCalls = append(res.ToolCalls, ToolCall{Name: tc.Function.Name, Arguments: tc.Function.Arguments})
+				}
+				return piece(r.Message.Content, r.Done, r.DoneReason, r.Metrics)
+			})
 	} else {
 		err = b.generate(cctx, &api.GenerateRequest{Model: m.Ollama, Prompt: req.Prompt, System: req.System, Format: req.Format, Options: opts, KeepAlive: keep},
 			func(r api.GenerateResponse) error { return piece(r.Response, r.Done, r.DoneReason, r.Metrics) })
@@ -114,6 +145,41 @@ func (c *Client) Generate(ctx context.Context, m Model, req GenerateRequest, onT
 		res.DoneReason = DoneStoppedEarly
 	}
 	return res, nil
+}
+
+// toAPIMessage is m in Ollama's terms.
+func toAPIMessage(m Message) api.Message {
+	out := api.Message{Role: m.Role, Content: m.Content, ToolName: m.ToolName}
+	for _, tc := range m.ToolCalls {
+		out.ToolCalls = append(out.ToolCalls, api.ToolCall{Function: api.ToolCallFunction{Name: tc.Name, Arguments: tc.Arguments}})
+	}
+	return out
+}
+
+// toAPITools turns tools into Ollama's; a parameters schema it cannot read
+// is an *InvalidError naming the tool.
+func toAPITools(tools []Tool) (api.Tools, error) {
+	out := make(api.Tools, 0, len(tools))
+	for i, t := range tools {
+		raw, _ := json.Marshal(map[string]any{"type": "function", "function": map[string]any{
+			"name": t.Name, "description": t.Description, "parameters": json.RawMessage(orEmptyObject(t.Parameters))}})
+		var at api.Tool
+		if err := json.Unmarshal(raw, &at); err != nil {
+			return nil, &InvalidError{Field: fmt.Sprintf("tools[%d].function.parameters", i), Reason: "must be a JSON schema object with \"type\", \"properties\" and \"required\""}
+		}
+		out = append(out, at)
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+func orEmptyObject(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 || string(raw) == "null" {
+		return json.RawMessage(`{"type":"object","properties":{}}`)
+	}
+	return raw
 }
 
 // DoneStoppedEarly is the done reason of a generation whose stream Ollama

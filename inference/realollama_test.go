@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -57,7 +58,7 @@ func TestRealGenerate(t *testing.T) {
 				t.Errorf("FirstToken = %v", res.FirstToken)
 			}
 			res.Chunks, res.FirstToken = 0, 0
-			if res != want {
+			if !reflect.DeepEqual(res, want) {
 				t.Errorf("Result = %+v, want %+v", res, want)
 			}
 

@@ -33,6 +33,9 @@ type Event struct {
 	Endpoint tollgate.Capability
 	// Model is the public model name the client asked for.
 	Model string
+	// Surface is the API the request came through: SurfaceNative,
+	// SurfaceOpenAI or SurfaceOllama ("" is stored as native).
+	Surface string
 	// PromptTokens and CompletionTokens are exactly what Ollama counted
 	// (prompt_eval_count and eval_count). Embeddings count input tokens as
 	// prompt tokens.
@@ -48,6 +51,21 @@ type Event struct {
 	// Time is when the request was received, in UTC. Stored with nanosecond
 	// precision; it decides the month the event counts in.
 	Time time.Time
+}
+
+// The surfaces a request may come through.
+const (
+	SurfaceNative = "native" // /generate, /embed, /predict
+	SurfaceOpenAI = "openai" // /v1
+	SurfaceOllama = "ollama" // /api
+)
+
+// SurfaceName is e.Surface, or SurfaceNative when it is unset.
+func (e Event) SurfaceName() string {
+	if e.Surface == "" {
+		return SurfaceNative
+	}
+	return e.Surface
 }
 
 // TotalTokens returns prompt plus completion tokens.

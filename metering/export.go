@@ -19,7 +19,7 @@ import (
 var ExportColumns = []string{
 	"request_id", "key_id", "endpoint", "model",
 	"prompt_tokens", "completion_tokens", "total_tokens",
-	"cost", "cost_micros", "status", "latency_ms", "created_at",
+	"cost", "cost_micros", "status", "latency_ms", "created_at", "surface",
 }
 
 // exportRecord is the JSON shape of one exported event; its fields follow
@@ -37,6 +37,7 @@ type exportRecord struct {
 	Status           int         `json:"status"`
 	LatencyMS        json.Number `json:"latency_ms"`
 	CreatedAt        string      `json:"created_at"`
+	Surface          string      `json:"surface"`
 }
 
 func toRecord(e Event) exportRecord {
@@ -53,6 +54,7 @@ func toRecord(e Event) exportRecord {
 		Status:           e.Status,
 		LatencyMS:        json.Number(latencyMS(e.Latency)),
 		CreatedAt:        e.Time.UTC().Format(time.RFC3339Nano),
+		Surface:          e.SurfaceName(),
 	}
 }
 
@@ -84,6 +86,7 @@ func (e Event) LogValue() slog.Value {
 		slog.Int("status", r.Status),
 		slog.String("latency_ms", string(r.LatencyMS)),
 		slog.String("created_at", r.CreatedAt),
+		slog.String("surface", r.Surface),
 	)
 }
 
@@ -137,7 +140,7 @@ func (c *CSVWriter) Write(e Event) error {
 		r.RequestID, r.KeyID, r.Endpoint, r.Model,
 		strconv.FormatInt(r.PromptTokens, 10), strconv.FormatInt(r.CompletionTokens, 10),
 		strconv.FormatInt(r.TotalTokens, 10), r.Cost, strconv.FormatInt(r.CostMicros, 10),
-		strconv.Itoa(r.Status), string(r.LatencyMS), r.CreatedAt)
+		strconv.Itoa(r.Status), string(r.LatencyMS), r.CreatedAt, r.Surface)
 	return c.w.Write(c.row)
 }
 

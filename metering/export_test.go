@@ -82,7 +82,7 @@ func TestWriteCSV(t *testing.T) {
 	if len(rows) != 3 || strings.Join(rows[0], ",") != strings.Join(ExportColumns, ",") {
 		t.Fatalf("rows: %q", rows)
 	}
-	want := []string{"req-a", "key1", "generate", "llama3.2", "10", "20", "30", "0.000342", "342", "200", "1.500", "2025-03-14T15:09:26.535897932Z"}
+	want := []string{"req-a", "key1", "generate", "llama3.2", "10", "20", "30", "0.000342", "342", "200", "1.500", "2025-03-14T15:09:26.535897932Z", "native"}
 	if strings.Join(rows[1], "|") != strings.Join(want, "|") {
 		t.Errorf("row 1 = %q\nwant    %q", rows[1], want)
 	}

@@ -14,8 +14,8 @@ import (
 var _ metering.BatchStore = (*DB)(nil)
 
 const insertUsage = `INSERT INTO usage(request_id, key_id, endpoint, model,
-	prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT(request_id) DO NOTHING`
 
 // InsertEvents stores events in one IMMEDIATE transaction. An event whose
@@ -53,7 +53,7 @@ func (db *DB) InsertEvents(ctx context.Context, events []metering.Event, claim f
 		for i, e := range events {
 			res, err := stmt.ExecContext(ctx, e.RequestID, e.KeyID, e.Endpoint, e.Model,
 				e.PromptTokens, e.CompletionTokens, e.Status, e.Latency.Microseconds(),
-				e.Cost, e.Time.UnixNano())
+				e.Cost, e.Time.UnixNano(), e.SurfaceName())
 			if err != nil {
 				return fmt.Errorf("request %s: %w", e.RequestID, err)
 			}
@@ -167,7 +167,7 @@ func (db *DB) ExportEvents(ctx context.Context, q metering.Query, fn func(meteri
 	}
 	cond, args := where(q)
 	rows, err := db.sql.QueryContext(ctx, `SELECT request_id, key_id, endpoint, model,
-		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at
+		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface
 		FROM usage`+cond+` ORDER BY created_at, request_id`, args...)
 	if err != nil {
 		return fmt.Errorf("storage: usage export: %w", err)
@@ -177,7 +177,7 @@ func (db *DB) ExportEvents(ctx context.Context, q metering.Query, fn func(meteri
 		var e metering.Event
 		var latencyUS, createdAt int64
 		if err := rows.Scan(&e.RequestID, &e.KeyID, &e.Endpoint, &e.Model,
-			&e.PromptTokens, &e.CompletionTokens, &e.Status, &latencyUS, &e.Cost, &createdAt); err != nil {
+			&e.PromptTokens, &e.CompletionTokens, &e.Status, &latencyUS, &e.Cost, &createdAt, &e.Surface); err != nil {
 			return fmt.Errorf("storage: usage export: %w", err)
 		}
 		e.Latency = time.Duration(latencyUS) * time.Microsecond

@@ -20,7 +20,7 @@ var day0 = time.Date(2025, 3, 14, 10, 0, 0, 123456789, time.UTC)
 // usageEvent returns a valid event; at is added to day0.
 func usageEvent(id, key, model string, at time.Duration) metering.Event {
 	return metering.Event{
-		RequestID: id, KeyID: key, Endpoint: metering.EndpointGenerate, Model: model,
+		RequestID: id, KeyID: key, Endpoint: metering.EndpointGenerate, Model: model, Surface: metering.SurfaceNative,
 		PromptTokens: 12, CompletionTokens: 30, Status: 200, Latency: 2345 * time.Microsecond,
 		Cost: 21, Time: day0.Add(at),
 	}
