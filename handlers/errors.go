@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"tollgate/metering"
 
 	"github.com/gin-gonic/gin"
 
@@ -68,12 +69,84 @@ func retrySeconds(d time.Duration) int {
 	return max(1, int(math.Ceil(d.Seconds())))
 }
 
-// abort writes the error envelope with code's status and stops the chain.
+// abort writes the error in the shape of the route's API surface (the
+// native envelope, OpenAI's or Ollama's) and stops the chain.
 func (s *server) abort(c *gin.Context, code tollgate.Code, message string) {
 	if ri := info(c); ri.keyID == "" && c.Request.ContentLength != 0 && !ri.bodyRead {
 		// An anonymous client with an unread body: answer at once and drop
 		// the connection rather than let net/http wait for the body.
 		c.Header("Connection", "close")
 	}
-	c.AbortWithStatusJSON(code.Status(), errorBody{Error: errorDetail{Code: code, Message: message, RequestID: info(c).id}})
+	status, body := errorFor(requestSurface(c), code, message, info(c).id)
+	c.AbortWithStatusJSON(status, body)
+}
+
+// requestSurface is the API surface of the request's route, or of its path
+// when no route matched (a 404 under /v1 answers in OpenAI's shape).
+func requestSurface(c *gin.Context) string {
+	if route := c.FullPath(); route != "" {
+		return surfaceOf(route)
+	}
+	return surfaceOf(c.Request.URL.Path)
+}
+
+// errorFor renders an error for a surface: its status and body.
+//   - native: {"error":{"code","message","request_id"}}, code's status;
+//   - openai: {"error":{"message","type","param","code"}} with OpenAI's
+//     types and codes, and a spent quota as OpenAI reports it (429
+//     insufficient_quota);
+//   - ollama: {"error":"message"} (a string: ollama-js prints an object as
+//     [object Object]), code's status.
+func errorFor(surface string, code tollgate.Code, message, requestID string) (int, any) {
+	switch surface {
+	case metering.SurfaceOpenAI:
+		status, typ, oaCode := openAIError(code)
+		return status, openAIErrorBody{Error: openAIErrorDetail{Message: message, Type: typ, Code: oaCode}}
+	case metering.SurfaceOllama:
+		return code.Status(), ollamaErrorBody{Error: message}
+	}
+	return code.Status(), errorBody{Error: errorDetail{Code: code, Message: message, RequestID: requestID}}
+}
+
+// openAIErrorBody is OpenAI's error shape; param is always present (null
+// when no single parameter is at fault), as its SDKs expect.
+type openAIErrorBody struct {
+	Error openAIErrorDetail `json:"error"`
+}
+
+type openAIErrorDetail struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
+
+// ollamaErrorBody is Ollama's error shape.
+type ollamaErrorBody struct {
+	Error string `json:"error"`
+}
+
+// openAIError maps a Tollgate code to the status, error type and code
+// OpenAI's API uses for the same condition, so its SDKs raise the right
+// exception (AuthenticationError, RateLimitError, ...) and retry only what
+// retrying can fix.
+func openAIError(code tollgate.Code) (status int, typ string, oaCode *string) {
+	str := func(s string) *string { return &s }
+	status = code.Status()
+	switch {
+	case code == tollgate.CodeQuotaExceeded:
+		return 429, "insufficient_quota", str("insufficient_quota")
+	case code == tollgate.CodeRateLimited || code == tollgate.CodeTooManyConcurrent || code == tollgate.CodeTooManyAuthFailures:
+		return status, "requests", str("rate_limit_exceeded")
+	case code == tollgate.CodeTokensPerMinute:
+		return status, "tokens", str("rate_limit_exceeded")
+	case code == tollgate.CodeMissingKey || code == tollgate.CodeInvalidKey || code == tollgate.CodeKeyExpired ||
+		code == tollgate.CodeKeyRevoked || code == tollgate.CodeKeyInQuery:
+		return status, "invalid_request_error", str("invalid_api_key")
+	case status == 403:
+		return status, "permission_error", str(string(code))
+	case status >= 500:
+		return status, "server_error", str(string(code))
+	}
+	return status, "invalid_request_error", str(string(code))
 }

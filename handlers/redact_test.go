@@ -20,7 +20,7 @@ func TestKeyBodyRedacted(t *testing.T) {
 	otherBody := strings.TrimPrefix(other, auth.SecretPrefix)
 	secrets := []string{body, otherBody}
 
-	for _, path := range []string{"/" + body, "/models/" + otherBody + "/x", "/v1/" + body + ".json", "/x-" + body} {
+	for _, path := range []string{"/" + body, "/models/" + otherBody + "/x", "/keys/" + body + ".json", "/x-" + body} {
 		t.Run("path "+strings.Replace(path, body, "BODY", 1), func(t *testing.T) {
 			resp, e := ts.doError(t, "GET", path, nil, http.StatusNotFound, "not_found", []string{"[redacted]"})
 			for _, s := range secrets {
