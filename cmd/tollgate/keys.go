@@ -45,19 +45,9 @@ var keysSynopsis = map[string]string{
 // keysCmd is `tollgate keys ...`, the operator's key management on the
 // database file. Every change is written to the audit table as actor "cli".
 func keysCmd(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, keysUsage)
-		return &usageError{"keys: no subcommand given"}
-	}
-	sub, args := args[0], args[1:]
-	if isHelp(sub) {
-		fmt.Fprint(stdout, keysUsage)
-		return flag.ErrHelp
-	}
-	synopsis, ok := keysSynopsis[sub]
-	if !ok {
-		fmt.Fprint(stderr, keysUsage)
-		return &usageError{subcommandError("keys", sub, "create, list, show, revoke or rotate")}
+	sub, synopsis, args, err := subcommand("keys", args, keysUsage, keysSynopsis, "create, list, show, revoke or rotate", stdout, stderr)
+	if err != nil {
+		return err
 	}
 	fs := newFlags("keys "+sub, synopsis, stderr)
 	var c common

@@ -185,3 +185,26 @@ func envOr(getenv func(string) string, name, def string) string {
 	}
 	return def
 }
+
+// subcommand picks the subcommand of `tollgate name` from args: it returns
+// the subcommand, its synopsis and the remaining args. No subcommand, or an
+// unknown one, prints usage to stderr and is a usage error; -h/--help/help
+// prints usage to stdout and returns flag.ErrHelp. known lists the valid
+// subcommands in words, for the error.
+func subcommand(name string, args []string, usage string, synopses map[string]string, known string, stdout, stderr io.Writer) (sub, synopsis string, rest []string, err error) {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return "", "", nil, &usageError{name + ": no subcommand given (want " + known + ")"}
+	}
+	sub, rest = args[0], args[1:]
+	if isHelp(sub) {
+		fmt.Fprint(stdout, usage)
+		return "", "", nil, flag.ErrHelp
+	}
+	synopsis, ok := synopses[sub]
+	if !ok {
+		fmt.Fprint(stderr, usage)
+		return "", "", nil, &usageError{subcommandError(name, sub, known)}
+	}
+	return sub, synopsis, rest, nil
+}

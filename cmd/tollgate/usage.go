@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -33,19 +32,9 @@ var usageSynopsis = map[string]string{
 
 // usageCmd is `tollgate usage ...`: billing data straight from the database.
 func usageCmd(ctx context.Context, args []string, getenv func(string) string, now func() time.Time, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usageUsage)
-		return &usageError{"usage: want export or summary"}
-	}
-	sub := args[0]
-	if isHelp(sub) {
-		fmt.Fprint(stdout, usageUsage)
-		return flag.ErrHelp
-	}
-	synopsis, ok := usageSynopsis[sub]
-	if !ok {
-		fmt.Fprint(stderr, usageUsage)
-		return &usageError{subcommandError("usage", sub, "export or summary")}
+	sub, synopsis, args, err := subcommand("usage", args, usageUsage, usageSynopsis, "export or summary", stdout, stderr)
+	if err != nil {
+		return err
 	}
 	fs := newFlags("usage "+sub, synopsis, stderr)
 	var c common
@@ -55,7 +44,7 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, no
 	to := fs.String("to", "", "end date (exclusive)")
 	format := fs.String("format", "json", "export format: json or csv")
 	by := fs.String("by", metering.GroupKey, "summary grouping: key, model or day")
-	if err := parse(fs, args[1:], stdout); err != nil {
+	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
 	q := metering.Query{KeyID: *key, From: time.Unix(0, 0).UTC(), To: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)} // storage keeps unix nanoseconds: years 1970-2262
@@ -63,7 +52,6 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, no
 		now := now().UTC()
 		q.From, q.To, q.GroupBy = metering.MonthStart(now), metering.NextMonthStart(now), *by
 	}
-	var err error
 	if q.From, err = dateFlag("--from", *from, q.From); err != nil {
 		return err
 	}
