@@ -20,6 +20,7 @@ import (
 
 	"tollgate/auth"
 	"tollgate/inference/ollamatest"
+	"tollgate/internal/tinymodel"
 	"tollgate/metering"
 )
 
@@ -429,4 +430,76 @@ func TestOllamaManagementRefused(t *testing.T) {
 	if got := fake.Stats(); got.Requests != 0 {
 		t.Errorf("the fake Ollama got %d requests, want none", got.Requests)
 	}
+}
+
+// TestOllamaRealModel: Ollama's client against Tollgate in front of the
+// real test Ollama: the tiny model answers, and every count the client sees
+// is the usage row's.
+func TestOllamaRealModel(t *testing.T) {
+	ts := newRealServer(t)
+	ctx := t.Context()
+	greedy := map[string]any{"temperature": 0}
+	for _, stream := range []bool{true, false} {
+		t.Run(fmt.Sprint("generate stream=", stream), func(t *testing.T) {
+			id, secret := ts.newKey(t, auth.Spec{})
+			var text string
+			var last api.GenerateResponse
+			err := ollamaClient(t, ts, secret).Generate(ctx, &api.GenerateRequest{Model: "tiny:latest", Prompt: "hi", Stream: ptr(stream), Options: greedy},
+				func(r api.GenerateResponse) error { text += r.Response; last = r; return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if text != tinymodel.GreedyReply || !last.Done || last.DoneReason != "stop" {
+				t.Errorf("text %q, last %+v; want %q", text, last, tinymodel.GreedyReply)
+			}
+			checkCounts(t, last.Metrics, onlyRow(t, ts, id))
+		})
+		t.Run(fmt.Sprint("chat stream=", stream), func(t *testing.T) {
+			id, secret := ts.newKey(t, auth.Spec{})
+			var text string
+			var last api.ChatResponse
+			err := ollamaClient(t, ts, secret).Chat(ctx, &api.ChatRequest{Model: "tiny", Stream: ptr(stream), Options: greedy,
+				Messages: []api.Message{{Role: "user", Content: "hi"}}},
+				func(r api.ChatResponse) error { text += r.Message.Content; last = r; return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if text != tinymodel.GreedyReply || !last.Done || last.Message.Role != "assistant" {
+				t.Errorf("text %q, last %+v; want %q", text, last, tinymodel.GreedyReply)
+			}
+			checkCounts(t, last.Metrics, onlyRow(t, ts, id))
+		})
+	}
+	t.Run("embed", func(t *testing.T) {
+		id, secret := ts.newKey(t, auth.Spec{})
+		c := ollamaClient(t, ts, secret)
+		res, err := c.Embed(ctx, &api.EmbedRequest{Model: "tiny", Input: "hello world"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := onlyRow(t, ts, id)
+		if len(res.Embeddings) != 1 || len(res.Embeddings[0]) == 0 || int64(res.PromptEvalCount) != row.PromptTokens || row.PromptTokens <= 0 {
+			t.Errorf("embed %d vectors, prompt_eval_count %d; row %+v", len(res.Embeddings), res.PromptEvalCount, row)
+		}
+		legacy, err := c.Embeddings(ctx, &api.EmbeddingRequest{Model: "tiny", Prompt: "hello world"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(legacy.Embedding) != len(res.Embeddings[0]) {
+			t.Errorf("legacy embedding has %d dims, want %d", len(legacy.Embedding), len(res.Embeddings[0]))
+		}
+	})
+	t.Run("tags, show, version", func(t *testing.T) {
+		c := ollamaClient(t, ts, ts.key)
+		tags, err := c.List(ctx)
+		if err != nil || len(tags.Models) != 1 || tags.Models[0].Name != "tiny:latest" {
+			t.Errorf("tags %+v, %v", tags, err)
+		}
+		if _, err := c.Show(ctx, &api.ShowRequest{Model: "tiny:latest"}); err != nil {
+			t.Error(err)
+		}
+		if v, err := c.Version(ctx); err != nil || v != ollamatest.DefaultVersion {
+			t.Errorf("version %q, %v", v, err)
+		}
+	})
 }
