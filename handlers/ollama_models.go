@@ -76,7 +76,10 @@ func (s *server) ollamaTags() gin.HandlerFunc {
 // ollamaShow serves POST /api/show: what the key may do with a model.
 func (s *server) ollamaShow() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		var body api.ShowRequest
+		var body struct {
+			Model string `json:"model"`
+			Name  string `json:"name"` // older clients' field for the model
+		}
 		if err := decodeOllama(c, &body); err != nil {
 			s.fail(c, err)
 			return

@@ -364,8 +364,13 @@ func TestOllamaModelsAndVersion(t *testing.T) {
 			t.Errorf("show %s: capabilities %v, want %s", name, show.Capabilities, want)
 		}
 	}
-	if _, err := c.Show(ctx, &api.ShowRequest{Name: "nope"}); !statusIs(err, 404, "model 'nope' not found") {
+	if _, err := c.Show(ctx, &api.ShowRequest{Model: "nope"}); !statusIs(err, 404, "model 'nope' not found") {
 		t.Errorf("show nope: %v", err)
+	}
+	var legacy api.ShowResponse // older clients send "name"
+	ts.doJSON(t, "POST", "/api/show", map[string]string{"name": "chat:latest"}, http.StatusOK, &legacy)
+	if len(legacy.Capabilities) != 1 {
+		t.Errorf("show by name: %+v", legacy)
 	}
 	ps, err := c.ListRunning(ctx)
 	if err != nil || ps.Models == nil || len(ps.Models) != 0 {
