@@ -215,8 +215,8 @@ func TestOpenAPIErrors(t *testing.T) {
 			}
 			res := deref(t, doc, r)
 			content := obj(res["content"])
-			if len(content) != 1 || obj(obj(content["application/json"])["schema"])["$ref"] != "#/components/schemas/Error" {
-				t.Errorf("%s: content %v, want only application/json with $ref #/components/schemas/Error", where, content)
+			if schema := errorSchema(op.path); len(content) != 1 || obj(obj(content["application/json"])["schema"])["$ref"] != schema {
+				t.Errorf("%s: content %v, want only application/json with $ref %s", where, content, schema)
 			}
 			headers := obj(res["headers"])
 			if status == "401" && headers["WWW-Authenticate"] == nil {
@@ -236,7 +236,8 @@ func TestOpenAPIErrors(t *testing.T) {
 		if op.op["requestBody"] != nil {
 			want = append(want, "400", "413")
 		}
-		if op.path == "/generate" || op.path == "/embed" || op.path == "/predict" {
+		if op.path == "/generate" || op.path == "/embed" || op.path == "/predict" ||
+			op.path == "/api/generate" || op.path == "/api/chat" || op.path == "/api/embed" || op.path == "/api/embeddings" {
 			want = append(want, "402", "403", "404", "502", "503", "504")
 		}
 		if strings.HasPrefix(op.path, "/admin/") {
@@ -248,6 +249,15 @@ func TestOpenAPIErrors(t *testing.T) {
 			}
 		}
 	}
+}
+
+// errorSchema is the error shape of a path's surface: Ollama's under /api,
+// the native envelope elsewhere.
+func errorSchema(path string) string {
+	if strings.HasPrefix(path, "/api/") {
+		return "#/components/schemas/OllamaError"
+	}
+	return "#/components/schemas/Error"
 }
 
 // TestOpenAPILimitHeaders: the inference routes document the rate-limit

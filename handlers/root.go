@@ -16,9 +16,14 @@ type rootResponse struct {
 }
 
 // root serves GET /: where the API reference is, for someone who opened the
-// server's address in a browser or with curl.
+// server's address in a browser or with curl. Ollama's clients (by their
+// User-Agent) get Ollama's own answer, which some of them probe for.
 func (s *server) root() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if looksLikeOllamaClient(c) {
+			c.String(http.StatusOK, ollamaRunning)
+			return
+		}
 		c.JSON(http.StatusOK, rootResponse{Service: "tollgate", Docs: "/docs", OpenAPI: "/openapi.json"})
 	}
 }

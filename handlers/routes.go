@@ -13,6 +13,7 @@ func addRoutes(r *gin.Engine, s *server) {
 	r.NoMethod(s.methodNotAllowed())
 
 	r.GET("/", s.root())
+	r.HEAD("/", s.headRoot())
 	r.GET("/openapi.json", s.openAPI())
 	r.GET("/docs", s.docs())
 	r.GET("/healthz", s.healthz())
@@ -29,6 +30,20 @@ func addRoutes(r *gin.Engine, s *server) {
 	api.GET("/models", s.models())
 	api.GET("/usage", s.ownUsage())
 	api.POST("/keys/self/rotate", s.rotateKey(true))
+
+	// Ollama-compatible surface (/api): adapters over the same gateway.
+	ol := api.Group("/api")
+	ol.POST("/generate", s.ollamaGenerate())
+	ol.POST("/chat", s.ollamaChat())
+	ol.POST("/embed", s.ollamaEmbed())
+	ol.POST("/embeddings", s.ollamaEmbeddings())
+	ol.GET("/tags", s.ollamaTags())
+	ol.POST("/show", s.ollamaShow())
+	ol.GET("/ps", s.ollamaPS())
+	ol.GET("/version", s.ollamaVersionRoute())
+	for _, r := range ollamaManagementRoutes {
+		ol.Handle(r[0], r[1], s.ollamaManagement())
+	}
 
 	admin := api.Group("/admin", s.require(auth.ScopeAdmin))
 	admin.POST("/keys", s.createKey())
