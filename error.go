@@ -124,6 +124,9 @@ type Error struct {
 	// Final marks a refusal that retrying cannot fix (a spent quota):
 	// surfaces say so (x-should-retry: false).
 	Final bool
+	// Param, when set, is the request field at fault, in the terms of the
+	// surface that decoded it (OpenAI's error shape reports it as "param").
+	Param string
 }
 
 // Error returns the message.

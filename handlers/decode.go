@@ -103,17 +103,24 @@ func describeJSONError(err error) error {
 		if te.Field == "" {
 			return badRequest("request body must be a JSON object, not %s", te.Value)
 		}
-		return badRequest("field %q must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		return withParam(badRequest("field %q must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value), te.Field)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return badRequest("request body is truncated JSON")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return badRequest("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		return withParam(badRequest("unknown field %s", field), strings.Trim(field, `"`))
 	}
 	var fe *fieldError
 	if errors.As(err, &fe) {
-		return badRequest("field %q %s", fe.field, fe.reason)
+		return withParam(badRequest("field %q %s", fe.field, fe.reason), fe.field)
 	}
 	return badRequest("request body is not valid JSON")
+}
+
+// withParam sets e's Param: the request field at fault.
+func withParam(e *tollgate.Error, param string) *tollgate.Error {
+	e.Param = param
+	return e
 }
 
 func jsonKind(goKind string) string {

@@ -5,12 +5,14 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
-	"tollgate/metering"
 
 	"github.com/gin-gonic/gin"
 
 	"tollgate"
+	"tollgate/inference"
+	"tollgate/metering"
 )
 
 // errorBody is the one error envelope of the native surface.
@@ -42,7 +44,21 @@ func describe(err error) *tollgate.Error {
 		return &tollgate.Error{Code: tollgate.CodeBodyTooLarge, Message: bodyTooLarge(mbe.Limit)}
 	}
 	return &tollgate.Error{Code: tollgate.ErrorCode(err), Message: tollgate.ErrorMessage(err),
-		RetryAfter: tollgate.RetryAfter(err), Final: tollgate.IsFinal(err)}
+		RetryAfter: tollgate.RetryAfter(err), Final: tollgate.IsFinal(err), Param: paramOf(err)}
+}
+
+// paramOf is the request field err blames, if it names one: an *Error's
+// Param or an inference.InvalidError's Field.
+func paramOf(err error) string {
+	var e *tollgate.Error
+	var ie *inference.InvalidError
+	switch {
+	case errors.As(err, &e):
+		return e.Param
+	case errors.As(err, &ie):
+		return ie.Field
+	}
+	return ""
 }
 
 // fail renders err as the error envelope, with Retry-After and
@@ -61,7 +77,7 @@ func (s *server) fail(c *gin.Context, err error) {
 	if e.Final {
 		c.Header("x-should-retry", "false")
 	}
-	s.abort(c, e.Code, e.Message)
+	s.abortWith(c, e)
 }
 
 // retrySeconds rounds up so Retry-After is never earlier than the refill.
@@ -72,12 +88,17 @@ func retrySeconds(d time.Duration) int {
 // abort writes the error in the shape of the route's API surface (the
 // native envelope, OpenAI's or Ollama's) and stops the chain.
 func (s *server) abort(c *gin.Context, code tollgate.Code, message string) {
+	s.abortWith(c, &tollgate.Error{Code: code, Message: message})
+}
+
+// abortWith is abort for a described error (its Param too).
+func (s *server) abortWith(c *gin.Context, e *tollgate.Error) {
 	if ri := info(c); ri.keyID == "" && c.Request.ContentLength != 0 && !ri.bodyRead {
 		// An anonymous client with an unread body: answer at once and drop
 		// the connection rather than let net/http wait for the body.
 		c.Header("Connection", "close")
 	}
-	status, body := errorFor(requestSurface(c), code, message, info(c).id)
+	status, body := errorFor(requestSurface(c), e, info(c).id)
 	c.AbortWithStatusJSON(status, body)
 }
 
@@ -97,15 +118,33 @@ func requestSurface(c *gin.Context) string {
 //     insufficient_quota);
 //   - ollama: {"error":"message"} (a string: ollama-js prints an object as
 //     [object Object]), code's status.
-func errorFor(surface string, code tollgate.Code, message, requestID string) (int, any) {
+//
+// OpenAI's param is e.Param (see openAIParam) for invalid requests.
+func errorFor(surface string, e *tollgate.Error, requestID string) (int, any) {
+	code, message := e.Code, e.Message
 	switch surface {
 	case metering.SurfaceOpenAI:
 		status, typ, oaCode := openAIError(code)
-		return status, openAIErrorBody{Error: openAIErrorDetail{Message: message, Type: typ, Code: oaCode}}
+		return status, openAIErrorBody{Error: openAIErrorDetail{Message: message, Type: typ, Code: oaCode, Param: openAIParam(e)}}
 	case metering.SurfaceOllama:
 		return code.Status(), ollamaErrorBody{Error: message}
 	}
 	return code.Status(), errorBody{Error: errorDetail{Code: code, Message: message, RequestID: requestID}}
+}
+
+// openAIParam is the OpenAI request field an invalid request blames, or nil:
+// the gateway's "options.num_predict" is max_tokens (or
+// max_completion_tokens) there, any other "options.x" the top-level x.
+func openAIParam(e *tollgate.Error) *string {
+	if e.Param == "" || e.Code != tollgate.CodeInvalidRequest {
+		return nil
+	}
+	p := e.Param
+	if p == "options.num_predict" {
+		p = "max_tokens"
+	}
+	p = strings.TrimPrefix(p, "options.")
+	return &p
 }
 
 // openAIErrorBody is OpenAI's error shape; param is always present (null

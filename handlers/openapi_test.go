@@ -254,8 +254,11 @@ func TestOpenAPIErrors(t *testing.T) {
 // errorSchema is the error shape of a path's surface: Ollama's under /api,
 // the native envelope elsewhere.
 func errorSchema(path string) string {
-	if strings.HasPrefix(path, "/api/") {
+	switch {
+	case strings.HasPrefix(path, "/api/"):
 		return "#/components/schemas/OllamaError"
+	case strings.HasPrefix(path, "/v1/"):
+		return "#/components/schemas/OpenAIError"
 	}
 	return "#/components/schemas/Error"
 }

@@ -60,6 +60,18 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"Ready":            readyResponse{},
 		"MissingModel":     missingModelJSON{},
 		"Root":             rootResponse{},
+		// The OpenAI-compatible surface.
+		"OpenAIError":             openAIErrorBody{},
+		"OpenAIErrorDetail":       openAIErrorDetail{},
+		"OpenAIUsage":             oaUsage{},
+		"OpenAIChatRequest":       oaChatRequest{},
+		"OpenAIChatCompletion":    oaChatCompletion{},
+		"OpenAICompletionRequest": oaCompletionRequest{},
+		"OpenAICompletion":        oaCompletion{},
+		"OpenAIEmbeddingRequest":  oaEmbeddingRequest{},
+		"OpenAIEmbeddingList":     oaEmbeddingList{},
+		"OpenAIModel":             oaModel{},
+		"OpenAIModelList":         oaModelList{},
 	}
 	for name, v := range types {
 		s, ok := schemas[name]

@@ -31,6 +31,14 @@ func addRoutes(r *gin.Engine, s *server) {
 	api.GET("/usage", s.ownUsage())
 	api.POST("/keys/self/rotate", s.rotateKey(true))
 
+	// OpenAI-compatible surface: adapters over the same gateway calls.
+	v1 := api.Group("/v1")
+	v1.POST("/chat/completions", s.openAIChat())
+	v1.POST("/completions", s.openAICompletions())
+	v1.POST("/embeddings", s.openAIEmbeddings())
+	v1.GET("/models", s.openAIModels(false))
+	v1.GET("/models/:id", s.openAIModels(true))
+
 	// Ollama-compatible surface (/api): adapters over the same gateway.
 	ol := api.Group("/api")
 	ol.POST("/generate", s.ollamaGenerate())

@@ -626,6 +626,10 @@ func (x *exchange) appendDone(b []byte, chat bool, text []byte, reason string, p
 	if chat {
 		b = append(b, `,"message":{"role":"assistant","content":`...)
 		b = append(b, text...)
+		if x.st.toolCalls != nil {
+			b = append(b, `,"tool_calls":`...)
+			b = append(b, x.st.toolCalls...)
+		}
 		b = append(b, '}')
 		if reason != "" {
 			b = append(b, `,"done_reason":`...)

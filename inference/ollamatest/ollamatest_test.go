@@ -226,6 +226,25 @@ func TestChatWithOfficialClient(t *testing.T) {
 	}
 }
 
+// TestChatToolCalls: Reply.ToolCalls reach the official client in the
+// final chat object, streamed or not.
+func TestChatToolCalls(t *testing.T) {
+	call := api.ToolCall{Function: api.ToolCallFunction{Name: "get_weather", Arguments: api.ToolCallFunctionArguments{"city": "Paris"}}}
+	srv := ollamatest.NewServer(ollamatest.WithReply(ollamatest.Reply{Chunks: []string{}, ToolCalls: []api.ToolCall{call}}))
+	t.Cleanup(srv.Close)
+	for _, stream := range []bool{true, false} {
+		var calls []api.ToolCall
+		err := srv.Client().Chat(ctxT(t), &api.ChatRequest{Model: "tiny", Messages: []api.Message{{Role: "user", Content: "hi"}}, Stream: &stream},
+			func(r api.ChatResponse) error { calls = append(calls, r.Message.ToolCalls...); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(calls) != 1 || calls[0].Function.Name != "get_weather" || calls[0].Function.Arguments["city"] != "Paris" {
+			t.Errorf("stream %v: tool calls %+v", stream, calls)
+		}
+	}
+}
+
 // The bytes on the wire have the shape of Ollama's: same fields, same order,
 // same content types.
 func TestWireFormatMatchesOllama(t *testing.T) {

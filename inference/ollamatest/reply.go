@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/ollama/ollama/api"
 )
 
 // DefaultChunks is the text a Server streams when its Reply sets no Chunks:
@@ -65,6 +67,11 @@ type Reply struct {
 	// DefaultEmbeddingDim. Embeddings are unit vectors that depend only on
 	// the input text, so equal inputs get equal vectors.
 	EmbeddingDim int
+
+	// ToolCalls, when non-empty, are the tool calls every chat reply makes:
+	// they go in message.tool_calls of the final object (done: true), after
+	// the text chunks, whether or not the request declared tools.
+	ToolCalls []api.ToolCall
 }
 
 // replyState is a Reply prepared for the hot path.
@@ -75,6 +82,7 @@ type replyState struct {
 	evalCount  int
 	doneReason string
 	dim        int
+	toolCalls  []byte // the JSON array of Reply.ToolCalls; nil: none
 }
 
 // chunk is one piece of generated text, kept both as text (for the
@@ -109,6 +117,9 @@ func newReplyState(r Reply) *replyState {
 	}
 	if st.dim <= 0 {
 		st.dim = DefaultEmbeddingDim
+	}
+	if len(r.ToolCalls) > 0 {
+		st.toolCalls, _ = json.Marshal(r.ToolCalls)
 	}
 	return st
 }
