@@ -7,13 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/ollama/ollama/api"
@@ -148,37 +146,11 @@ func TestOllamaChatFake(t *testing.T) {
 	}
 }
 
-// toolOllama is a fake Ollama /api/chat that answers every chat with a
-// tool call (the ollamatest fake has no tool calls), and records the
-// requests it got.
-type toolOllama struct {
-	mu   sync.Mutex
-	reqs []api.ChatRequest
-}
-
-func (f *toolOllama) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/api/chat" {
-		http.NotFound(w, r)
-		return
-	}
-	var req api.ChatRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		http.Error(w, `{"error":"bad json"}`, 400)
-		return
-	}
-	f.mu.Lock()
-	f.reqs = append(f.reqs, req)
-	f.mu.Unlock()
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	fmt.Fprintln(w, `{"model":"llama3.2:3b","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather","arguments":{"city":"Paris"}}}]},"done":false}`)
-	fmt.Fprintln(w, `{"model":"llama3.2:3b","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","prompt_eval_count":21,"eval_count":9}`)
-}
-
 func TestOllamaChatToolCalls(t *testing.T) {
-	fake := &toolOllama{}
-	srv := httptest.NewServer(fake)
-	t.Cleanup(srv.Close)
-	ts := newTestServer(t, fakeCatalog(srv.URL, "10s"))
+	fake, ts := newFakeServer(t, "10s", ollamatest.WithReply(ollamatest.Reply{
+		Chunks: []string{}, PromptEvalCount: 21, EvalCount: 9,
+		ToolCalls: []api.ToolCall{{Function: api.ToolCallFunction{Name: "get_weather", Arguments: map[string]any{"city": "Paris"}}}},
+	}))
 	tools := `[{"type":"function","function":{"name":"get_weather","description":"Weather in a city",
 		"parameters":{"type":"object","required":["city"],"properties":{"city":{"type":"string","description":"the city"}},"additionalProperties":false}}}]`
 	var apiTools api.Tools
@@ -208,9 +180,10 @@ func TestOllamaChatToolCalls(t *testing.T) {
 				t.Errorf("last %+v", last)
 			}
 			checkCounts(t, last.Metrics, onlyRow(t, ts, id))
-			fake.mu.Lock()
-			got := fake.reqs[len(fake.reqs)-1]
-			fake.mu.Unlock()
+			var got api.ChatRequest
+			if err := json.Unmarshal(lastRequest(t, fake).Body, &got); err != nil {
+				t.Fatal(err)
+			}
 			if len(got.Tools) != 1 || got.Tools[0].Function.Name != "get_weather" || got.Tools[0].Function.Parameters.Required[0] != "city" {
 				t.Errorf("Ollama got tools %v", got.Tools)
 			}
