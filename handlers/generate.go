@@ -23,9 +23,9 @@ type generateRequest struct {
 	KeepAlive any                 `json:"keep_alive"`
 }
 
-func (r generateRequest) toGateway() gateway.GenerateRequest {
+func (r generateRequest) toGateway() (gateway.GenerateRequest, error) {
 	return gateway.GenerateRequest{Model: r.Model, Prompt: r.Prompt, System: r.System, Messages: r.Messages,
-		Options: r.Options, Format: r.Format, KeepAlive: r.KeepAlive}
+		Options: r.Options, Format: r.Format, KeepAlive: r.KeepAlive}, nil
 }
 
 type usageJSON struct {
@@ -70,15 +70,15 @@ func surfaceOf(route string) string {
 func (s *server) generate() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var body generateRequest
-		if err := decodeJSON(c, &body); err != nil {
-			s.fail(c, err)
+		req, ok := s.decodeGenerate(c, decodeJSON, &body)
+		if !ok {
 			return
 		}
 		if body.Stream {
-			s.streamGenerate(c, body.toGateway())
+			s.streamGenerate(c, req)
 			return
 		}
-		res, err := s.gw.Generate(c.Request.Context(), caller(c), body.toGateway(), nil)
+		res, err := s.gw.Generate(c.Request.Context(), caller(c), req, nil)
 		s.noteCall(c, res.Result, err)
 		if err != nil {
 			s.failCall(c, err)
@@ -86,6 +86,28 @@ func (s *server) generate() gin.HandlerFunc {
 		}
 		s.reply(c, generateResponse{ID: info(c).id, Model: res.Model, Text: res.Text, DoneReason: res.DoneReason, Usage: toUsage(res.Usage)})
 	}
+}
+
+// generateBody is a surface's generation request, decoded from its own
+// shape, that turns into the gateway's (validating what is its own).
+type generateBody interface {
+	toGateway() (gateway.GenerateRequest, error)
+}
+
+// decodeGenerate decodes the request body into body with decode and turns
+// it into a gateway request; on error it fails the request and returns
+// false.
+func (s *server) decodeGenerate(c *gin.Context, decode func(*gin.Context, any) error, body generateBody) (gateway.GenerateRequest, bool) {
+	if err := decode(c, body); err != nil {
+		s.fail(c, err)
+		return gateway.GenerateRequest{}, false
+	}
+	req, err := body.toGateway()
+	if err != nil {
+		s.fail(c, err)
+		return gateway.GenerateRequest{}, false
+	}
+	return req, true
 }
 
 // failCall reports a failed gateway call, unless the client is gone (then

@@ -161,13 +161,8 @@ func ollamaMetrics(c *gin.Context, u inference.Usage) api.Metrics {
 func (s *server) ollamaGenerate() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var body ollamaGenerateRequest
-		if err := decodeOllama(c, &body); err != nil {
-			s.fail(c, err)
-			return
-		}
-		req, err := body.toGateway()
-		if err != nil {
-			s.fail(c, err)
+		req, ok := s.decodeGenerate(c, decodeOllama, &body)
+		if !ok {
 			return
 		}
 		done := func(res gateway.GenerateResult, text string) api.GenerateResponse {
@@ -196,13 +191,8 @@ func (s *server) ollamaGenerate() gin.HandlerFunc {
 func (s *server) ollamaChat() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var body ollamaChatRequest
-		if err := decodeOllama(c, &body); err != nil {
-			s.fail(c, err)
-			return
-		}
-		req, err := body.toGateway()
-		if err != nil {
-			s.fail(c, err)
+		req, ok := s.decodeGenerate(c, decodeOllama, &body)
+		if !ok {
 			return
 		}
 		answer := func(res gateway.GenerateResult, text string, calls bool, done bool) api.ChatResponse {

@@ -374,13 +374,8 @@ type oaAnswer struct {
 func (s *server) openAIChat() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var body oaChatRequest
-		if err := decodeJSON(c, &body); err != nil {
-			s.fail(c, err)
-			return
-		}
-		req, err := body.toGateway()
-		if err != nil {
-			s.fail(c, err)
+		req, ok := s.decodeGenerate(c, decodeJSON, &body)
+		if !ok {
 			return
 		}
 		id, created := "chatcmpl-"+info(c).id, info(c).arrived.Unix()

@@ -213,13 +213,8 @@ func (st oaTextStream) usage(model string, u inference.Usage) any {
 func (s *server) openAICompletions() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var body oaCompletionRequest
-		if err := decodeJSON(c, &body); err != nil {
-			s.fail(c, err)
-			return
-		}
-		req, err := body.toGateway()
-		if err != nil {
-			s.fail(c, err)
+		req, ok := s.decodeGenerate(c, decodeJSON, &body)
+		if !ok {
 			return
 		}
 		st := oaTextStream{id: "cmpl-" + info(c).id, created: info(c).arrived.Unix()}
