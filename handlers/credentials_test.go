@@ -149,7 +149,8 @@ func checkChallenges(t *testing.T, resp *http.Response) {
 // TestUnknownFieldNamesOnlyTheField: an unknown field in valid JSON sent
 // with curl's default form Content-Type is reported by name, without the
 // advice to change the Content-Type (the JSON was read fine); JSON that
-// does not parse still gets that advice.
+// does not parse still gets that advice. A real form is read as a form (see
+// form_test.go): its typo is reported with how form fields are spelled.
 func TestUnknownFieldNamesOnlyTheField(t *testing.T) {
 	fake := newFakeOllama(t)
 	ts := newTestServer(t, fakeCatalog(fake.URL, "5s"))
@@ -162,7 +163,8 @@ func TestUnknownFieldNamesOnlyTheField(t *testing.T) {
 		{"unknown field", `{"model":"chat","promt":"hi"}`, `unknown field "promt"`, false},
 		{"wrong type", `{"model":"chat","prompt":5}`, `"prompt"`, false},
 		{"bad option", `{"model":"chat","prompt":"hi","options":{"num_gpu":1}}`, "options.num_gpu", false},
-		{"form payload", `model=chat&prompt=hi`, "not valid JSON", true},
+		{"JSON that does not parse", `{"model":"chat",`, "truncated JSON", true},
+		{"form with a typo", `model=chat&promt=hi`, `unknown field "promt"`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, e := ts.doError(t, "POST", "/generate", tc.body, http.StatusBadRequest, "invalid_request", []string{tc.msg}, form...)

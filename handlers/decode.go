@@ -21,21 +21,25 @@ import (
 // enforced (curl -d sends form encoding), only mentioned when the body is
 // not JSON at all.
 func decodeJSON(c *gin.Context, v any) error {
-	ri := info(c)
-	body := ri.body
-	if !ri.bodyRead {
-		var err error
-		if body, err = readBody(c); err != nil {
-			return err
-		}
+	body, err := requestBody(c)
+	if err != nil {
+		return err
 	}
-	err := decodeBytes(body, v)
+	err = decodeBytes(body, v)
 	// Only JSON that does not parse may be a client sending something else
 	// (curl -d, a form); a wrong field in good JSON is just that field.
 	if ae, ok := err.(*tollgate.Error); ok && !isJSONType(c.GetHeader("Content-Type")) && !json.Valid(body) {
 		ae.Message += " (send JSON with Content-Type: application/json)"
 	}
 	return err
+}
+
+// requestBody returns the body, read once (readBody).
+func requestBody(c *gin.Context) ([]byte, error) {
+	if ri := info(c); ri.bodyRead {
+		return ri.body, nil
+	}
+	return readBody(c)
 }
 
 // readBody reads the whole (size-limited) body. A body must arrive within

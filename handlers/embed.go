@@ -23,12 +23,12 @@ type embedResponse struct {
 func (s *server) embed() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var body embedRequest
-		if err := decodeJSON(c, &body); err != nil {
+		if err := decodeNative(c, &body); err != nil {
 			s.fail(c, err)
 			return
 		}
 		res, err := s.gw.Embed(c.Request.Context(), caller(c), gateway.EmbedRequest{
-			Model: body.Model, Input: gateway.Inputs(body.Input), KeepAlive: body.KeepAlive})
+			Model: body.Model, Input: gateway.Inputs(body.Input), KeepAlive: keepAliveValue(body.KeepAlive)})
 		s.noteCall(c, res.Result, err)
 		if err != nil {
 			s.failCall(c, err)

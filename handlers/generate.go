@@ -17,15 +17,15 @@ type generateRequest struct {
 	Prompt    *string             `json:"prompt"`
 	System    string              `json:"system"`
 	Messages  []inference.Message `json:"messages"`
-	Stream    bool                `json:"stream"`
-	Options   map[string]any      `json:"options"`
+	Stream    flexBool            `json:"stream"`
+	Options   flexOptions         `json:"options"`
 	Format    json.RawMessage     `json:"format"`
 	KeepAlive any                 `json:"keep_alive"`
 }
 
 func (r generateRequest) toGateway() (gateway.GenerateRequest, error) {
 	return gateway.GenerateRequest{Model: r.Model, Prompt: r.Prompt, System: r.System, Messages: r.Messages,
-		Options: r.Options, Format: r.Format, KeepAlive: r.KeepAlive}, nil
+		Options: r.Options, Format: r.Format, KeepAlive: keepAliveValue(r.KeepAlive)}, nil
 }
 
 type usageJSON struct {
@@ -70,7 +70,7 @@ func surfaceOf(route string) string {
 func (s *server) generate() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var body generateRequest
-		req, ok := s.decodeGenerate(c, decodeJSON, &body)
+		req, ok := s.decodeGenerate(c, decodeNative, &body)
 		if !ok {
 			return
 		}

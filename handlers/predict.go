@@ -7,12 +7,12 @@ import (
 )
 
 type predictRequest struct {
-	Task      string         `json:"task"`
-	Labels    []string       `json:"labels"`
-	Model     string         `json:"model"`
-	Input     stringOrList   `json:"input"`
-	Options   map[string]any `json:"options"`
-	KeepAlive any            `json:"keep_alive"`
+	Task      string       `json:"task"`
+	Labels    flexList     `json:"labels"`
+	Model     string       `json:"model"`
+	Input     stringOrList `json:"input"`
+	Options   flexOptions  `json:"options"`
+	KeepAlive any          `json:"keep_alive"`
 }
 
 // predictOne is the flat answer for a single input (Zapier/Make map fields
@@ -42,12 +42,12 @@ type prediction struct {
 func (s *server) predict() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		var body predictRequest
-		if err := decodeJSON(c, &body); err != nil {
+		if err := decodeNative(c, &body); err != nil {
 			s.fail(c, err)
 			return
 		}
 		res, err := s.gw.Predict(c.Request.Context(), caller(c), gateway.PredictRequest{Task: body.Task, Labels: body.Labels,
-			Model: body.Model, Input: gateway.Inputs(body.Input), Options: body.Options, KeepAlive: body.KeepAlive})
+			Model: body.Model, Input: gateway.Inputs(body.Input), Options: body.Options, KeepAlive: keepAliveValue(body.KeepAlive)})
 		s.noteCall(c, res.Result, err)
 		if err != nil {
 			s.failCall(c, err)

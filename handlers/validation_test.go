@@ -21,8 +21,8 @@ func TestBadRequests(t *testing.T) {
 	}{
 		{"truncated JSON", "/generate", `{"model":"chat","prompt":"hi"`, nil, 400, "invalid_request", msgs("truncated JSON")},
 		{"syntax error", "/generate", `{"model":"chat",,}`, nil, 400, "invalid_request", msgs("not valid JSON", "at byte")},
-		{"not JSON, form encoded", "/generate", `model=chat&prompt=hi`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 400, "invalid_request",
-			msgs("not valid JSON", "Content-Type: application/json")},
+		{"not JSON, text/plain", "/generate", `model=chat&prompt=hi`, []string{"Content-Type", "text/plain"}, 400, "invalid_request",
+			msgs("not valid JSON", "Content-Type: application/json", "form fields with Content-Type: application/x-www-form-urlencoded")},
 		{"empty body", "/generate", ``, nil, 400, "invalid_request", msgs("empty")},
 		{"not an object", "/generate", `["chat"]`, nil, 400, "invalid_request", msgs("must be a JSON object")},
 		{"two objects", "/generate", `{"model":"chat","prompt":"hi"} {}`, nil, 400, "invalid_request", msgs("single JSON object")},

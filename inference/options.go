@@ -112,6 +112,21 @@ func checkOption(spec optSpec, v any) (any, error) {
 	}
 }
 
+// IsRequestOption reports whether a request may set the Ollama option name.
+func IsRequestOption(name string) bool {
+	_, ok := requestOptions[name]
+	return ok
+}
+
+// IsNumericOption reports whether name is a request option that takes a
+// number (every one but stop). Handlers use it to read "0.2" from a form or
+// from JSON that types every value as a string; CheckOptions itself stays
+// strict and takes only numbers.
+func IsNumericOption(name string) bool {
+	spec, ok := requestOptions[name]
+	return ok && spec.kind != optStrings
+}
+
 func number(v any) (float64, bool) {
 	switch x := v.(type) {
 	case float64:
