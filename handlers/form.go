@@ -75,6 +75,9 @@ func decodeFormBytes(body []byte, ct string, v any) error {
 	if err != nil {
 		return err
 	}
+	if len(values) == 0 { // "&", or a multipart body with no parts
+		return badRequest("request body is empty; send form fields or a JSON object")
+	}
 	obj, err := formToJSON(values, formFieldsOf(reflect.TypeOf(v).Elem()))
 	if err != nil {
 		return err

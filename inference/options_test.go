@@ -307,3 +307,16 @@ func TestCheckLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestOptionKinds: handlers read a string as a number exactly for the
+// options that take one.
+func TestOptionKinds(t *testing.T) {
+	for name, want := range map[string][2]bool{ // known, numeric
+		"temperature": {true, true}, "num_predict": {true, true}, "seed": {true, true},
+		"stop": {true, false}, "num_gpu": {false, false}, "": {false, false},
+	} {
+		if got := [2]bool{IsRequestOption(name), IsNumericOption(name)}; got != want {
+			t.Errorf("%q: known, numeric = %v, want %v", name, got, want)
+		}
+	}
+}
