@@ -38,9 +38,10 @@ type Backoff struct {
 	Attempts int
 }
 
-// DefaultDelivery is the callback schedule: 12 attempts, 30 s after the
-// first, doubling up to 12 h between two: about 20 hours in all.
-var DefaultDelivery = Backoff{First: 30 * time.Second, Max: 12 * time.Hour, Attempts: 12}
+// DefaultDelivery is the callback schedule: 13 attempts, the second 30 s
+// after the first, then doubling up to 6 h between two: the last about 20
+// hours after the first.
+var DefaultDelivery = Backoff{First: 30 * time.Second, Max: 6 * time.Hour, Attempts: 13}
 
 // DefaultAdmission is the schedule for runs that admission refused (429,
 // 503): 1 s, doubling up to a minute, at most DefaultMaxRetries retries.
@@ -299,15 +300,6 @@ func (m *Manager) Stop(ctx context.Context) {
 		<-done
 	}
 	m.stopRuns()
-}
-
-func (m *Manager) isStopping() bool {
-	select {
-	case <-m.quit:
-		return true
-	default:
-		return false
-	}
 }
 
 // bg is a context for store calls that must finish even while stopping.
