@@ -123,7 +123,11 @@ func (e env) manager(t *testing.T, now func() time.Time, run jobs.Runner) *jobs.
 	m := jobs.New(jobs.Config{Store: e.db, Keys: e.db, Run: run, Poll: 2 * time.Millisecond, Now: now,
 		Admission: jobs.Backoff{First: time.Millisecond, Max: time.Millisecond, Attempts: 3}})
 	m.Start()
-	t.Cleanup(func() { ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second); defer cancel(); m.Stop(ctx) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		m.Stop(ctx)
+	})
 	return m
 }
 
