@@ -346,12 +346,19 @@ func (m *Manager) execute(ctx context.Context, j Job, owner string) {
 	m.mu.Lock()
 	m.running[j.ID] = r
 	m.mu.Unlock()
-	if j.CancelRequested { // DELETE between the claim and here
+	// A DELETE between the claim and the registration above: the store
+	// has it (re-read now that a later DELETE finds the run registered).
+	if cur, err := m.cfg.Store.Job(ctx, j.ID); err == nil && cur.CancelRequested {
+		m.mu.Lock()
 		r.cancelled = true
+		m.mu.Unlock()
 		cancel()
 	}
 	arrived := m.now()
 	body, err := m.cfg.Run(rctx, gateway.Caller{Key: key, RequestID: j.RequestID, Arrived: arrived, Surface: metering.SurfaceNative}, j.Endpoint, j.Request)
+	// The run may have outlasted ctx's timeout: store its outcome afresh.
+	ctx, cancelStore := bg()
+	defer cancelStore()
 	m.mu.Lock()
 	delete(m.running, j.ID)
 	cancelled := r.cancelled

@@ -61,6 +61,8 @@ func (m *Manager) deliverOne() bool {
 		return false
 	}
 	a := m.attempt(j)
+	ctx, cancel = bg() // the attempt may have taken a while
+	defer cancel()
 	attempts := len(j.Deliveries) + 1
 	state, next := DeliveryPending, time.Time{}
 	switch {
