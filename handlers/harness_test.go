@@ -86,8 +86,8 @@ func withRecorder(wrap func(gateway.Recorder) gateway.Recorder) serverOpt {
 	return func(c *serverConfig) { c.record = wrap }
 }
 
-// withJobs changes the job manager's config (after the harness's: 5 ms
-// polls, no allowed networks).
+// withJobs changes the job manager's config (after the harness's: 2
+// workers, 20 ms polls, no allowed networks).
 func withJobs(mod func(*jobs.Config)) serverOpt { return func(c *serverConfig) { c.jobs = mod } }
 
 // withJobsStopped leaves the job manager unstarted: jobs stay queued until
@@ -142,7 +142,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	}
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: rec, Limiter: limits.New(counters, 0),
 		Ledger: counters, Usage: db, Logger: log, InFlight: metrics.InFlight, Now: cfg.now})
-	jcfg := jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Poll: 5 * time.Millisecond, Now: cfg.now, Logger: log}
+	jcfg := jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: 2, Poll: 20 * time.Millisecond, Now: cfg.now, Logger: log}
 	if cfg.jobs != nil {
 		cfg.jobs(&jcfg)
 	}

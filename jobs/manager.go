@@ -82,7 +82,8 @@ type Manager struct {
 	cfg      Config
 	now      func() time.Time
 	log      *slog.Logger
-	wake     chan struct{}
+	wakeRun  chan struct{} // a job was queued
+	wakeSend chan struct{} // a callback is due
 	quit     chan struct{}
 	wg       sync.WaitGroup
 	runCtx   context.Context
@@ -125,7 +126,7 @@ func New(cfg Config) *Manager {
 	if cfg.Client == nil {
 		cfg.Client = cfg.Guard.Client(10 * time.Second)
 	}
-	m := &Manager{cfg: cfg, now: cfg.Now, log: cfg.Logger, wake: make(chan struct{}, 1),
+	m := &Manager{cfg: cfg, now: cfg.Now, log: cfg.Logger, wakeRun: make(chan struct{}, 1), wakeSend: make(chan struct{}, 1),
 		quit: make(chan struct{}), running: map[string]*run{}}
 	if m.now == nil {
 		m.now = time.Now
@@ -167,16 +168,16 @@ func (m *Manager) Submit(ctx context.Context, key auth.Key, endpoint string, req
 	if err := m.cfg.Store.InsertJob(ctx, j); err != nil {
 		return Job{}, err
 	}
-	m.poke()
+	poke(m.wakeRun)
 	return j, nil
 }
 
 func withParam(e *tollgate.Error, p string) *tollgate.Error { e.Param = p; return e }
 
-// poke wakes an idle worker.
-func (m *Manager) poke() {
+// poke wakes an idle loop waiting on wake.
+func poke(wake chan struct{}) {
 	select {
-	case m.wake <- struct{}{}:
+	case wake <- struct{}{}:
 	default:
 	}
 }
@@ -220,8 +221,8 @@ func (m *Manager) Cancel(ctx context.Context, key auth.Key, id string) (Job, err
 		}
 		m.mu.Unlock()
 	}
-	if j.Status == Cancelled {
-		m.poke()
+	if j.Status == Cancelled && j.CallbackURL != "" {
+		poke(m.wakeSend)
 	}
 	return j, nil
 }
@@ -246,15 +247,17 @@ func (m *Manager) Start() {
 	}
 	m.started = true
 	for range m.cfg.Workers {
-		m.loop(m.runOne)
-		m.loop(m.deliverOne)
+		m.loop(m.runOne, m.wakeRun)
+		m.loop(m.deliverOne, m.wakeSend)
 	}
-	m.loop(m.housekeep)
+	m.loop(m.housekeep, nil)
 }
 
 // loop calls step until Stop; step reports whether it did something (then
-// it is called again at once), else the loop waits for a poke or the poll.
-func (m *Manager) loop(step func() bool) {
+// it is called again at once), else the loop waits for a poke on wake (nil:
+// none) or the poll. A poke wakes one idle loop; one that finds work pokes
+// the next (see runOne), so a burst of jobs wakes every worker.
+func (m *Manager) loop(step func() bool, wake chan struct{}) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -272,7 +275,7 @@ func (m *Manager) loop(step func() bool) {
 			select {
 			case <-m.quit:
 				return
-			case <-m.wake:
+			case <-wake:
 			case <-t.C:
 			}
 		}
@@ -321,6 +324,7 @@ func (m *Manager) runOne() bool {
 	if !ok {
 		return false
 	}
+	poke(m.wakeRun) // there may be more
 	m.execute(ctx, j, owner)
 	return true
 }
@@ -402,7 +406,7 @@ func (m *Manager) finish(ctx context.Context, j Job, owner string, f Finish) {
 		m.log.Warn("jobs: a run outlived its lease; its successor's outcome stands", "job", j.ID)
 	}
 	if f.Delivery != "" {
-		m.poke()
+		poke(m.wakeSend)
 	}
 }
 
@@ -445,7 +449,7 @@ func (m *Manager) Recover(ctx context.Context, now time.Time) {
 		default:
 			if ok, _ := m.cfg.Store.RequeueJob(ctx, j.ID, j.Owner, now, j.Retries, true); ok {
 				m.log.Warn("jobs: a run was interrupted; running it again", "job", j.ID, "request_id", j.RequestID)
-				m.poke()
+				poke(m.wakeRun)
 			}
 		}
 	}

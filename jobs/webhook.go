@@ -60,6 +60,7 @@ func (m *Manager) deliverOne() bool {
 	if !ok {
 		return false
 	}
+	poke(m.wakeSend) // there may be more
 	a := m.attempt(j)
 	ctx, cancel = bg() // the attempt may have taken a while
 	defer cancel()
