@@ -11,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate"
+	"tollgate/auth"
 	"tollgate/gateway"
 	"tollgate/jobs"
 )
@@ -89,6 +90,12 @@ func (s *server) submitJob(c *gin.Context, endpoint string, request json.RawMess
 	}
 	if err := checkJobRequest(endpoint, request); err != nil {
 		s.fail(c, err)
+		return
+	}
+	// The scope is known now; the model, plan and limits are the gateway's
+	// when the job runs.
+	if key := info(c).key; !key.HasScope(auth.Scope(endpoint)) {
+		s.fail(c, tollgate.Errorf(tollgate.CodeInsufficientScope, "this key does not have the %s scope", endpoint))
 		return
 	}
 	j, err := s.jobs.Submit(c.Request.Context(), info(c).key, endpoint, request, callbackURL)

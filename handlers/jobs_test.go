@@ -326,6 +326,13 @@ func TestJobOnlyItsKeySeesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts.doJSON(t, "GET", "/jobs/"+id, nil, 200, nil, "X-API-Key", admin)
+	// A key without the endpoint's scope cannot queue a job for it.
+	_, embedOnly, err := ts.keys.Create(t.Context(), "test", auth.Spec{Name: "e", Scopes: []auth.Scope{auth.ScopeEmbed}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.doError(t, "POST", "/jobs", map[string]any{"endpoint": "generate", "request": map[string]any{"prompt": "x"}}, 403, "insufficient_scope", nil, "X-API-Key", embedOnly)
+	ts.doError(t, "POST", "/generate", `{"prompt":"x"}`, 403, "insufficient_scope", nil, "X-API-Key", embedOnly, "Prefer", "respond-async")
 }
 
 func TestJobCancelQueued(t *testing.T) {
