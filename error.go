@@ -30,9 +30,11 @@ const (
 	CodeModelNotFound       Code = "model_not_found"            // 404
 	CodeTaskNotFound        Code = "task_not_found"             // 404
 	CodeKeyNotFound         Code = "key_not_found"              // 404
+	CodeJobNotFound         Code = "job_not_found"              // 404: no such job, or another key's
 	CodeMethodNotAllowed    Code = "method_not_allowed"         // 405
 	CodeBodyTimeout         Code = "body_timeout"               // 408
 	CodeKeyAlreadyRevoked   Code = "key_already_revoked"        // 409: a revoked key cannot be rotated
+	CodeJobFinished         Code = "job_already_finished"       // 409: a finished job cannot be cancelled
 	CodeBodyTooLarge        Code = "body_too_large"             // 413
 	CodeRateLimited         Code = "rate_limited"               // 429
 	CodeTokensPerMinute     Code = "tokens_per_minute_exceeded" // 429
@@ -69,9 +71,11 @@ var statuses = map[Code]int{
 	CodeModelNotFound:       404,
 	CodeTaskNotFound:        404,
 	CodeKeyNotFound:         404,
+	CodeJobNotFound:         404,
 	CodeMethodNotAllowed:    405,
 	CodeBodyTimeout:         408,
 	CodeKeyAlreadyRevoked:   409,
+	CodeJobFinished:         409,
 	CodeBodyTooLarge:        413,
 	CodeRateLimited:         429,
 	CodeTokensPerMinute:     429,

@@ -42,7 +42,7 @@ func (s *server) createKey() gin.HandlerFunc {
 		}
 		s.auditLog(c, auth.ActionCreate, key, "scopes", auth.JoinScopes(key.Scopes))
 		c.Header("Cache-Control", "no-store")
-		c.JSON(http.StatusCreated, createdKey{Key: secret, Notice: shownOnce, Info: key})
+		c.JSON(http.StatusCreated, createdKey{Key: secret, WebhookSecret: s.newWebhookSecret(c, key.ID), Notice: shownOnce, Info: key})
 	}
 }
 

@@ -22,13 +22,15 @@ type embedResponse struct {
 // embed serves POST /embed: one vector per input, in input order.
 func (s *server) embed() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if s.respondAsync(c, "embed") {
+			return
+		}
 		var body embedRequest
 		if err := decodeNative(c, &body); err != nil {
 			s.fail(c, err)
 			return
 		}
-		res, err := s.gw.Embed(c.Request.Context(), caller(c), gateway.EmbedRequest{
-			Model: body.Model, Input: gateway.Inputs(body.Input), KeepAlive: keepAliveValue(body.KeepAlive)})
+		res, err := s.gw.Embed(c.Request.Context(), caller(c), body.toGateway())
 		s.noteCall(c, res.Result, err)
 		if err != nil {
 			s.failCall(c, err)
@@ -36,4 +38,9 @@ func (s *server) embed() gin.HandlerFunc {
 		}
 		s.reply(c, embedResponse{ID: info(c).id, Model: res.Model, Embeddings: res.Embeddings, Usage: toUsage(res.Usage)})
 	}
+}
+
+// toGateway is the gateway's request for body.
+func (r embedRequest) toGateway() gateway.EmbedRequest {
+	return gateway.EmbedRequest{Model: r.Model, Input: gateway.Inputs(r.Input), KeepAlive: keepAliveValue(r.KeepAlive)}
 }

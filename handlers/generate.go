@@ -69,6 +69,9 @@ func surfaceOf(route string) string {
 // "stream" is true.
 func (s *server) generate() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if s.respondAsync(c, "generate") {
+			return
+		}
 		var body generateRequest
 		req, ok := s.decodeGenerate(c, decodeNative, &body)
 		if !ok {

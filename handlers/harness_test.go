@@ -27,6 +27,7 @@ import (
 	"tollgate/handlers"
 	"tollgate/inference"
 	"tollgate/inference/ollamatest"
+	"tollgate/jobs"
 	"tollgate/limits"
 	"tollgate/metering"
 	"tollgate/storage"
@@ -42,6 +43,10 @@ type testServer struct {
 	db     *storage.DB
 	logs   *logSink
 	key    string
+	keys   *auth.Keys
+	jobs   *jobs.Manager
+	dbPath string
+	gw     *gateway.Gateway
 }
 
 type serverConfig struct {
@@ -52,6 +57,8 @@ type serverConfig struct {
 	record      func(gateway.Recorder) gateway.Recorder
 	dbPath      string
 	now         func() time.Time
+	jobs        func(*jobs.Config)
+	jobsStopped bool
 }
 
 type serverOpt func(*serverConfig)
@@ -78,6 +85,14 @@ func withInferencer(wrap func(gateway.Inferencer) gateway.Inferencer) serverOpt 
 func withRecorder(wrap func(gateway.Recorder) gateway.Recorder) serverOpt {
 	return func(c *serverConfig) { c.record = wrap }
 }
+
+// withJobs changes the job manager's config (after the harness's: 2
+// workers, 20 ms polls, no allowed networks).
+func withJobs(mod func(*jobs.Config)) serverOpt { return func(c *serverConfig) { c.jobs = mod } }
+
+// withJobsStopped leaves the job manager unstarted: jobs stay queued until
+// the test calls ts.jobs.Start.
+func withJobsStopped() serverOpt { return func(c *serverConfig) { c.jobsStopped = true } }
 
 // withDB opens the database file at path instead of a fresh one, so that
 // two servers can share it as two instances would.
@@ -127,8 +142,21 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	}
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: rec, Limiter: limits.New(counters, 0),
 		Ledger: counters, Usage: db, Logger: log, InFlight: metrics.InFlight, Now: cfg.now})
+	jcfg := jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: 2, Poll: 20 * time.Millisecond, Now: cfg.now, Logger: log}
+	if cfg.jobs != nil {
+		cfg.jobs(&jcfg)
+	}
+	jm := jobs.New(jcfg)
+	if !cfg.jobsStopped {
+		jm.Start()
+	}
+	t.Cleanup(func() { // before the recorder closes
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		jm.Stop(sctx)
+	})
 	h := handlers.NewServer(handlers.Config{
-		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db,
+		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db, Jobs: jm,
 		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies,
 		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout, Now: cfg.now,
 	})
@@ -136,7 +164,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	t.Cleanup(srv.Close)
 	client := srv.Client()
 	client.Timeout = 15 * time.Second // a hang fails the test instead of stalling it
-	return &testServer{URL: srv.URL, client: client, db: db, logs: logs, key: secret}
+	return &testServer{URL: srv.URL, client: client, db: db, logs: logs, key: secret, keys: keys, jobs: jm, dbPath: cfg.dbPath, gw: gw}
 }
 
 // newFakeServer starts a fake Ollama and a Tollgate server in front of it,

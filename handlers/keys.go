@@ -33,9 +33,12 @@ const (
 
 // createdKey is a key plus its secret, returned once.
 type createdKey struct {
-	Key    string   `json:"key"` // the secret: shown here once, stored nowhere
-	Notice string   `json:"notice"`
-	Info   auth.Key `json:"info"`
+	Key string `json:"key"` // the secret: shown here once, stored nowhere
+	// WebhookSecret signs the key's job callbacks (Standard Webhooks);
+	// shown here once, rotatable by the key (absent when jobs are off).
+	WebhookSecret string   `json:"webhook_secret,omitempty"`
+	Notice        string   `json:"notice"`
+	Info          auth.Key `json:"info"`
 }
 
 type keyList struct {

@@ -9,6 +9,7 @@ import (
 
 	"tollgate/auth"
 	"tollgate/inference"
+	"tollgate/jobs"
 	"tollgate/metering"
 )
 
@@ -60,6 +61,14 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"Ready":            readyResponse{},
 		"MissingModel":     missingModelJSON{},
 		"Root":             rootResponse{},
+		// Async jobs.
+		"CreateJobRequest": createJobRequest{},
+		"JobAccepted":      jobAccepted{},
+		"WebhookSecret":    webhookSecret{},
+		"Job":              jobs.View{},
+		"JobError":         jobs.ErrorInfo{},
+		"JobDelivery":      jobs.DeliveryView{},
+		"JobAttempt":       jobs.Attempt{},
 		// The OpenAI-compatible surface.
 		"OpenAIError":             openAIErrorBody{},
 		"OpenAIErrorDetail":       openAIErrorDetail{},

@@ -41,27 +41,39 @@ type prediction struct {
 // allowed labels by a JSON schema.
 func (s *server) predict() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if s.respondAsync(c, "predict") {
+			return
+		}
 		var body predictRequest
 		if err := decodeNative(c, &body); err != nil {
 			s.fail(c, err)
 			return
 		}
-		res, err := s.gw.Predict(c.Request.Context(), caller(c), gateway.PredictRequest{Task: body.Task, Labels: body.Labels,
-			Model: body.Model, Input: gateway.Inputs(body.Input), Options: body.Options, KeepAlive: keepAliveValue(body.KeepAlive)})
+		res, err := s.gw.Predict(c.Request.Context(), caller(c), body.toGateway())
 		s.noteCall(c, res.Result, err)
 		if err != nil {
 			s.failCall(c, err)
 			return
 		}
-		id, usage := info(c).id, toUsage(res.Usage)
-		if !body.Input.List {
-			s.reply(c, predictOne{ID: id, Label: res.Predictions[0].Label, Model: res.Model, Task: body.Task, Usage: usage})
-			return
-		}
-		out := predictMany{ID: id, Predictions: make([]prediction, len(res.Predictions)), Model: res.Model, Task: body.Task, Usage: usage}
-		for i, p := range res.Predictions {
-			out.Predictions[i] = prediction{Label: p.Label}
-		}
-		s.reply(c, out)
+		s.reply(c, predictBody(info(c).id, body, res))
 	}
+}
+
+// predictBody is POST /predict's answer (and a predict job's result).
+func predictBody(id string, body predictRequest, res gateway.PredictResult) any {
+	usage := toUsage(res.Usage)
+	if !body.Input.List {
+		return predictOne{ID: id, Label: res.Predictions[0].Label, Model: res.Model, Task: body.Task, Usage: usage}
+	}
+	out := predictMany{ID: id, Predictions: make([]prediction, len(res.Predictions)), Model: res.Model, Task: body.Task, Usage: usage}
+	for i, p := range res.Predictions {
+		out.Predictions[i] = prediction{Label: p.Label}
+	}
+	return out
+}
+
+// toGateway is the gateway's request for body.
+func (r predictRequest) toGateway() gateway.PredictRequest {
+	return gateway.PredictRequest{Task: r.Task, Labels: r.Labels,
+		Model: r.Model, Input: gateway.Inputs(r.Input), Options: r.Options, KeepAlive: keepAliveValue(r.KeepAlive)}
 }

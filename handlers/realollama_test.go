@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -224,5 +225,23 @@ func TestRealModelsAndReady(t *testing.T) {
 	ts.doJSON(t, "GET", "/healthz", nil, http.StatusOK, &health)
 	if health["status"] != "ok" {
 		t.Errorf("healthz %v", health)
+	}
+}
+
+// TestRealOllamaJob: a job runs through the real Ollama, metered once.
+func TestRealOllamaJob(t *testing.T) {
+	ts := newRealServer(t)
+	id := ts.submit(t, map[string]any{"endpoint": "generate", "request": map[string]any{"model": "tiny", "prompt": "Hello", "options": map[string]any{"num_predict": 4}}})
+	v := ts.waitJob(t, id)
+	if v.Status != "succeeded" {
+		t.Fatalf("job %+v", v)
+	}
+	var res generateResponse
+	if err := json.Unmarshal(v.Result, &res); err != nil {
+		t.Fatal(err)
+	}
+	res.Usage.check(t, -1, 4)
+	if n := ts.jobUsageRows(t, id); n != 1 {
+		t.Errorf("%d usage rows, want 1", n)
 	}
 }

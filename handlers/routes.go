@@ -30,6 +30,12 @@ func addRoutes(r *gin.Engine, s *server) {
 	api.GET("/models", s.models())
 	api.GET("/usage", s.ownUsage())
 	api.POST("/keys/self/rotate", s.rotateKey(true))
+	api.POST("/keys/self/webhook-secret/rotate", s.rotateWebhookSecret())
+
+	// Async jobs: the same calls, run by package jobs' workers.
+	api.POST("/jobs", s.createJob())
+	api.GET("/jobs/:id", s.getJob())
+	api.DELETE("/jobs/:id", s.cancelJob())
 
 	// OpenAI-compatible surface: adapters over the same gateway calls.
 	v1 := api.Group("/v1")

@@ -19,6 +19,7 @@ import (
 	"tollgate/auth"
 	"tollgate/gateway"
 	"tollgate/inference"
+	"tollgate/jobs"
 )
 
 // Pinger reports whether a dependency (the database) is usable.
@@ -54,6 +55,7 @@ type Config struct {
 	Keys         KeyManager
 	Audit        AuditLog
 	Usage        UsageExporter    // per-request usage export
+	Jobs         *jobs.Manager    // optional: async jobs (/jobs, Prefer: respond-async); nil: 404
 	AuthFailures FailureThrottle  // optional: nil = DefaultAuthFailures
 	Logger       *slog.Logger     // optional: nil discards
 	MaxBodyBytes int64            // optional: 0 = DefaultMaxBodyBytes
@@ -82,6 +84,7 @@ type server struct {
 	keys         KeyManager
 	audit        AuditLog
 	usage        UsageExporter
+	jobs         *jobs.Manager
 	failures     FailureThrottle
 	metrics      *Metrics
 	metricsRoute bool
@@ -95,7 +98,7 @@ type server struct {
 // concurrent use; it starts no goroutines.
 func NewServer(cfg Config) http.Handler {
 	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
-		usage: cfg.Usage, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now}
+		usage: cfg.Usage, jobs: cfg.Jobs, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now}
 	s.metrics, s.metricsRoute = cfg.Metrics, cfg.MetricsRoute
 	if s.metrics == nil {
 		s.metrics = NewMetrics()

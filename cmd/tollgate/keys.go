@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"tollgate/auth"
+	"tollgate/jobs"
 	"tollgate/storage"
 )
 
@@ -102,6 +103,9 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, now
 		store = db
 	}
 	out, text, err := run(ctx, auth.NewKeys(store, nil, now), id)
+	if s, ok := store.(*openOnCreate); ok && err == nil {
+		out, text, err = withWebhookSecret(ctx, s, out, text, now())
+	}
 	if err != nil {
 		return describeKeyError(err, id)
 	}
@@ -143,6 +147,28 @@ func (s *openOnCreate) CreateKey(ctx context.Context, k auth.Key, sec auth.Store
 	return db.CreateKey(ctx, k, sec, a)
 }
 
+// SetWebhookSecret stores the new key's webhook signing secret.
+func (s *openOnCreate) SetWebhookSecret(ctx context.Context, keyID, secret string, at time.Time) error {
+	if s.db == nil {
+		return errors.New("keys create: the database is not open")
+	}
+	return s.db.SetWebhookSecret(ctx, keyID, secret, at)
+}
+
+// withWebhookSecret gives a created key its signing secret for job
+// callbacks and adds it to the output: shown once, like the key.
+func withWebhookSecret(ctx context.Context, s *openOnCreate, out any, text string, now time.Time) (any, string, error) {
+	created, ok := out.(secretJSON)
+	if !ok || s.db == nil {
+		return out, text, nil
+	}
+	created.WebhookSecret = jobs.NewWebhookSecret()
+	if err := s.db.SetWebhookSecret(ctx, created.ID, created.WebhookSecret, now); err != nil {
+		return nil, "", err
+	}
+	return created, text + "\nWebhook signing secret for this key's job callbacks (also shown only now):\n" + created.WebhookSecret + "\n", nil
+}
+
 func (s *openOnCreate) close() {
 	if s.db != nil {
 		s.db.Close()
@@ -151,9 +177,10 @@ func (s *openOnCreate) close() {
 
 // secretJSON is what create and rotate print with --json.
 type secretJSON struct {
-	ID   string   `json:"id"`
-	Key  string   `json:"key"`
-	Info auth.Key `json:"info"`
+	ID            string   `json:"id"`
+	Key           string   `json:"key"`
+	WebhookSecret string   `json:"webhook_secret,omitempty"` // create only
+	Info          auth.Key `json:"info"`
 }
 
 // parseWithID parses flags and, when wantID, exactly one key id among them.

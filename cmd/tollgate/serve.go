@@ -18,6 +18,7 @@ import (
 	"tollgate/gateway"
 	"tollgate/handlers"
 	"tollgate/inference"
+	"tollgate/jobs"
 	"tollgate/limits"
 	"tollgate/metering"
 	"tollgate/storage"
@@ -40,6 +41,11 @@ type serveFlags struct {
 	inFlight int
 	wait     time.Duration
 	record   time.Duration
+
+	jobWorkers   int
+	jobTimeout   time.Duration
+	jobRetention time.Duration
+	callbackNets string
 
 	metricsAddr string
 	proxies     string
@@ -70,6 +76,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	fs.IntVar(&f.inFlight, "max-inflight", gateway.DefaultMaxInFlight, "inference requests sent to Ollama at once, across all keys")
 	fs.DurationVar(&f.wait, "queue-wait", gateway.DefaultQueueWait, "how long a request waits for one of those slots before 503")
 	fs.DurationVar(&f.record, "record-timeout", gateway.DefaultRecordTimeout, "how long an answer waits for its usage record to commit before it is withheld (503, not billed)")
+	fs.IntVar(&f.jobWorkers, "job-workers", jobs.DefaultWorkers, "async jobs run at once (as many goroutines deliver callbacks)")
+	fs.DurationVar(&f.jobTimeout, "job-timeout", jobs.DefaultJobTimeout, "the longest one async job may run")
+	fs.DurationVar(&f.jobRetention, "job-retention", jobs.DefaultRetention, "finished async jobs and their results are deleted this long after they end")
+	fs.StringVar(&f.callbackNets, "callback-allow-net", getenv("TOLLGATE_CALLBACK_ALLOW_NET"), "comma list of CIDRs job callbacks may reach although private or loopback, also over plain http:// (env TOLLGATE_CALLBACK_ALLOW_NET; default none)")
 	fs.StringVar(&f.tlsCert, "tls-cert", getenv("TOLLGATE_TLS_CERT"), "PEM certificate (chain) file: serve HTTPS; needs --tls-key (env TOLLGATE_TLS_CERT)")
 	fs.StringVar(&f.tlsKey, "tls-key", getenv("TOLLGATE_TLS_KEY"), "PEM private key file for --tls-cert (env TOLLGATE_TLS_KEY)")
 	if err := parse(fs, args, stdout); err != nil {
@@ -81,6 +91,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	}
 	if err := handlers.CheckTrustedProxies(splitList(f.proxies)); err != nil {
 		return &usageError{"--trusted-proxies: " + err.Error()}
+	}
+	if _, err := jobs.ParseNets(f.callbackNets); err != nil {
+		return &usageError{"--callback-allow-net: " + err.Error()}
 	}
 	log, err := newLogger(stdout, f.logLevel)
 	if err != nil {
@@ -232,8 +245,14 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: recorder, Limiter: limits.New(counters, 0),
 		Ledger: counters, Usage: db, MaxInFlight: f.inFlight, QueueWait: f.wait, RecordTimeout: f.record,
 		Now: now, Logger: log, InFlight: metrics.InFlight})
+	allow, err := jobs.ParseNets(f.callbackNets)
+	if err != nil {
+		return nil, nil, &usageError{"--callback-allow-net: " + err.Error()}
+	}
+	jobMgr := jobs.New(jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: f.jobWorkers,
+		JobTimeout: f.jobTimeout, Retention: f.jobRetention, Guard: jobs.NewGuard(allow), Now: now, Logger: log})
 	handler := handlers.NewServer(handlers.Config{
-		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: db,
+		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: db, Jobs: jobMgr,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
 		Logger: log, MaxBodyBytes: f.maxBody, Now: now,
 	})
@@ -245,9 +264,15 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 	flushDone := make(chan struct{})
 	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
 	go func() { defer close(flushDone); _ = verifier.Run(flushCtx, lastUsedEvery) }()
+	jobMgr.Start()
 	stop := func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
+		// Jobs first: their runs meter through the recorder. A run still
+		// going when the drain ends is cut and queued again.
+		jctx, jcancel := context.WithTimeout(cctx, f.drain)
+		jobMgr.Stop(jctx)
+		jcancel()
 		if err := recorder.Close(cctx); err != nil {
 			log.Error("usage recorder did not drain", "error", err.Error())
 		}
