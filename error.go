@@ -35,7 +35,9 @@ const (
 	CodeBodyTimeout         Code = "body_timeout"               // 408
 	CodeKeyAlreadyRevoked   Code = "key_already_revoked"        // 409: a revoked key cannot be rotated
 	CodeJobFinished         Code = "job_already_finished"       // 409: a finished job cannot be cancelled
+	CodeIdempotencyInUse    Code = "idempotency_key_in_use"     // 409: a request with this Idempotency-Key is still running
 	CodeBodyTooLarge        Code = "body_too_large"             // 413
+	CodeIdempotencyReused   Code = "idempotency_key_reused"     // 422: the Idempotency-Key was used for a different request
 	CodeRateLimited         Code = "rate_limited"               // 429
 	CodeTokensPerMinute     Code = "tokens_per_minute_exceeded" // 429
 	CodeTooManyConcurrent   Code = "too_many_concurrent"        // 429
@@ -76,7 +78,9 @@ var statuses = map[Code]int{
 	CodeBodyTimeout:         408,
 	CodeKeyAlreadyRevoked:   409,
 	CodeJobFinished:         409,
+	CodeIdempotencyInUse:    409,
 	CodeBodyTooLarge:        413,
+	CodeIdempotencyReused:   422,
 	CodeRateLimited:         429,
 	CodeTokensPerMinute:     429,
 	CodeTooManyConcurrent:   429,

@@ -157,7 +157,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	})
 	h := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db, Jobs: jm,
-		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies,
+		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies, Idempotency: db,
 		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout, Now: cfg.now,
 	})
 	srv := httptest.NewServer(h)

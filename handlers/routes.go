@@ -23,34 +23,36 @@ func addRoutes(r *gin.Engine, s *server) {
 	}
 
 	api := r.Group("/", s.bodyLimit(), s.authenticate())
+	// s.idempotent(): Idempotency-Key on every POST that runs a model or
+	// creates something (after authentication: records are per key).
 	// Inference: scope, model, limits and metering are the gateway's.
-	api.POST("/generate", s.generate())
-	api.POST("/embed", s.embed())
-	api.POST("/predict", s.predict())
+	api.POST("/generate", s.idempotent(), s.generate())
+	api.POST("/embed", s.idempotent(), s.embed())
+	api.POST("/predict", s.idempotent(), s.predict())
 	api.GET("/models", s.models())
 	api.GET("/usage", s.ownUsage())
-	api.POST("/keys/self/rotate", s.rotateKey(true))
-	api.POST("/keys/self/webhook-secret/rotate", s.rotateWebhookSecret())
+	api.POST("/keys/self/rotate", s.idempotent(), s.rotateKey(true))
+	api.POST("/keys/self/webhook-secret/rotate", s.idempotent(), s.rotateWebhookSecret())
 
 	// Async jobs: the same calls, run by package jobs' workers.
-	api.POST("/jobs", s.createJob())
+	api.POST("/jobs", s.idempotent(), s.createJob())
 	api.GET("/jobs/:id", s.getJob())
 	api.DELETE("/jobs/:id", s.cancelJob())
 
 	// OpenAI-compatible surface: adapters over the same gateway calls.
 	v1 := api.Group("/v1")
-	v1.POST("/chat/completions", s.openAIChat())
-	v1.POST("/completions", s.openAICompletions())
-	v1.POST("/embeddings", s.openAIEmbeddings())
+	v1.POST("/chat/completions", s.idempotent(), s.openAIChat())
+	v1.POST("/completions", s.idempotent(), s.openAICompletions())
+	v1.POST("/embeddings", s.idempotent(), s.openAIEmbeddings())
 	v1.GET("/models", s.openAIModels(false))
 	v1.GET("/models/:id", s.openAIModels(true))
 
 	// Ollama-compatible surface (/api): adapters over the same gateway.
 	ol := api.Group("/api")
-	ol.POST("/generate", s.ollamaGenerate())
-	ol.POST("/chat", s.ollamaChat())
-	ol.POST("/embed", s.ollamaEmbed())
-	ol.POST("/embeddings", s.ollamaEmbeddings())
+	ol.POST("/generate", s.idempotent(), s.ollamaGenerate())
+	ol.POST("/chat", s.idempotent(), s.ollamaChat())
+	ol.POST("/embed", s.idempotent(), s.ollamaEmbed())
+	ol.POST("/embeddings", s.idempotent(), s.ollamaEmbeddings())
 	ol.GET("/tags", s.ollamaTags())
 	ol.POST("/show", s.ollamaShow())
 	ol.GET("/ps", s.ollamaPS())
@@ -60,11 +62,11 @@ func addRoutes(r *gin.Engine, s *server) {
 	}
 
 	admin := api.Group("/admin", s.require(auth.ScopeAdmin))
-	admin.POST("/keys", s.createKey())
+	admin.POST("/keys", s.idempotent(), s.createKey())
 	admin.GET("/keys", s.listKeys())
 	admin.GET("/keys/:id", s.showKey())
 	admin.PATCH("/keys/:id", s.updateKey())
-	admin.POST("/keys/:id/rotate", s.rotateKey(false))
+	admin.POST("/keys/:id/rotate", s.idempotent(), s.rotateKey(false))
 	admin.POST("/keys/:id/revoke", s.revokeKey())
 	admin.DELETE("/keys/:id", s.revokeKey())
 	admin.GET("/audit", s.listAudit())

@@ -18,6 +18,7 @@ import (
 
 	"tollgate/auth"
 	"tollgate/gateway"
+	"tollgate/idempotency"
 	"tollgate/inference"
 	"tollgate/jobs"
 )
@@ -62,6 +63,9 @@ type Config struct {
 	BodyTimeout  time.Duration    // optional: 0 = DefaultBodyTimeout, from the request's arrival
 	Now          func() time.Time // optional: nil = time.Now
 	Metrics      *Metrics         // optional: nil = NewMetrics(), served at /metrics
+	// Idempotency keeps Idempotency-Key records (*storage.DB). Optional:
+	// nil ignores the header (every retry runs again).
+	Idempotency idempotency.Store
 	// TrustedProxies lists the addresses or CIDRs of reverse proxies whose
 	// X-Forwarded-For / X-Real-IP give the client address (see
 	// CheckTrustedProxies). Optional: none trusted, the TCP peer is the client.
@@ -92,13 +96,15 @@ type server struct {
 	maxBody      int64
 	bodyTimeout  time.Duration
 	now          func() time.Time
+	idem         idempotency.Store
 }
 
 // NewServer returns the HTTP handler for the whole API. It is safe for
 // concurrent use; it starts no goroutines.
 func NewServer(cfg Config) http.Handler {
 	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
-		usage: cfg.Usage, jobs: cfg.Jobs, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now}
+		usage: cfg.Usage, jobs: cfg.Jobs, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now,
+		idem: cfg.Idempotency}
 	s.metrics, s.metricsRoute = cfg.Metrics, cfg.MetricsRoute
 	if s.metrics == nil {
 		s.metrics = NewMetrics()

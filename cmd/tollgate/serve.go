@@ -254,7 +254,7 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 	handler := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: db, Jobs: jobMgr,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
-		Logger: log, MaxBodyBytes: f.maxBody, Now: now,
+		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db,
 	})
 	if f.metricsAddr != "" {
 		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {
