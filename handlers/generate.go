@@ -81,10 +81,8 @@ func (s *server) generate() gin.HandlerFunc {
 			s.streamGenerate(c, req)
 			return
 		}
-		res, err := s.gw.Generate(c.Request.Context(), caller(c), req, nil)
-		s.noteCall(c, res.Result, err)
-		if err != nil {
-			s.failCall(c, err)
+		res, ok := s.generateWhole(c, req)
+		if !ok {
 			return
 		}
 		s.reply(c, generateResponse{ID: info(c).id, Model: res.Model, Text: res.Text, DoneReason: res.DoneReason, Usage: toUsage(res.Usage)})
@@ -111,6 +109,18 @@ func (s *server) decodeGenerate(c *gin.Context, decode func(*gin.Context, any) e
 		return gateway.GenerateRequest{}, false
 	}
 	return req, true
+}
+
+// generateWhole runs a non-streamed generation through the gateway and
+// notes it; on error it reports the failure and returns false.
+func (s *server) generateWhole(c *gin.Context, req gateway.GenerateRequest) (gateway.GenerateResult, bool) {
+	res, err := s.gw.Generate(c.Request.Context(), caller(c), req, nil)
+	s.noteCall(c, res.Result, err)
+	if err != nil {
+		s.failCall(c, err)
+		return res, false
+	}
+	return res, true
 }
 
 // failCall reports a failed gateway call, unless the client is gone (then

@@ -61,13 +61,10 @@ func (s *server) idempotent() gin.HandlerFunc {
 		key := vals[0]
 		c.Header(IdempotencyHeader, key)
 		ri := info(c)
-		body := ri.body
-		if !ri.bodyRead {
-			var err error
-			if body, err = readBody(c); err != nil {
-				s.fail(c, err)
-				return
-			}
+		body, err := requestBody(c)
+		if err != nil {
+			s.fail(c, err)
+			return
 		}
 		secret, _ := presentedKey(c.Request) // authenticate has accepted it
 		rec := idempotency.Record{KeyID: ri.keyID, Key: key, Owner: ri.id,

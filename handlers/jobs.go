@@ -54,14 +54,10 @@ func (s *server) respondAsync(c *gin.Context, endpoint string) bool {
 	if !prefersAsync(c.Request.Header.Values("Prefer")) {
 		return false
 	}
-	ri := info(c)
-	body := ri.body
-	if !ri.bodyRead {
-		var err error
-		if body, err = readBody(c); err != nil {
-			s.fail(c, err)
-			return true
-		}
+	body, err := requestBody(c)
+	if err != nil {
+		s.fail(c, err)
+		return true
 	}
 	c.Header("Preference-Applied", "respond-async")
 	s.submitJob(c, endpoint, body, "")

@@ -64,13 +64,9 @@ type ollamaEmbeddingRequest struct {
 // decodeOllama reads the body into v as Ollama does: one JSON value,
 // unknown fields ignored. Errors name the field at fault.
 func decodeOllama(c *gin.Context, v any) error {
-	ri := info(c)
-	body := ri.body
-	if !ri.bodyRead {
-		var err error
-		if body, err = readBody(c); err != nil {
-			return err
-		}
+	body, err := requestBody(c)
+	if err != nil {
+		return err
 	}
 	if len(body) == 0 {
 		return badRequest("request body is empty; send a JSON object")

@@ -383,10 +383,8 @@ func (s *server) openAIChat() gin.HandlerFunc {
 			s.openAIStream(c, req, body.includeUsage(), &oaChatStream{id: id, created: created})
 			return
 		}
-		res, err := s.gw.Generate(c.Request.Context(), caller(c), req, nil)
-		s.noteCall(c, res.Result, err)
-		if err != nil {
-			s.failCall(c, err)
+		res, ok := s.generateWhole(c, req)
+		if !ok {
 			return
 		}
 		answer := &oaAnswer{Role: "assistant", Content: &res.Text, ToolCalls: oaToolCalls(res.ToolCalls, info(c).id, false)}

@@ -222,10 +222,8 @@ func (s *server) openAICompletions() gin.HandlerFunc {
 			s.openAIStream(c, req, body.includeUsage(), st)
 			return
 		}
-		res, err := s.gw.Generate(c.Request.Context(), caller(c), req, nil)
-		s.noteCall(c, res.Result, err)
-		if err != nil {
-			s.failCall(c, err)
+		res, ok := s.generateWhole(c, req)
+		if !ok {
 			return
 		}
 		reason := finishReason(res)
