@@ -25,9 +25,8 @@ const (
 	DefaultJobTimeout = 10 * time.Minute
 	DefaultRetention  = 7 * 24 * time.Hour
 	DefaultMaxRetries = 8
-	// leaseMargin is added to JobTimeout for a run's lease: a run ends
-	// within JobTimeout plus the gateway's record timeout.
-	leaseMargin = 2 * time.Minute
+	// DefaultLeaseMargin is Config.LeaseMargin's default.
+	DefaultLeaseMargin = 2 * time.Minute
 )
 
 // Backoff is an exponential schedule: First, doubling, at most Max, for
@@ -65,10 +64,15 @@ type Config struct {
 	Workers    int
 	Poll       time.Duration // how often idle workers look for work (0: DefaultPoll)
 	JobTimeout time.Duration // a run's deadline (0: DefaultJobTimeout)
-	Retention  time.Duration // final jobs are deleted this long after they end (0: DefaultRetention)
-	Admission  Backoff       // zero: DefaultAdmission
-	Delivery   Backoff       // zero: DefaultDelivery
-	Guard      *Guard        // callback URL policy (nil: NewGuard(nil))
+	// LeaseMargin is added to JobTimeout for a run's lease (0:
+	// DefaultLeaseMargin). A run's usage row commits at most the gateway's
+	// record timeout after its deadline, so the margin must exceed that:
+	// a lease that ends first lets Recover run (and bill) the job again.
+	LeaseMargin time.Duration
+	Retention   time.Duration // final jobs are deleted this long after they end (0: DefaultRetention)
+	Admission   Backoff       // zero: DefaultAdmission
+	Delivery    Backoff       // zero: DefaultDelivery
+	Guard       *Guard        // callback URL policy (nil: NewGuard(nil))
 	// Client posts callbacks (nil: Guard.Client(10 s)); tests may give
 	// their own, but then the Guard's connect-time check is theirs to keep.
 	Client *http.Client
@@ -110,6 +114,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.JobTimeout <= 0 {
 		cfg.JobTimeout = DefaultJobTimeout
+	}
+	if cfg.LeaseMargin <= 0 {
+		cfg.LeaseMargin = DefaultLeaseMargin
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = DefaultRetention
@@ -316,7 +323,7 @@ func (m *Manager) runOne() bool {
 	defer cancel()
 	now := m.now().UTC()
 	owner := newID("run_")
-	j, ok, err := m.cfg.Store.ClaimJob(ctx, now, owner, now.Add(m.cfg.JobTimeout+leaseMargin))
+	j, ok, err := m.cfg.Store.ClaimJob(ctx, now, owner, now.Add(m.cfg.JobTimeout+m.cfg.LeaseMargin))
 	if err != nil {
 		m.log.Error("jobs: claim", "error", err.Error())
 		return false

@@ -32,6 +32,11 @@ const lastUsedEvery = 30 * time.Second
 // commit (--record-timeout).
 const handlerExitWait = 5 * time.Second
 
+// jobLeaseSlack is added to --record-timeout for the margin of a job run's
+// lease beyond --job-timeout: it covers the reads between the claim and
+// the start of the run's deadline.
+const jobLeaseSlack = 5 * time.Second
+
 type serveFlags struct {
 	common
 	addr     string
@@ -250,7 +255,8 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 		return nil, nil, &usageError{"--callback-allow-net: " + err.Error()}
 	}
 	jobMgr := jobs.New(jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: f.jobWorkers,
-		JobTimeout: f.jobTimeout, Retention: f.jobRetention, Guard: jobs.NewGuard(allow), Now: now, Logger: log})
+		JobTimeout: f.jobTimeout, LeaseMargin: f.record + jobLeaseSlack, Retention: f.jobRetention,
+		Guard: jobs.NewGuard(allow), Now: now, Logger: log})
 	handler := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: db, Jobs: jobMgr,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
