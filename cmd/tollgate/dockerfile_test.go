@@ -279,8 +279,8 @@ esac
 
 const tollgateStub = `#!/bin/sh
 log() { echo "$*" >> "$STUB_DIR/log"; }
-log "tollgate $*"
 trap 'log "tollgate got TERM"; sleep 0.3; log "tollgate drained"; exit 0' TERM
+log "tollgate $*"
 while :; do
 	if [ -f "$STUB_DIR/tollgate-die" ]; then log "tollgate exits 3"; exit 3; fi
 	sleep 0.05 & wait $!
