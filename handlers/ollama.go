@@ -294,13 +294,7 @@ func (w *ndjson) line(v any) error {
 		return err
 	}
 	data = append(data, '\n')
-	return withWriteDeadline(w.c, func() error {
-		if _, err := w.c.Writer.Write(data); err != nil {
-			return err
-		}
-		w.c.Writer.Flush()
-		return nil
-	})
+	return withWriteDeadline(w.c, func() error { return writeFlush(w.c, data) })
 }
 
 // ollamaEmbed serves POST /api/embed. Inputs longer than the model's

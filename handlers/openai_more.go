@@ -75,11 +75,10 @@ func (s *server) openAIStream(c *gin.Context, req gateway.GenerateRequest, inclu
 func (w *sse) doneEvent() error {
 	w.start()
 	return withWriteDeadline(w.c, func() error {
-		if _, err := w.c.Writer.Write([]byte("data: [DONE]\n\n")); err != nil {
+		if err := writeFlush(w.c, []byte("data: [DONE]\n\n")); err != nil {
 			w.writeErr = err
 			return err
 		}
-		w.c.Writer.Flush()
 		return nil
 	})
 }

@@ -60,13 +60,36 @@ func (w *sse) event(name string, v any) error {
 	buf = append(buf, data...)
 	buf = append(buf, '\n', '\n')
 	return withWriteDeadline(w.c, func() error {
-		if _, err := w.c.Writer.Write(buf); err != nil {
+		if err := writeFlush(w.c, buf); err != nil {
 			w.writeErr = err
 			return err
 		}
-		w.c.Writer.Flush()
 		return nil
 	})
+}
+
+// writeFlush writes b and flushes it to the client, reporting a failed
+// flush too: a piece counts as delivered (and billed) only once it has
+// left the process. Gin's Flush swallows the error, so this flushes the
+// innermost writer that can report one.
+func writeFlush(c *gin.Context, b []byte) error {
+	if _, err := c.Writer.Write(b); err != nil {
+		return err
+	}
+	var w http.ResponseWriter = c.Writer
+	for {
+		switch t := w.(type) {
+		case interface{ FlushError() error }:
+			return t.FlushError()
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		case http.Flusher:
+			t.Flush()
+			return nil
+		default:
+			return nil
+		}
+	}
 }
 
 // writeTimeout bounds one write to a client. A client that stops reading
