@@ -21,6 +21,14 @@ var errNotMetered = &tollgate.Error{Code: tollgate.CodeMeteringUnavailable, Retr
 var errOverloaded = &tollgate.Error{Code: tollgate.CodeOverloaded, RetryAfter: time.Second,
 	Message: "the models are busy with other requests; retry shortly"}
 
+// Authorize reports whether c may use capability cp on the public model
+// called name, and returns the model as c's plan restricts it, for a
+// surface that answers without a call (nothing is admitted or recorded).
+// Errors as for model.
+func (g *Gateway) Authorize(c Caller, cp tollgate.Capability, name string) (inference.Model, error) {
+	return g.model(c, cp, name)
+}
+
 // model authorizes c for capability cp on the public model called name and
 // returns the model with its GPU-costly limits lowered to the key's plan.
 // Errors: insufficient_scope, model_not_found, invalid_request (the model
@@ -75,6 +83,29 @@ type call struct {
 	cp     tollgate.Capability
 	model  inference.Model
 	lease  limits.Lease
+	freed  bool // the GPU slot was given back
+}
+
+// free gives the GPU slot back, once.
+func (cl *call) free() {
+	if !cl.freed {
+		cl.freed = true
+		<-cl.g.slots
+		cl.g.inFlight(-1)
+	}
+}
+
+// releaseOnPanic, deferred right after admit, gives back what the call
+// holds when a panic (in Ollama's client, or in a caller's onPiece) skips
+// finish: the slot, and the lease settled to nothing (the lease settles
+// once, so after finish this changes nothing). Nothing is recorded: the
+// client gets a 500. The panic goes on.
+func (cl *call) releaseOnPanic(ctx context.Context) {
+	if p := recover(); p != nil {
+		cl.free()
+		_ = cl.lease.Settle(context.WithoutCancel(ctx), limits.Settlement{Now: cl.g.now()})
+		panic(p)
+	}
 }
 
 // admit reserves b against the key's limits, then takes a GPU slot,
@@ -122,10 +153,7 @@ func (g *Gateway) acquire(ctx context.Context) error {
 // withheld: it was not billed).
 func (cl *call) finish(ctx context.Context, status int, billed inference.Usage, callErr error) (Result, error) {
 	g := cl.g
-	defer func() {
-		<-g.slots
-		g.inFlight(-1)
-	}()
+	defer cl.free()
 	res := Result{Model: cl.model.Name, Status: status, Usage: billed}
 	now := g.now()
 	ev := metering.Event{

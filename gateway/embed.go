@@ -80,6 +80,7 @@ func (g *Gateway) Embed(ctx context.Context, c Caller, req EmbedRequest) (EmbedR
 	if err != nil {
 		return failed, err
 	}
+	defer cl.releaseOnPanic(ctx)
 	res, callErr := g.inf.Embed(ctx, m, req.Input.Items, keep)
 	out := EmbedResult{Embeddings: res.Embeddings}
 	out.Result, err = cl.finishWhole(ctx, prompt, res.Usage, callErr)

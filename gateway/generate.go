@@ -60,6 +60,7 @@ func (g *Gateway) Generate(ctx context.Context, c Caller, req GenerateRequest, o
 	if err != nil {
 		return GenerateResult{Result: Result{Model: m.Name}}, err
 	}
+	defer cl.releaseOnPanic(ctx)
 	ir.Options = withNumPredict(ir.Options, cl.lease.Output())
 	delivered := 0
 	var cb func(string) error

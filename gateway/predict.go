@@ -50,6 +50,7 @@ func (g *Gateway) Predict(ctx context.Context, c Caller, req PredictRequest) (Pr
 	if err != nil {
 		return failed, err
 	}
+	defer cl.releaseOnPanic(ctx)
 	res, callErr := g.inf.Predict(ctx, m, ir)
 	out := PredictResult{Predictions: res.Predictions}
 	out.Result, err = cl.finishWhole(ctx, prompt, res.Usage, callErr)

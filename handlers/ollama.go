@@ -334,10 +334,12 @@ func (s *server) ollamaEmbeddings() gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		if body.Prompt == "" {
-			if _, ok := s.ollamaModel(c, body.Model); ok {
-				s.reply(c, api.EmbeddingResponse{Embedding: []float64{}})
+		if body.Prompt == "" { // Ollama answers an empty prompt with no vector, and runs nothing
+			if _, err := s.gw.Authorize(caller(c), tollgate.Embed, body.Model); err != nil {
+				s.fail(c, err)
+				return
 			}
+			s.reply(c, api.EmbeddingResponse{Embedding: []float64{}})
 			return
 		}
 		res, err := s.gw.Embed(c.Request.Context(), caller(c), gateway.EmbedRequest{
