@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -23,7 +24,7 @@ const (
 // replayedHeaders are the answer's headers that a replay repeats. Rate
 // limit headers are not among them: they describe the moment of the first
 // answer, not of the replay.
-var replayedHeaders = []string{"Content-Type", "Cache-Control"}
+var replayedHeaders = []string{"Content-Type", "Cache-Control", "Location", "Preference-Applied"}
 
 // idempotencyStoreTimeout bounds the record writes after the handler, on a
 // context detached from the client's (a client that hung up after its
@@ -68,7 +69,8 @@ func (s *server) idempotent() gin.HandlerFunc {
 		}
 		secret, _ := presentedKey(c.Request) // authenticate has accepted it
 		rec := idempotency.Record{KeyID: ri.keyID, Key: key, Owner: ri.id,
-			Fingerprint: idempotency.Fingerprint(c.Request.Method, c.Request.URL.Path, body)}
+			// Prefer: respond-async turns a call into a job: not the same request.
+			Fingerprint: idempotency.Fingerprint(c.Request.Method, c.Request.URL.Path, body, strings.Join(c.Request.Header.Values("Prefer"), ","))}
 		cur, claimed, err := s.idem.Claim(c.Request.Context(), rec, s.now())
 		if err != nil {
 			s.fail(c, err)

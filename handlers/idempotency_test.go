@@ -302,3 +302,24 @@ func TestIdempotencyKeyCreatesOneKey(t *testing.T) {
 		t.Errorf("%d keys named zap, want 1", n)
 	}
 }
+
+// A replayed 202 from Prefer: respond-async is the same job: its Location
+// and Preference-Applied come back too. And Prefer is part of the request:
+// the same Idempotency-Key and body without it is another request (422),
+// not a replay of the job's 202 to a caller that asked for the answer.
+func TestIdempotencyKeyWithRespondAsync(t *testing.T) {
+	_, ts := newFakeServer(t, "10s")
+	body := `{"model":"chat","prompt":"hi"}`
+	var first, again map[string]any
+	r1 := ts.doJSON(t, "POST", "/generate", body, http.StatusAccepted, &first, "Prefer", "respond-async", "Idempotency-Key", "job-1")
+	r2 := ts.doJSON(t, "POST", "/generate", body, http.StatusAccepted, &again, "Prefer", "respond-async", "Idempotency-Key", "job-1")
+	if first["id"] == nil || first["id"] != again["id"] || r2.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay: first %v, again %v (replayed %q)", first, again, r2.Header.Get("Idempotent-Replayed"))
+	}
+	for _, h := range []string{"Location", "Preference-Applied"} {
+		if r1.Header.Get(h) == "" || r2.Header.Get(h) != r1.Header.Get(h) {
+			t.Errorf("%s: first %q, replay %q", h, r1.Header.Get(h), r2.Header.Get(h))
+		}
+	}
+	ts.doError(t, "POST", "/generate", body, 422, "idempotency_key_reused", nil, "Idempotency-Key", "job-1")
+}

@@ -77,9 +77,10 @@ func ValidKey(k string) bool {
 	return true
 }
 
-// Fingerprint identifies a request: its method, path and a SHA-256 of its
-// body, hex-encoded.
-func Fingerprint(method, path string, body []byte) string {
+// Fingerprint identifies a request: its method, path, a SHA-256 of its
+// body and any headers that change what it does (extra, e.g. Prefer),
+// hex-encoded.
+func Fingerprint(method, path string, body []byte, extra ...string) string {
 	sum := sha256.Sum256(body)
 	h := sha256.New()
 	h.Write([]byte(method))
@@ -87,6 +88,10 @@ func Fingerprint(method, path string, body []byte) string {
 	h.Write([]byte(path))
 	h.Write([]byte{0})
 	h.Write(sum[:])
+	for _, x := range extra {
+		h.Write([]byte{0})
+		h.Write([]byte(x))
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
