@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -271,15 +272,30 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
 	go func() { defer close(flushDone); _ = verifier.Run(flushCtx, lastUsedEvery) }()
 	jobMgr.Start()
-	stop := func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		// Jobs first: their runs meter through the recorder. A run still
-		// going when the drain ends is cut and queued again.
-		jctx, jcancel := context.WithTimeout(cctx, f.drain)
+	// The job workers stop taking work the moment shutdown begins and drain
+	// during the HTTP drain, within the same --drain, not after it: a run
+	// still going when the drain ends is cut and queued again.
+	stopJobs := sync.OnceFunc(func() {
+		jctx, jcancel := context.WithTimeout(context.WithoutCancel(ctx), f.drain)
 		jobMgr.Stop(jctx)
 		jcancel()
-		if err := recorder.Close(cctx); err != nil {
+	})
+	stopping := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stopping:
+		}
+		stopJobs()
+	}()
+	stop := func() {
+		close(stopping)
+		stopJobs() // waits for a drain already under way
+		// The recorder last: jobs and handlers meter through it. It gets
+		// what one commit may take, plus a margin.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.record+10*time.Second)
+		defer cancel()
+		if err := recorder.Close(rctx); err != nil {
 			log.Error("usage recorder did not drain", "error", err.Error())
 		}
 		stopFlush() // Run flushes last-used times once more on its way out
