@@ -134,6 +134,12 @@ func (s *server) runClaimed(c *gin.Context, rec idempotency.Record, secret strin
 			s.log.Warn("idempotency key not released", "request_id", rec.Owner, "error", err.Error())
 		}
 	}
+	// While the handler runs (a stream may run for long), keep the record
+	// alive, so a retry gets 409 rather than taking it over and running
+	// (and billing) the request a second time.
+	alive := make(chan struct{})
+	defer close(alive)
+	go s.keepAlive(rec, alive)
 	w := &captureWriter{ResponseWriter: c.Writer}
 	c.Writer = w
 	defer func() {
@@ -169,6 +175,25 @@ func (s *server) runClaimed(c *gin.Context, rec idempotency.Record, secret strin
 		// The key stays in progress until it is stale: retries get 409
 		// meanwhile, then run again.
 		s.log.Error("idempotency answer not stored", "request_id", rec.Owner, "error", err.Error())
+	}
+}
+
+// keepAlive touches rec's record every quarter of idempotency.StaleAfter
+// until done is closed.
+func (s *server) keepAlive(rec idempotency.Record, done <-chan struct{}) {
+	t := time.NewTicker(idempotency.StaleAfter / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), idempotencyStoreTimeout)
+			if err := s.idem.Touch(ctx, rec.KeyID, rec.Key, rec.Owner, s.now()); err != nil {
+				s.log.Warn("idempotency key not kept alive", "request_id", rec.Owner, "error", err.Error())
+			}
+			cancel()
+		}
 	}
 }
 

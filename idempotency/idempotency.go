@@ -61,6 +61,9 @@ type Store interface {
 	// Release deletes the in-progress record owner holds, so a retry runs
 	// afresh.
 	Release(ctx context.Context, keyID, key, owner string) error
+	// Touch marks the in-progress record owner holds as alive at now, so a
+	// request that runs longer than StaleAfter is not taken over.
+	Touch(ctx context.Context, keyID, key, owner string, now time.Time) error
 }
 
 // ValidKey reports whether k is an acceptable Idempotency-Key: 1 to

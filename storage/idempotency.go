@@ -93,6 +93,20 @@ func (db *DB) Finish(ctx context.Context, r idempotency.Record) error {
 	return nil
 }
 
+// Touch marks the in-progress record owner holds as alive at now (its
+// created_at, which decides staleness while it runs).
+func (db *DB) Touch(ctx context.Context, keyID, key, owner string, now time.Time) error {
+	err := db.withTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE idempotency SET created_at = ?
+			WHERE key_id = ? AND idem_key = ? AND owner = ? AND state = 'in_progress'`, now.UnixNano(), keyID, key, owner)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("storage: touch idempotency key: %w", err)
+	}
+	return nil
+}
+
 // Release implements idempotency.Store.
 func (db *DB) Release(ctx context.Context, keyID, key, owner string) error {
 	err := db.withTx(ctx, func(tx *sql.Tx) error {

@@ -75,3 +75,34 @@ func TestIdempotencyLifecycle(t *testing.T) {
 		t.Fatal("released record still held")
 	}
 }
+
+// A request still running keeps its record alive with Touch: past
+// StaleAfter from its claim, but not from its last touch, a retry finds it
+// in progress instead of taking it over (and running it a second time).
+func TestIdempotencyTouchKeepsALongRequest(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	t0 := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	r := idempotency.Record{KeyID: "k1", Key: "long", Fingerprint: "fp", Owner: "r1"}
+	if _, ok, err := db.Claim(ctx, r, t0); err != nil || !ok {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	for i := 1; i <= 8; i++ { // a 20-minute stream, touched every 2.5 minutes
+		if err := db.Touch(ctx, "k1", "long", "r1", t0.Add(time.Duration(i)*idempotency.StaleAfter/4)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	retry := r
+	retry.Owner = "r2"
+	got, ok, err := db.Claim(ctx, retry, t0.Add(2*idempotency.StaleAfter+time.Minute))
+	if err != nil || ok || got.Owner != "r1" {
+		t.Fatalf("retry 21 minutes in: %+v %v %v; want r1's record still in progress", got, ok, err)
+	}
+	// A touch by someone else's owner id changes nothing.
+	if err := db.Touch(ctx, "k1", "long", "r2", t0.Add(3*idempotency.StaleAfter)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := db.Claim(ctx, retry, t0.Add(3*idempotency.StaleAfter+time.Minute)); !ok {
+		t.Fatal("a record untouched for more than StaleAfter was not taken over")
+	}
+}
