@@ -231,7 +231,7 @@ func TestRealModelsAndReady(t *testing.T) {
 // TestRealOllamaJob: a job runs through the real Ollama, metered once.
 func TestRealOllamaJob(t *testing.T) {
 	ts := newRealServer(t)
-	id := ts.submit(t, map[string]any{"endpoint": "generate", "request": map[string]any{"model": "tiny", "prompt": "Hello", "options": map[string]any{"num_predict": 4}}})
+	id := ts.submit(t, map[string]any{"endpoint": "generate", "request": map[string]any{"model": "tiny", "prompt": "Hello", "options": map[string]any{"num_predict": 4, "temperature": 0}}})
 	v := ts.waitJob(t, id)
 	if v.Status != "succeeded" {
 		t.Fatalf("job %+v", v)
