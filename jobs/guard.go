@@ -48,22 +48,29 @@ func ParseNets(s string) ([]netip.Prefix, error) {
 }
 
 var (
-	sharedNet = netip.MustParsePrefix("100.64.0.0/10") // CGNAT; Alibaba's metadata is 100.100.100.200
-	nat64Net  = netip.MustParsePrefix("64:ff9b::/96")
-	benchNet  = netip.MustParsePrefix("198.18.0.0/15")
-	thisNet   = netip.MustParsePrefix("0.0.0.0/8")
+	sharedNet   = netip.MustParsePrefix("100.64.0.0/10") // CGNAT; Alibaba's metadata is 100.100.100.200
+	nat64Net    = netip.MustParsePrefix("64:ff9b::/96")
+	compatNet   = netip.MustParsePrefix("::/96") // deprecated IPv4-compatible IPv6
+	sixToFour   = netip.MustParsePrefix("2002::/16")
+	benchNet    = netip.MustParsePrefix("198.18.0.0/15")
+	thisNet     = netip.MustParsePrefix("0.0.0.0/8")
+	ietfNet     = netip.MustParsePrefix("192.0.0.0/24") // IETF protocol assignments; 192.0.0.192 was Oracle's metadata
+	reservedNet = netip.MustParsePrefix("240.0.0.0/4")
 )
 
 // Blocked reports whether a is an address callbacks may not reach unless
-// allowed: anything but a public unicast address.
+// allowed: anything but a public unicast address. An IPv4 address wrapped
+// in IPv6 (mapped, NAT64, IPv4-compatible, 6to4) is judged as itself.
 func Blocked(a netip.Addr) bool {
 	a = a.Unmap()
-	if nat64Net.Contains(a) { // an IPv4 address wrapped for NAT64
-		b := a.As16()
+	switch b := a.As16(); {
+	case nat64Net.Contains(a) || (compatNet.Contains(a) && !a.IsUnspecified() && !a.IsLoopback()):
 		a = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
+	case sixToFour.Contains(a):
+		a = netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})
 	}
 	return !a.IsGlobalUnicast() || a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() ||
-		sharedNet.Contains(a) || benchNet.Contains(a) || thisNet.Contains(a)
+		sharedNet.Contains(a) || benchNet.Contains(a) || thisNet.Contains(a) || ietfNet.Contains(a) || reservedNet.Contains(a)
 	// IsPrivate covers 10/8, 172.16/12, 192.168/16 and fc00::/7 (with
 	// fd00:ec2::254, AWS's IPv6 metadata); IsLinkLocalUnicast 169.254/16
 	// (169.254.169.254, the metadata address of most clouds) and fe80::/10.

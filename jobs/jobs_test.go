@@ -39,6 +39,10 @@ func TestBlocked(t *testing.T) {
 		{"169.254.169.254", true}, {"fe80::1", true}, {"fd00:ec2::254", true}, {"fc00::1", true},
 		{"100.100.100.200", true}, {"0.0.0.0", true}, {"::", true}, {"224.0.0.1", true},
 		{"::ffff:127.0.0.1", true}, {"64:ff9b::a9fe:a9fe", true}, // 169.254.169.254 through NAT64
+		{"::a9fe:a9fe", true}, {"::7f00:1", true}, // IPv4-compatible IPv6: 169.254.169.254, 127.0.0.1
+		{"2002:a9fe:a9fe::1", true}, {"2002:c0a8:101::1", true}, // 6to4 around 169.254.169.254, 192.168.1.1
+		{"192.0.0.192", true}, {"240.0.0.1", true}, {"255.255.255.254", true},
+		{"2002:5db8:d822::1", false}, // 6to4 around a public address
 		{"93.184.216.34", false}, {"2606:2800:220:1:248:1893:25c8:1946", false}, {"64:ff9b::5db8:d822", false},
 	} {
 		if got := jobs.Blocked(netip.MustParseAddr(c.addr)); got != c.blocked {
