@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,31 +14,6 @@ import (
 
 // A process SIGKILLed with one job running and one queued: after a restart
 // on the same database both jobs succeed, each billed exactly once.
-
-// startBinaryOn runs the built binary's serve on db in front of fake with
-// extra flags (startBinary always makes a fresh database).
-func startBinaryOn(t *testing.T, fake *ollamatest.Server, db string, args ...string) *proc {
-	t.Helper()
-	p := &proc{db: db, out: &syncBuffer{}, exited: make(chan struct{})}
-	cat := writeFile(t, "models.yaml", tinyCatalog(fake.URL, "tiny"))
-	p.cmd = exec.Command(tollgateBinary(t), append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db, "--models", cat}, args...)...)
-	p.cmd.Env = []string{}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill() // fails harmlessly once it has exited
-		<-p.exited
-	})
-	eventually(t, 10*time.Second, "tollgate listening", func() bool {
-		var ok bool
-		p.url, ok = listeningURL(p.out.String())
-		return ok
-	})
-	return p
-}
 
 // jobView is the part of GET /jobs/{id} this test reads.
 type jobView struct {

@@ -70,9 +70,16 @@ type proc struct {
 // fake, with nothing from the test's environment (OLLAMA_HOST included).
 func startBinary(t *testing.T, fake *ollamatest.Server) *proc {
 	t.Helper()
-	p := &proc{db: filepath.Join(t.TempDir(), "t.db"), out: &syncBuffer{}, exited: make(chan struct{})}
+	return startBinaryOn(t, fake, filepath.Join(t.TempDir(), "t.db"))
+}
+
+// startBinaryOn is startBinary on the database file db (which may hold an
+// earlier process's state), with extra serve flags.
+func startBinaryOn(t *testing.T, fake *ollamatest.Server, db string, args ...string) *proc {
+	t.Helper()
+	p := &proc{db: db, out: &syncBuffer{}, exited: make(chan struct{})}
 	cat := writeFile(t, "models.yaml", tinyCatalog(fake.URL, "tiny"))
-	p.cmd = exec.Command(tollgateBinary(t), "serve", "--addr", "127.0.0.1:0", "--db", p.db, "--models", cat)
+	p.cmd = exec.Command(tollgateBinary(t), append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db, "--models", cat}, args...)...)
 	p.cmd.Env = []string{}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
