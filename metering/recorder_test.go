@@ -71,6 +71,9 @@ func TestRecordGroupsWhileCommitting(t *testing.T) {
 	if n := <-st.entered; n != 8 {
 		t.Fatalf("second batch size %d, want MaxBatch 8", n)
 	}
+	for len(r.queue) < 2 { // the 2 that waited to send are queued before the next batch is taken
+		runtime.Gosched()
+	}
 	st.hold <- struct{}{}
 	if n := <-st.entered; n != 2 {
 		t.Fatalf("third batch size %d, want 2", n)
