@@ -47,7 +47,9 @@ func (f *fakeStore) InsertEvents(ctx context.Context, events []Event, claim func
 			return nil, ctx.Err()
 		}
 	}
-	claim()
+	if claim != nil {
+		claim()
+	}
 	if f.claimed != nil {
 		f.claimed <- len(events)
 	}

@@ -1,0 +1,213 @@
+package metering
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// segment is one journal file this process writes: w appends and holds the
+// file's exclusive flock for as long as the file exists; r reads it for the
+// loader.
+type segment struct {
+	seq  int64
+	path string
+	w, r *os.File
+}
+
+const segmentExt = ".jnl"
+
+// newSegmentPrefix returns a name prefix no other process uses.
+func newSegmentPrefix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "usage-" + time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// createSegment creates and locks segment seq under a temporary name, then
+// gives it its final name, so that no other process ever sees a segment
+// file that is not locked by its writer.
+func createSegment(dir, prefix string, seq int64) (*segment, error) {
+	name := fmt.Sprintf("%s-%06d%s", prefix, seq, segmentExt)
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	w, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(w.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		w.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("lock %s: %w", tmp, err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.Rename(tmp, path); err != nil {
+		w.Close()
+		os.Remove(tmp)
+		return nil, err
+	}
+	r, err := os.Open(path)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	return &segment{seq: seq, path: path, w: w, r: r}, nil
+}
+
+// remove deletes a fully loaded segment, still holding its lock so nobody
+// loads it meanwhile, then closes it.
+func (s *segment) remove() error {
+	err := os.Remove(s.path)
+	s.r.Close()
+	s.w.Close()
+	return err
+}
+
+// release closes a segment without deleting it: its lock is free, so the
+// next process to open the directory loads it.
+func (s *segment) release() {
+	s.r.Close()
+	s.w.Close()
+}
+
+// ReplayJournal loads every record of every segment in the journal
+// directory dir into store and returns how many were newly stored. A
+// segment whose writer is gone is deleted once loaded; one a running
+// process still writes is loaded as far as it is written and left to that
+// process, so a report read right after sees every answer delivered so far.
+// A dir that does not exist holds nothing. Safe to run beside a serving
+// process: records loaded twice are stored once.
+func ReplayJournal(ctx context.Context, dir string, store BatchStore, log *slog.Logger) (int, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	return replayDir(ctx, dir, store, 512, true, log)
+}
+
+// replayDir loads the segments in dir; live ones (locked by their writer)
+// only when includeLive.
+func replayDir(ctx context.Context, dir string, store BatchStore, maxBatch int, includeLive bool, log *slog.Logger) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("usage journal: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if n := e.Name(); !e.IsDir() && (strings.HasSuffix(n, segmentExt) || strings.HasSuffix(n, ".tmp")) {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	total := 0
+	for _, n := range names {
+		k, err := replayFile(ctx, filepath.Join(dir, n), store, maxBatch, includeLive, log)
+		total += k
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// replayFile loads one segment (or removes an abandoned temporary file).
+func replayFile(ctx context.Context, path string, store BatchStore, maxBatch int, includeLive bool, log *slog.Logger) (int, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil // another process loaded and deleted it meanwhile
+	}
+	if err != nil {
+		return 0, fmt.Errorf("usage journal: %w", err)
+	}
+	defer f.Close()
+	live := false
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return 0, fmt.Errorf("usage journal: lock %s: %w", path, err)
+		}
+		live = true
+	}
+	if strings.HasSuffix(path, ".tmp") {
+		if !live {
+			os.Remove(path) // a writer died between creating and naming it: empty
+		}
+		return 0, nil
+	}
+	if live && !includeLive {
+		return 0, nil // its writer loads it
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return 0, fmt.Errorf("usage journal: read %s: %w", path, err)
+	}
+	if live {
+		if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
+			data = data[:i+1] // a write may be under way past the last newline
+		} else {
+			data = nil
+		}
+	}
+	events, bad := parseLines(data, true)
+	if bad > 0 {
+		log.Warn("usage journal: skipped lines that failed their checksum (torn writes)", "file", path, "lines", bad)
+	}
+	n := 0
+	for start := 0; start < len(events); start += maxBatch {
+		batch := events[start:min(len(events), start+maxBatch)]
+		inserted, err := store.InsertEvents(ctx, batch, nil)
+		if err != nil {
+			return n, fmt.Errorf("usage journal: load %s: %w", filepath.Base(path), err)
+		}
+		for _, ok := range inserted {
+			if ok {
+				n++
+			}
+		}
+	}
+	if !live {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, fmt.Errorf("usage journal: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// parseLines decodes the complete lines in data. With tail, a last line
+// without its newline is decoded too (the file is whole: its writer is
+// gone). It returns the events and how many non-empty lines were bad.
+func parseLines(data []byte, tail bool) (events []Event, bad int) {
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		var line []byte
+		if i < 0 {
+			if !tail {
+				break
+			}
+			line, data = data, nil
+		} else {
+			line, data = data[:i], data[i+1:]
+		}
+		if len(line) == 0 {
+			continue
+		}
+		ev, err := parseLine(line)
+		if err != nil {
+			bad++
+			continue
+		}
+		events = append(events, ev)
+	}
+	return events, bad
+}
