@@ -95,6 +95,25 @@ func (m *Metrics) ObserveBatch(size int, took time.Duration, err error) {
 	m.commit.Observe(took.Seconds())
 }
 
+// WatchJournal exports the usage journal's backlog, read from backlog at
+// each scrape: tollgate_usage_journal_backlog_bytes (journaled, not yet in
+// the database) and tollgate_usage_journal_stalled (1 while loading fails).
+// Call it once.
+func (m *Metrics) WatchJournal(backlog func() (int64, error)) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_usage_journal_backlog_bytes",
+		Help: "Usage journal bytes not loaded into the database yet."}, func() float64 {
+		n, _ := backlog()
+		return float64(n)
+	}))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_usage_journal_stalled",
+		Help: "1 while the usage journal cannot load into the database (answers go on; their usage waits in the journal)."}, func() float64 {
+		if _, err := backlog(); err != nil {
+			return 1
+		}
+		return 0
+	}))
+}
+
 func (m *Metrics) reject(reason string) { m.rejections.WithLabelValues(reason).Inc() }
 
 // InFlight moves the gauge of inference calls holding a GPU slot; it fits

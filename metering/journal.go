@@ -31,6 +31,9 @@ type JournalOptions struct {
 	// SegmentBytes is the size past which a fully loaded segment file is
 	// replaced by a fresh one and deleted (default 8 MiB).
 	SegmentBytes int64
+	// AdoptEvery is how often the directory is scanned for segments of
+	// processes that died (default 5s).
+	AdoptEvery time.Duration
 	// CommitTimeout bounds one attempt to store a batch (default 10s).
 	CommitTimeout time.Duration
 	// Logger receives load failures and skipped lines (default slog.Default()).
@@ -46,6 +49,9 @@ func (o *JournalOptions) defaults() {
 	}
 	if o.SegmentBytes <= 0 {
 		o.SegmentBytes = 8 << 20
+	}
+	if o.AdoptEvery <= 0 {
+		o.AdoptEvery = 5 * time.Second
 	}
 	if o.CommitTimeout <= 0 {
 		o.CommitTimeout = 10 * time.Second
@@ -69,7 +75,8 @@ func (o *JournalOptions) defaults() {
 //
 // Each process writes its own segment files, holding an exclusive flock on
 // each, so several processes may share one directory: a segment whose lock
-// is free belongs to a dead writer and is loaded by whoever finds it.
+// is free belongs to a dead writer and is loaded by whoever finds it, at
+// start-up or in the scan every AdoptEvery.
 //
 // A Journal is safe for concurrent use. It satisfies the gateway's
 // Recorder: Record returns nil if and only if the event is journaled

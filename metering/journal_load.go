@@ -23,10 +23,15 @@ func (j *Journal) run() {
 	defer close(j.done)
 	buf := make([]byte, readChunk)
 	backoff := j.opts.LoadEvery
+	adopt := time.NewTicker(j.opts.AdoptEvery)
+	defer adopt.Stop()
 	for {
 		select {
 		case <-j.kick:
 		case <-j.flushReq:
+		case <-adopt.C:
+			j.adopt()
+			continue
 		case <-j.stop:
 			j.finish(buf)
 			return
@@ -49,6 +54,21 @@ func (j *Journal) run() {
 			return
 		}
 		t.Stop()
+	}
+}
+
+// adopt loads the segments of processes that died while this one runs
+// (several instances may share the directory), so their usage reaches the
+// database without waiting for a restart.
+func (j *Journal) adopt() {
+	ctx, cancel := context.WithTimeout(context.Background(), j.opts.CommitTimeout)
+	defer cancel()
+	n, err := replayDir(ctx, j.dir, j.opts.Store, j.opts.MaxBatch, false, j.opts.Logger)
+	if err != nil {
+		j.opts.Logger.Warn("usage journal: could not load a dead process's segment yet; will retry", "error", err.Error())
+	}
+	if n > 0 {
+		j.opts.Logger.Info("usage journal: loaded records a dead process left", "records", n)
 	}
 }
 

@@ -388,3 +388,31 @@ func BenchmarkJournalRecord(b *testing.B) {
 		}
 	}
 }
+
+// A running journal adopts the segments of a process that died beside it.
+func TestJournalAdoptsADeadNeighbour(t *testing.T) {
+	dir := t.TempDir()
+	st := newFakeStore()
+	survivor := openJournal(t, dir, JournalOptions{Store: st, AdoptEvery: 10 * time.Millisecond})
+	held := newFakeStore()
+	held.hold = make(chan struct{})
+	dying, err := OpenJournal(context.Background(), dir, JournalOptions{Store: held})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dying.Record(context.Background(), testEvent("orphan")); err != nil {
+		t.Fatal(err)
+	}
+	crash(dying)
+	deadline := time.Now().Add(5 * time.Second)
+	for _, ok := st.stored("orphan"); !ok; _, ok = st.stored("orphan") {
+		if time.Now().After(deadline) {
+			t.Fatal("the survivor did not load the dead neighbour's record")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := segments(t, dir); len(s) != 1 {
+		t.Fatalf("segments: %v; want only the survivor's", s)
+	}
+	_ = survivor
+}

@@ -491,10 +491,13 @@ func TestExactTokensPerMinute50Clients(t *testing.T) {
 // (another process holds SQLite's write lock) is withheld with 503
 // metering_unavailable and not billed, also once the lock is released and
 // the recorder catches up; the next request is answered and billed.
+// Without the journal (--usage-journal off) each answer waits for its
+// record's commit: a database locked past --record-timeout withholds the
+// answer, and it is not billed.
 func TestExactWithheldAnswerIsNotBilled(t *testing.T) {
 	fake := newFake(t)
 	cat := writeFile(t, "models.yaml", tinyCatalog(fake.URL, "tiny")+"    price: {input_per_1k: 1, output_per_1k: 2}\n")
-	r := startServe(t, env("TOLLGATE_MODELS", cat), "--record-timeout", "500ms")
+	r := startServe(t, env("TOLLGATE_MODELS", cat), "--record-timeout", "500ms", "--usage-journal", "off")
 	keyID, key := createKeyWithID(t, r.db, "--name", "held", "--monthly-requests", "10", "--monthly-tokens", "100000")
 
 	first := postOutcome(http.DefaultClient, r.url+"/generate", key, `{"prompt":"hi"}`)

@@ -66,8 +66,20 @@ func startServe(t *testing.T, getenv func(string) string, args ...string) *runni
 // startServeAt is startServe with the clock now (e.g. an authtest.Clock's Now).
 func startServeAt(t *testing.T, now func() time.Time, getenv func(string) string, args ...string) *running {
 	t.Helper()
+	return startServeWith(t, now, filepath.Join(t.TempDir(), "t.db"), getenv, args...)
+}
+
+// startServeOn is startServe on the database file db (which may hold an
+// earlier server's state).
+func startServeOn(t *testing.T, db string, getenv func(string) string, args ...string) *running {
+	t.Helper()
+	return startServeWith(t, time.Now, db, getenv, args...)
+}
+
+func startServeWith(t *testing.T, now func() time.Time, db string, getenv func(string) string, args ...string) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{db: filepath.Join(t.TempDir(), "t.db"), out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	r := &running{db: db, out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	args = append([]string{"serve", "--addr", "127.0.0.1:0", "--db", r.db}, args...)
 	go func() { r.done <- run(ctx, args, getenv, now, r.out, r.out) }()
 	t.Cleanup(func() { r.stop(t) })

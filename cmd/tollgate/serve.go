@@ -47,6 +47,7 @@ type serveFlags struct {
 	inFlight int
 	wait     time.Duration
 	record   time.Duration
+	journal  string
 
 	jobWorkers   int
 	jobTimeout   time.Duration
@@ -81,7 +82,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	fs.StringVar(&f.proxies, "trusted-proxies", getenv("TOLLGATE_TRUSTED_PROXIES"), "comma list of reverse-proxy IPs/CIDRs whose X-Forwarded-For is believed (env TOLLGATE_TRUSTED_PROXIES; default none)")
 	fs.IntVar(&f.inFlight, "max-inflight", gateway.DefaultMaxInFlight, "inference requests sent to Ollama at once, across all keys")
 	fs.DurationVar(&f.wait, "queue-wait", gateway.DefaultQueueWait, "how long a request waits for one of those slots before 503")
-	fs.DurationVar(&f.record, "record-timeout", gateway.DefaultRecordTimeout, "how long an answer waits for its usage record to commit before it is withheld (503, not billed)")
+	fs.DurationVar(&f.record, "record-timeout", gateway.DefaultRecordTimeout, "bounds one journal load into the database; with --usage-journal off, how long an answer waits for its record's commit before it is withheld (503, not billed)")
+	registerJournal(fs, &f.journal, getenv)
 	fs.IntVar(&f.jobWorkers, "job-workers", jobs.DefaultWorkers, "async jobs run at once (as many goroutines deliver callbacks)")
 	fs.DurationVar(&f.jobTimeout, "job-timeout", jobs.DefaultJobTimeout, "the longest one async job may run")
 	fs.DurationVar(&f.jobRetention, "job-retention", jobs.DefaultRetention, "finished async jobs and their results are deleted this long after they end")
@@ -236,35 +238,43 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 // usage recorder). stop drains them; call it after the HTTP server has
 // finished its in-flight requests and before the database closes.
 func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.Logger, now func() time.Time, f serveFlags) (http.Handler, func(), error) {
+	counters := metering.NewCounters(now)
+	metrics := handlers.NewMetrics()
+	// The journal first: it loads what an earlier process left behind, so
+	// the month totals read next include it.
+	usage, closeUsage, err := openUsage(ctx, db, counters, metrics, log, f)
+	if err != nil {
+		return nil, nil, err
+	}
 	month := metering.MonthStart(now())
 	totals, err := db.MonthTotals(ctx, month)
 	if err != nil {
+		closeUsage(ctx)
 		return nil, nil, fmt.Errorf("seed quota counters: %w", err)
 	}
-	counters := metering.NewCounters(now)
 	counters.Seed(month, totals)
-	metrics := handlers.NewMetrics()
-	recorder := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, OnBatch: metrics.ObserveBatch, Logger: log})
 	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, Now: now, OnFlushError: func(err error) {
 		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
 	}})
-	gw := gateway.New(gateway.Config{Inference: inf, Recorder: recorder, Limiter: limits.New(counters, 0),
-		Ledger: counters, Usage: db, MaxInFlight: f.inFlight, QueueWait: f.wait, RecordTimeout: f.record,
+	gw := gateway.New(gateway.Config{Inference: inf, Recorder: usage.recorder, Limiter: limits.New(counters, 0),
+		Ledger: counters, Usage: usage.reports, MaxInFlight: f.inFlight, QueueWait: f.wait, RecordTimeout: f.record,
 		Now: now, Logger: log, InFlight: metrics.InFlight})
 	allow, err := jobs.ParseNets(f.callbackNets)
 	if err != nil {
+		closeUsage(ctx)
 		return nil, nil, &usageError{"--callback-allow-net: " + err.Error()}
 	}
 	jobMgr := jobs.New(jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: f.jobWorkers,
 		JobTimeout: f.jobTimeout, LeaseMargin: f.record + jobLeaseSlack, Retention: f.jobRetention,
 		Guard: jobs.NewGuard(allow), Now: now, Logger: log})
 	handler := handlers.NewServer(handlers.Config{
-		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: db, Jobs: jobMgr,
+		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: usage.reports, Jobs: jobMgr,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
 		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db,
 	})
 	if f.metricsAddr != "" {
 		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {
+			closeUsage(ctx)
 			return nil, nil, err
 		}
 	}
@@ -290,18 +300,56 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 	}()
 	stop := func() {
 		close(stopping)
-		stopJobs() // waits for a drain already under way
-		// The recorder last: jobs and handlers meter through it. It gets
-		// what one commit may take, plus a margin.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.record+10*time.Second)
-		defer cancel()
-		if err := recorder.Close(rctx); err != nil {
-			log.Error("usage recorder did not drain", "error", err.Error())
-		}
-		stopFlush() // Run flushes last-used times once more on its way out
+		stopJobs()      // waits for a drain already under way
+		closeUsage(ctx) // last: jobs and handlers meter through it
+		stopFlush()     // Run flushes last-used times once more on its way out
 		<-flushDone
 	}
 	return handler, stop, nil
+}
+
+// usageSink is where the gateway records usage and reads reports.
+type usageSink struct {
+	recorder gateway.Recorder
+	reports  interface {
+		gateway.UsageStore
+		handlers.UsageExporter
+	}
+}
+
+// openUsage opens the usage journal in front of db (or, with
+// --usage-journal off, a recorder that commits each record before its
+// answer is released), feeding counters as records are taken. The returned
+// func drains it: the journal loads what is left (or leaves it on disk for
+// the next start), the recorder commits what is queued, each within what
+// one commit may take plus a margin.
+func openUsage(ctx context.Context, db *storage.DB, counters *metering.Counters, metrics *handlers.Metrics, log *slog.Logger, f serveFlags) (usageSink, func(context.Context), error) {
+	closeWithin := f.record + 10*time.Second
+	if f.journal == journalOff {
+		rec := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, OnBatch: metrics.ObserveBatch, Logger: log})
+		return usageSink{recorder: rec, reports: db}, func(ctx context.Context) {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeWithin)
+			defer cancel()
+			if err := rec.Close(rctx); err != nil {
+				log.Error("usage recorder did not drain", "error", err.Error())
+			}
+		}, nil
+	}
+	dir := journalDir(f.db, f.journal)
+	j, err := metering.OpenJournal(ctx, dir, metering.JournalOptions{Store: db, OnRecord: counters.Add,
+		OnLoad: metrics.ObserveBatch, CommitTimeout: f.record, Logger: log})
+	if err != nil {
+		return usageSink{}, nil, err
+	}
+	log.Info("usage journal open", "dir", absPath(dir))
+	metrics.WatchJournal(j.Backlog)
+	return usageSink{recorder: j, reports: journaledUsage{db: db, journal: j, log: log}}, func(ctx context.Context) {
+		jctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeWithin)
+		defer cancel()
+		if err := j.Close(jctx); err != nil {
+			log.Error("usage journal not fully loaded at shutdown", "error", err.Error())
+		}
+	}, nil
 }
 
 // serveMetrics serves /metrics on its own address until ctx ends.

@@ -26,8 +26,8 @@ Run "tollgate usage <subcommand> -h" for its flags.
 
 // usageSynopsis is each subcommand's first lines of -h.
 var usageSynopsis = map[string]string{
-	"export":  "usage: tollgate usage export [--key ID] [--from DATE] [--to DATE] [--format json|csv] [--db FILE]\n\nPrints one record per request, oldest first, on stdout.\nDATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Default: everything.\n",
-	"summary": "usage: tollgate usage summary [--key ID] [--from DATE] [--to DATE] [--by key|model|day] [--db FILE]\n\nPrints totals per key (with its name), model or day.\nDATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Default: the current month.\n",
+	"export":  "usage: tollgate usage export [--key ID] [--from DATE] [--to DATE] [--format json|csv] [--db FILE] [--usage-journal DIR]\n\nPrints one record per request, oldest first, on stdout.\nDATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Default: everything.\n",
+	"summary": "usage: tollgate usage summary [--key ID] [--from DATE] [--to DATE] [--by key|model|day] [--db FILE] [--usage-journal DIR]\n\nPrints totals per key (with its name), model or day.\nDATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Default: the current month.\n",
 }
 
 // usageCmd is `tollgate usage ...`: billing data straight from the database.
@@ -39,6 +39,8 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, no
 	fs := newFlags("usage "+sub, synopsis, stderr)
 	var c common
 	c.registerDB(fs, getenv)
+	var journal string
+	registerJournal(fs, &journal, getenv)
 	key := fs.String("key", "", "only this key id")
 	from := fs.String("from", "", "start date (inclusive)")
 	to := fs.String("to", "", "end date (exclusive)")
@@ -66,6 +68,9 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, no
 		return err
 	}
 	defer db.Close()
+	if err := replayForReport(ctx, db, c.db, journal, stderr); err != nil {
+		return err
+	}
 	if sub == "summary" {
 		return usageSummary(ctx, db, q, stdout)
 	}

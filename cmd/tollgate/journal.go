@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"tollgate/metering"
+	"tollgate/storage"
+)
+
+// journalOff is the --usage-journal value that commits every usage record
+// to the database before its answer is released, without a journal.
+const journalOff = "off"
+
+// registerJournal registers --usage-journal on fs.
+func registerJournal(fs *flag.FlagSet, dir *string, getenv func(string) string) {
+	fs.StringVar(dir, "usage-journal", getenv("TOLLGATE_USAGE_JOURNAL"),
+		"folder of the usage journal (env TOLLGATE_USAGE_JOURNAL; default: the database file's name plus .journal); \"off\" commits each record to the database before its answer is sent instead (slower)")
+}
+
+// journalDir is the usage journal's folder: flag, or db's path plus
+// ".journal". Every instance may share it: each writes its own files.
+func journalDir(db, flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return db + ".journal"
+}
+
+// replayForReport loads every usage record still in the journal into db
+// before a CLI report reads it, so the report includes every answer
+// delivered so far, by a running server or by one that was killed.
+func replayForReport(ctx context.Context, db *storage.DB, dbPath, flag string, stderr io.Writer) error {
+	if flag == journalOff {
+		return nil
+	}
+	dir := journalDir(dbPath, flag)
+	n, err := metering.ReplayJournal(ctx, dir, db, slog.New(slog.NewTextHandler(stderr, nil)))
+	if err != nil {
+		return fmt.Errorf("usage journal %s: %w", dir, err)
+	}
+	if n > 0 {
+		fmt.Fprintf(stderr, "tollgate: loaded %d usage records from the journal %s\n", n, absPath(dir))
+	}
+	return nil
+}
+
+// reportFlushTimeout bounds how long a report waits for the journal's
+// loader before it reads the database anyway.
+const reportFlushTimeout = 5 * time.Second
+
+// journaledUsage answers usage reports from the database after the journal
+// has loaded every record written before the report was asked for, so a
+// client reads its own answers' usage (read-your-writes).
+type journaledUsage struct {
+	db      *storage.DB
+	journal *metering.Journal
+	log     *slog.Logger
+}
+
+func (u journaledUsage) flush(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(ctx, reportFlushTimeout)
+	defer cancel()
+	if err := u.journal.Flush(fctx); err != nil && ctx.Err() == nil {
+		u.log.Warn("usage report read before the journal caught up; it may miss the latest requests", "error", err.Error())
+	}
+}
+
+// Summary is storage.DB.Summary after a flush of the journal.
+func (u journaledUsage) Summary(ctx context.Context, q metering.Query) ([]metering.Row, error) {
+	u.flush(ctx)
+	return u.db.Summary(ctx, q)
+}
+
+// ExportEvents is storage.DB.ExportEvents after a flush of the journal.
+func (u journaledUsage) ExportEvents(ctx context.Context, q metering.Query, fn func(metering.Event) error) error {
+	u.flush(ctx)
+	return u.db.ExportEvents(ctx, q, fn)
+}

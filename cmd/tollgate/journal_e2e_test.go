@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"hash/crc32"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// lockDB holds SQLite's write lock on db until the returned func is called,
+// as a second instance, a VACUUM or a slow disk would.
+func lockDB(t *testing.T, path string) (unlock func()) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+			t.Error(err)
+		}
+		conn.Close()
+		db.Close()
+	}
+}
+
+// With the usage journal (the default), a locked database no longer holds
+// answers back: they are delivered at once, billed at once against the
+// quota, and their rows reach the database, once each, when it is free.
+func TestJournalAnswersWhileTheDatabaseIsLocked(t *testing.T) {
+	fake := newFake(t)
+	cat := writeFile(t, "models.yaml", tinyCatalog(fake.URL, "tiny")+"    price: {input_per_1k: 1, output_per_1k: 2}\n")
+	r := startServe(t, env("TOLLGATE_MODELS", cat), "--record-timeout", "500ms")
+	keyID, key := createKeyWithID(t, r.db, "--name", "journaled", "--monthly-requests", "3", "--monthly-tokens", "100000")
+
+	unlock := lockDB(t, r.db)
+	var delivered []outcome
+	for i := range 3 {
+		start := time.Now()
+		o := postOutcome(http.DefaultClient, r.url+"/generate", key, `{"prompt":"hi"}`)
+		if o.status != 200 || o.usage.TotalTokens == 0 {
+			t.Fatalf("generate %d while the database is locked: %d %s", i, o.status, o.code)
+		}
+		if took := time.Since(start); took > 400*time.Millisecond {
+			t.Errorf("generate %d took %s with the database locked: the answer waited for the database", i, took)
+		}
+		delivered = append(delivered, o)
+	}
+	// The quota counts the journaled answers although no row is committed.
+	if o := postOutcome(http.DefaultClient, r.url+"/generate", key, `{"prompt":"hi"}`); o.status != 402 {
+		t.Fatalf("4th request on a 3-request quota while the database is locked: %d %s; want 402", o.status, o.code)
+	}
+	unlock()
+
+	got := getUsage(t, r.url, key) // reads after the journal has loaded
+	var want int64
+	for _, o := range delivered {
+		want += o.usage.TotalTokens
+	}
+	if got.Totals.Requests != 3 || got.Totals.TotalTokens != want {
+		t.Fatalf("GET /usage after the lock: %+v; want 3 requests, %d tokens", got.Totals, want)
+	}
+	rows := exportUsage(t, r.db, "--key", keyID)
+	if n, tokens, _ := billedTotals(rows); n != 3 || tokens != want {
+		t.Fatalf("usage rows: %d billed, %d tokens; want 3 and %d: %+v", n, tokens, want, rows)
+	}
+	for _, o := range delivered {
+		if row, ok := rows[o.id]; !ok || row.Status != 200 || row.TotalTokens != o.usage.TotalTokens {
+			t.Errorf("answer %s (usage %+v) has record %+v (found %v)", o.id, o.usage, row, ok)
+		}
+	}
+}
+
+// A journal a killed server left behind is loaded by the next start (and
+// deleted), and the month's quota counts it.
+func TestJournalLeftBehindIsLoadedAtStart(t *testing.T) {
+	fake := newFake(t)
+	cat := writeFile(t, "models.yaml", tinyCatalog(fake.URL, "tiny"))
+	dir := t.TempDir()
+	db := filepath.Join(dir, "t.db")
+	first := startServeOn(t, db, env("TOLLGATE_MODELS", cat))
+	keyID, key := createKeyWithID(t, db, "--name", "left", "--monthly-requests", "2")
+	first.stop(t)
+	// A dead process's segment, as kill -9 leaves it: one answered request.
+	ev := fmt.Sprintf("u1\t%q\t%q\t\"generate\"\t\"tiny\"\t\"native\"\t1\t3\t200\t1000\t0\t%d", "req_left_behind", keyID, time.Now().UnixNano())
+	line := ev + "\t" + crc32cHex(ev) + "\n"
+	seg := filepath.Join(db+".journal", "usage-dead-000001.jnl")
+	if err := os.MkdirAll(filepath.Dir(seg), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(seg, []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	second := startServeOn(t, db, env("TOLLGATE_MODELS", cat))
+	if _, err := os.Stat(seg); !os.IsNotExist(err) {
+		t.Fatalf("the dead process's segment is still there after start-up (%v)", err)
+	}
+	if o := postOutcome(http.DefaultClient, second.url+"/generate", key, `{"prompt":"hi"}`); o.status != 200 {
+		t.Fatalf("second request of 2: %d %s", o.status, o.code)
+	}
+	if o := postOutcome(http.DefaultClient, second.url+"/generate", key, `{"prompt":"hi"}`); o.status != 402 {
+		t.Fatalf("third request of 2 (one from the journal): %d %s; want 402", o.status, o.code)
+	}
+	if rows := exportUsage(t, db, "--key", keyID); rows["req_left_behind"].Status != 200 || len(rows) != 2 {
+		t.Fatalf("rows after start-up: %+v", rows)
+	}
+}
+
+// crc32cHex is a journal line's checksum of s.
+func crc32cHex(s string) string {
+	return fmt.Sprintf("%08x", crc32.Checksum([]byte(s), crc32.MakeTable(crc32.Castagnoli)))
+}
