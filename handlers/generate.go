@@ -3,10 +3,12 @@ package handlers
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
 
+	"tollgate"
 	"tollgate/gateway"
 	"tollgate/inference"
 	"tollgate/metering"
@@ -133,7 +135,27 @@ func (s *server) failCall(c *gin.Context, err error) {
 	s.fail(c, err)
 }
 
-// reply writes a 200 JSON answer under a write deadline.
+// reply writes a 200 JSON answer and flushes it to the socket at once,
+// with its Content-Length, under a write deadline: the client has the whole
+// answer before the access log, metrics and the rest of the chain run, and
+// the deadline bounds the real socket write, not a copy into net/http's
+// buffer.
 func (s *server) reply(c *gin.Context, body any) {
-	_ = withWriteDeadline(c, func() error { c.JSON(http.StatusOK, body); return nil })
+	b, err := json.Marshal(body)
+	if err != nil {
+		s.log.Error("encode answer", "request_id", info(c).id, "error", err.Error())
+		s.abort(c, tollgate.CodeInternal, "internal error; quote the request id when reporting it")
+		return
+	}
+	h := c.Writer.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	c.Status(http.StatusOK)
+	if _, held := c.Writer.(*captureWriter); held {
+		// Under an Idempotency-Key the answer leaves once its record is
+		// stored, so a retry that arrives after it is replayed, not 409.
+		_ = withWriteDeadline(c, func() error { _, err := c.Writer.Write(b); return err })
+		return
+	}
+	_ = withWriteDeadline(c, func() error { return writeFlush(c, b) })
 }

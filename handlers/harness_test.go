@@ -47,6 +47,20 @@ type testServer struct {
 	jobs   *jobs.Manager
 	dbPath string
 	gw     *gateway.Gateway
+	// journal is the usage journal in front of db: flushUsage before
+	// reading usage rows from db directly.
+	journal *metering.Journal
+}
+
+// flushUsage waits until every usage record journaled so far is in the
+// database.
+func (ts *testServer) flushUsage(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ts.journal.Flush(ctx); err != nil {
+		t.Fatalf("flushing the usage journal: %v", err)
+	}
 }
 
 type serverConfig struct {
@@ -59,6 +73,7 @@ type serverConfig struct {
 	now         func() time.Time
 	jobs        func(*jobs.Config)
 	jobsStopped bool
+	logTo       func(io.Writer) io.Writer
 }
 
 type serverOpt func(*serverConfig)
@@ -94,6 +109,12 @@ func withJobs(mod func(*jobs.Config)) serverOpt { return func(c *serverConfig) {
 // the test calls ts.jobs.Start.
 func withJobsStopped() serverOpt { return func(c *serverConfig) { c.jobsStopped = true } }
 
+// withLogWriter routes the server log through wrap (which must pass it on
+// to the writer it is given).
+func withLogWriter(wrap func(io.Writer) io.Writer) serverOpt {
+	return func(c *serverConfig) { c.logTo = wrap }
+}
+
 // withDB opens the database file at path instead of a fresh one, so that
 // two servers can share it as two instances would.
 func withDB(path string) serverOpt { return func(c *serverConfig) { c.dbPath = path } }
@@ -125,12 +146,22 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 		inf = cfg.wrap(inf)
 	}
 	logs := &logSink{}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logTo io.Writer = logs
+	if cfg.logTo != nil {
+		logTo = cfg.logTo(logs)
+	}
+	log := slog.New(slog.NewJSONHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	counters := metering.NewCounters(nil)
 	metrics := handlers.NewMetrics()
-	recorder := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, OnBatch: metrics.ObserveBatch, Logger: log})
-	t.Cleanup(func() { recorder.Close(ctx) }) // after the server, before the database
-	var rec gateway.Recorder = recorder
+	// The usage journal, as serve wires it by default.
+	journal, err := metering.OpenJournal(ctx, cfg.dbPath+".journal", metering.JournalOptions{Store: db,
+		OnRecord: counters.Add, OnLoad: metrics.ObserveBatch, Logger: log})
+	if err != nil {
+		t.Fatalf("metering.OpenJournal: %v", err)
+	}
+	t.Cleanup(func() { journal.Close(ctx) }) // after the server, before the database
+	var rec gateway.Recorder = journal
+	usage := journal.Reports(db)
 	if cfg.record != nil {
 		rec = cfg.record(rec)
 	}
@@ -141,7 +172,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 		t.Fatalf("creating a key: %v", err)
 	}
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: rec, Limiter: limits.New(counters, 0),
-		Ledger: counters, Usage: db, Logger: log, InFlight: metrics.InFlight, Now: cfg.now})
+		Ledger: counters, Usage: usage, Logger: log, InFlight: metrics.InFlight, Now: cfg.now})
 	jcfg := jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: 2, Poll: 20 * time.Millisecond, Now: cfg.now, Logger: log}
 	if cfg.jobs != nil {
 		cfg.jobs(&jcfg)
@@ -156,7 +187,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 		jm.Stop(sctx)
 	})
 	h := handlers.NewServer(handlers.Config{
-		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db, Jobs: jm,
+		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: usage, Jobs: jm,
 		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies, Idempotency: db,
 		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout, Now: cfg.now,
 	})
@@ -164,7 +195,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	t.Cleanup(srv.Close)
 	client := srv.Client()
 	client.Timeout = 15 * time.Second // a hang fails the test instead of stalling it
-	return &testServer{URL: srv.URL, client: client, db: db, logs: logs, key: secret, keys: keys, jobs: jm, dbPath: cfg.dbPath, gw: gw}
+	return &testServer{URL: srv.URL, client: client, db: db, logs: logs, key: secret, keys: keys, jobs: jm, dbPath: cfg.dbPath, gw: gw, journal: journal}
 }
 
 // newFakeServer starts a fake Ollama and a Tollgate server in front of it,

@@ -167,6 +167,7 @@ func (ts *testServer) waitJob(t *testing.T, id string, want ...string) jobView {
 // jobUsageRows counts usage rows whose request id starts with prefix.
 func (ts *testServer) jobUsageRows(t *testing.T, prefix string) int {
 	t.Helper()
+	ts.flushUsage(t)
 	db, err := sql.Open("sqlite3", "file:"+ts.dbPath+"?mode=ro&_busy_timeout=5000")
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ func (ts *testServer) newKey(t testing.TB, spec auth.Spec) (id, secret string) {
 // usageRows returns the committed usage rows of key id, oldest first.
 func (ts *testServer) usageRows(t testing.TB, id string) []metering.Event {
 	t.Helper()
+	ts.flushUsage(t)
 	var rows []metering.Event
 	err := ts.db.ExportEvents(context.Background(), metering.Query{KeyID: id}, func(ev metering.Event) error {
 		rows = append(rows, ev)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"time"
 
 	"tollgate/metering"
 	"tollgate/storage"
@@ -49,35 +48,3 @@ func replayForReport(ctx context.Context, db *storage.DB, dbPath, flag string, s
 	return nil
 }
 
-// reportFlushTimeout bounds how long a report waits for the journal's
-// loader before it reads the database anyway.
-const reportFlushTimeout = 5 * time.Second
-
-// journaledUsage answers usage reports from the database after the journal
-// has loaded every record written before the report was asked for, so a
-// client reads its own answers' usage (read-your-writes).
-type journaledUsage struct {
-	db      *storage.DB
-	journal *metering.Journal
-	log     *slog.Logger
-}
-
-func (u journaledUsage) flush(ctx context.Context) {
-	fctx, cancel := context.WithTimeout(ctx, reportFlushTimeout)
-	defer cancel()
-	if err := u.journal.Flush(fctx); err != nil && ctx.Err() == nil {
-		u.log.Warn("usage report read before the journal caught up; it may miss the latest requests", "error", err.Error())
-	}
-}
-
-// Summary is storage.DB.Summary after a flush of the journal.
-func (u journaledUsage) Summary(ctx context.Context, q metering.Query) ([]metering.Row, error) {
-	u.flush(ctx)
-	return u.db.Summary(ctx, q)
-}
-
-// ExportEvents is storage.DB.ExportEvents after a flush of the journal.
-func (u journaledUsage) ExportEvents(ctx context.Context, q metering.Query, fn func(metering.Event) error) error {
-	u.flush(ctx)
-	return u.db.ExportEvents(ctx, q, fn)
-}

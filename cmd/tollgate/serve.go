@@ -343,7 +343,7 @@ func openUsage(ctx context.Context, db *storage.DB, counters *metering.Counters,
 	}
 	log.Info("usage journal open", "dir", absPath(dir))
 	metrics.WatchJournal(j.Backlog)
-	return usageSink{recorder: j, reports: journaledUsage{db: db, journal: j, log: log}}, func(ctx context.Context) {
+	return usageSink{recorder: j, reports: j.Reports(db)}, func(ctx context.Context) {
 		jctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeWithin)
 		defer cancel()
 		if err := j.Close(jctx); err != nil {
