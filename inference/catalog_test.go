@@ -47,14 +47,14 @@ func TestParseFullCatalog(t *testing.T) {
 	}
 	want := &Catalog{
 		Backends: []Backend{
-			{Name: "gpu0", URL: "http://127.0.0.1:11434", ConnectTimeout: 2 * time.Second, FirstByteTimeout: 90 * time.Second},
-			{Name: "gpu1", URL: "https://ollama.internal:443", ConnectTimeout: DefaultConnectTimeout, FirstByteTimeout: DefaultFirstByteTimeout},
+			{Name: "gpu0", URL: "http://127.0.0.1:11434", ConnectTimeout: 2 * time.Second, FirstByteTimeout: 90 * time.Second, Weight: 1, MaxParallel: DefaultMaxParallel},
+			{Name: "gpu1", URL: "https://ollama.internal:443", ConnectTimeout: DefaultConnectTimeout, FirstByteTimeout: DefaultFirstByteTimeout, Weight: 1, MaxParallel: DefaultMaxParallel},
 		},
 		Models: map[string]Model{
 			"llama3.2": {
 				Name:      "llama3.2",
 				Ollama:    "llama3.2:3b",
-				Backend:   "gpu1",
+				Backends:  []string{"gpu1"},
 				Endpoints: []Endpoint{EndpointGenerate, EndpointPredict},
 				Options:   map[string]any{"temperature": 0.7, "num_ctx": 8192, "stop": []string{"###"}},
 				Limits:    ModelLimits{MaxNumPredict: 512, MaxNumCtx: 8192, MaxKeepAlive: 10 * time.Minute, MaxInputs: 16, PromptOverhead: DefaultPromptOverhead, PromptTokensPerByte: 1},
@@ -63,7 +63,6 @@ func TestParseFullCatalog(t *testing.T) {
 			"nomic-embed-text": {
 				Name:      "nomic-embed-text",
 				Ollama:    "nomic-embed-text",
-				Backend:   "gpu0", // the first backend by default
 				Endpoints: []Endpoint{EndpointEmbed},
 				Limits:    ModelLimits{MaxNumPredict: DefaultMaxNumPredict, MaxKeepAlive: DefaultMaxKeepAlive, MaxInputs: DefaultMaxInputs, PromptOverhead: DefaultPromptOverhead, PromptTokensPerByte: 1},
 			},
@@ -72,8 +71,8 @@ func TestParseFullCatalog(t *testing.T) {
 			"sentiment": {Name: "sentiment", Model: "llama3.2", Labels: []string{"positive", "negative", "neutral"}, Instruction: "Judge the tone."},
 		},
 		Plans: map[string]Plan{
-			"free":      {Name: "free", Limits: tollgate.Limits{RequestsPerSecond: 0.5, Burst: 5, TokensPerMinute: 10000, MaxConcurrent: 2, MonthlyTokens: 100000, MonthlyRequests: 1000}},
-			"unlimited": {Name: "unlimited"},
+			"free":      {Name: "free", Limits: tollgate.Limits{RequestsPerSecond: 0.5, Burst: 5, TokensPerMinute: 10000, MaxConcurrent: 2, MonthlyTokens: 100000, MonthlyRequests: 1000}, Weight: 1},
+			"unlimited": {Name: "unlimited", Weight: 1},
 		},
 	}
 	if !reflect.DeepEqual(c, want) {
