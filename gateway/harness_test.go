@@ -134,13 +134,20 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	if err != nil {
 		t.Fatalf("catalog: %v", err)
 	}
+	var clientOpts []inference.Option
+	if cfg.maxInFlight > 0 {
+		for i := range e.cat.Backends {
+			e.cat.Backends[i].MaxParallel = cfg.maxInFlight
+		}
+		clientOpts = append(clientOpts, inference.WithQueue(cfg.queueWait, 0))
+	}
 	var rec gateway.Recorder = e.recorder
 	if cfg.wrapRecorder != nil {
 		rec = cfg.wrapRecorder(rec)
 	}
 	e.gw = gateway.New(gateway.Config{
-		Inference: inference.NewClient(e.cat), Recorder: rec, Limiter: limits.New(e.counters, 0),
-		Ledger: e.counters, Usage: db, MaxInFlight: cfg.maxInFlight, QueueWait: cfg.queueWait,
+		Inference: inference.NewClient(e.cat, clientOpts...), Recorder: rec, Limiter: limits.New(e.counters, 0),
+		Ledger: e.counters, Usage: db,
 		RecordTimeout: cfg.recordTimeout, Logger: log, InFlight: e.inFlight.add,
 	})
 	return e

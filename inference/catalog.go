@@ -40,7 +40,8 @@ type Backend struct {
 	// their capacity: the heavier one is chosen (1 by default).
 	Weight int
 	// MaxParallel is how many requests the backend runs at once (match
-	// its OLLAMA_NUM_PARALLEL); more wait in Tollgate's fair queue.
+	// its OLLAMA_NUM_PARALLEL); more wait in Tollgate's fair queue. 0: the
+	// Client's default (WithDefaultParallel).
 	MaxParallel      int
 	ConnectTimeout   time.Duration // dialing Ollama
 	FirstByteTimeout time.Duration // request sent -> response headers (covers model load)

@@ -47,8 +47,8 @@ func TestParseFullCatalog(t *testing.T) {
 	}
 	want := &Catalog{
 		Backends: []Backend{
-			{Name: "gpu0", URL: "http://127.0.0.1:11434", ConnectTimeout: 2 * time.Second, FirstByteTimeout: 90 * time.Second, Weight: 1, MaxParallel: DefaultMaxParallel},
-			{Name: "gpu1", URL: "https://ollama.internal:443", ConnectTimeout: DefaultConnectTimeout, FirstByteTimeout: DefaultFirstByteTimeout, Weight: 1, MaxParallel: DefaultMaxParallel},
+			{Name: "gpu0", URL: "http://127.0.0.1:11434", ConnectTimeout: 2 * time.Second, FirstByteTimeout: 90 * time.Second, Weight: 1},
+			{Name: "gpu1", URL: "https://ollama.internal:443", ConnectTimeout: DefaultConnectTimeout, FirstByteTimeout: DefaultFirstByteTimeout, Weight: 1},
 		},
 		Models: map[string]Model{
 			"llama3.2": {

@@ -66,15 +66,24 @@ type clientConfig struct {
 	queueWait time.Duration
 	perKey    int
 	cooldown  time.Duration
+	parallel  int
 	log       *slog.Logger
 }
 
 // Defaults for the fleet's options.
 const (
-	DefaultQueueWait   = 2 * time.Second
+	DefaultQueueWait   = 10 * time.Second
 	DefaultQueuePerKey = 64
 	DefaultCooldown    = 10 * time.Second
+	// DefaultMaxParallel is a backend's max_parallel when models.yaml and
+	// WithDefaultParallel set none: what Ollama runs at once on a GPU with
+	// room for it (OLLAMA_NUM_PARALLEL's automatic choice).
+	DefaultMaxParallel = 4
 )
+
+// WithDefaultParallel sets the max_parallel of backends whose catalog entry
+// sets none (0: DefaultMaxParallel).
+func WithDefaultParallel(n int) Option { return func(c *clientConfig) { c.parallel = n } }
 
 // WithAuth makes the client sign every request to Ollama with the key in
 // ~/.ollama/id_ed25519, as Ollama's own client does when OLLAMA_AUTH is set
@@ -122,6 +131,9 @@ func NewClient(c *Catalog, opts ...Option) *Client {
 	}
 	if cfg.cooldown <= 0 {
 		cfg.cooldown = DefaultCooldown
+	}
+	if cfg.parallel <= 0 {
+		cfg.parallel = DefaultMaxParallel
 	}
 	if cfg.log == nil {
 		cfg.log = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -502,7 +502,10 @@ func (c *Client) install(cat *Catalog) {
 		} else {
 			b = c.newBackend(cb)
 		}
-		b.weight, b.capacity = max(1, cb.Weight), max(1, cb.MaxParallel)
+		b.weight, b.capacity = max(1, cb.Weight), cb.MaxParallel
+		if b.capacity <= 0 {
+			b.capacity = c.cfg.parallel
+		}
 		list = append(list, b)
 	}
 	for _, b := range old {

@@ -41,10 +41,6 @@ const (
 	DefaultMaxKeepAlive     = 30 * time.Minute
 	DefaultConnectTimeout   = 5 * time.Second
 	DefaultFirstByteTimeout = 5 * time.Minute
-	// DefaultMaxParallel is a backend's max_parallel when models.yaml sets
-	// none: what Ollama runs at once on a GPU with room for it
-	// (OLLAMA_NUM_PARALLEL's automatic choice).
-	DefaultMaxParallel = 4
 )
 
 // LoadFile reads and validates the catalog at path.
@@ -200,7 +196,7 @@ func (p *parser) backends(n *yaml.Node, c *Catalog) error {
 	for i, bn := range n.Content {
 		field := fmt.Sprintf("backends[%d]", i)
 		b := Backend{Name: fmt.Sprintf("backend%d", i), ConnectTimeout: DefaultConnectTimeout, FirstByteTimeout: DefaultFirstByteTimeout,
-			Weight: 1, MaxParallel: DefaultMaxParallel}
+			Weight: 1}
 		err := p.mapping(bn, field, []string{"name", "url", "weight", "max_parallel", "connect_timeout", "first_byte_timeout"}, func(key string, _, v *yaml.Node) error {
 			var err error
 			switch key {
