@@ -176,7 +176,8 @@ func (c *Client) Catalog() *Catalog {
 // that serves it has it. The error is an *UnreachableError, *TimeoutError
 // or *UpstreamError naming the first backend, in catalog order, that did
 // not answer, and only when no backend answered; Health is then empty.
-// Health.Down names the backends that did not answer.
+// Health.Down names the backends that did not answer; they are down (and
+// those that answered up, unless cooling down), as after Check.
 func (c *Client) Ping(ctx context.Context) (Health, error) {
 	c.mu.Lock()
 	cat, backends := c.catalog, c.backends
@@ -198,6 +199,18 @@ func (c *Client) Ping(ctx context.Context) (Health, error) {
 		})
 	}
 	wg.Wait()
+	c.mu.Lock()
+	now := c.cfg.now()
+	for i, be := range backends {
+		switch {
+		case errors.Is(errs[i], context.Canceled): // the asker left: no news
+		case errs[i] != nil:
+			c.down(be, now, "health check: "+errs[i].Error())
+		default:
+			c.upAgain(be, now)
+		}
+	}
+	c.mu.Unlock()
 	var h Health
 	answered := 0
 	for i, b := range cat.Backends {
