@@ -56,6 +56,7 @@ tasks:
   sentiment: {model: chat, labels: [positive, negative, neutral]}
 plans:
   small: {max_num_predict: 5}
+  pro: {weight: 3}
 `
 
 // env is one gateway and everything around it.
@@ -69,6 +70,7 @@ type env struct {
 	gw       *gateway.Gateway
 	logs     *syncBuffer
 	inFlight *deltas
+	inf      *inference.Client
 	ids      atomic.Int64
 }
 
@@ -141,12 +143,13 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 		}
 		clientOpts = append(clientOpts, inference.WithQueue(cfg.queueWait, 0))
 	}
+	e.inf = inference.NewClient(e.cat, clientOpts...)
 	var rec gateway.Recorder = e.recorder
 	if cfg.wrapRecorder != nil {
 		rec = cfg.wrapRecorder(rec)
 	}
 	e.gw = gateway.New(gateway.Config{
-		Inference: inference.NewClient(e.cat, clientOpts...), Recorder: rec, Limiter: limits.New(e.counters, 0),
+		Inference: e.inf, Recorder: rec, Limiter: limits.New(e.counters, 0),
 		Ledger: e.counters, Usage: db,
 		RecordTimeout: cfg.recordTimeout, Logger: log, InFlight: e.inFlight.add,
 	})
