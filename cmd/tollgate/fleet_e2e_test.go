@@ -327,4 +327,21 @@ func TestFleetReloadAddsABackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "SIGHUP reloads the catalog", func() bool { return len(backendsOf(t, r, admin)) == 1 })
+
+	// A broken file on SIGHUP: logged with where and why; nothing changes.
+	if err := os.WriteFile(cat, []byte("backends:\n  - {url: "+second.URL+", max_parallel: none}\nmodels: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the refused reload logged", func() bool {
+		return strings.Contains(r.out.String(), "models.yaml:2: backends[0].max_parallel: must be a positive integer")
+	})
+	if b := backendsOf(t, r, admin); len(b) != 1 || b["shared"].State != "up" {
+		t.Errorf("backends after a broken SIGHUP reload: %v", b)
+	}
+	if x := send(t, nil, "POST", r.url+"/generate", tinyGenerate, withKey(key)); x.status != 200 {
+		t.Errorf("after a broken SIGHUP reload: %d %s", x.status, x.body)
+	}
 }
