@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ollama/ollama/api"
@@ -26,8 +27,9 @@ import (
 type Client struct {
 	cfg clientConfig
 
+	catalog atomic.Pointer[Catalog] // stored with mu held, with backends
+
 	mu       sync.Mutex
-	catalog  *Catalog
 	backends []*backend // the catalog's, in its order
 	queue    fairQueue
 }
@@ -164,11 +166,7 @@ func (c *Client) newBackend(b Backend) *backend {
 }
 
 // Catalog returns the catalog the client serves now.
-func (c *Client) Catalog() *Catalog {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.catalog
-}
+func (c *Client) Catalog() *Catalog { return c.catalog.Load() }
 
 // Ping checks that every backend answers and which of the catalog's models
 // it has installed: one GET /api/tags per backend (api.Client.List), all
@@ -180,7 +178,7 @@ func (c *Client) Catalog() *Catalog {
 // those that answered up, unless cooling down), as after Check.
 func (c *Client) Ping(ctx context.Context) (Health, error) {
 	c.mu.Lock()
-	cat, backends := c.catalog, c.backends
+	cat, backends := c.catalog.Load(), c.backends
 	c.mu.Unlock()
 	installed := make([][]string, len(backends))
 	errs := make([]error, len(backends))

@@ -511,6 +511,7 @@ func (c *Client) install(cat *Catalog) {
 	for _, b := range old {
 		b.http.CloseIdleConnections() // running calls keep their connections
 	}
-	c.catalog, c.backends = cat, list
+	c.catalog.Store(cat)
+	c.backends = list
 	c.dispatch()
 }

@@ -318,3 +318,29 @@ models:
 		t.Error("Catalog is not the reloaded one")
 	}
 }
+
+// BenchmarkAcquireRelease is the cost of routing one call and giving its
+// slot back, from many goroutines at once, with slots to spare.
+func BenchmarkAcquireRelease(b *testing.B) {
+	cat, err := Parse("fleet.yaml", []byte(`backends:
+  - {name: a, url: "http://127.0.0.1:1", max_parallel: 64}
+  - {name: b, url: "http://127.0.0.1:2", max_parallel: 64}
+models:
+  tiny: {ollama: tiny, endpoints: [generate]}
+`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := NewClient(cat)
+	m := cat.Models["tiny"]
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			s, err := c.Acquire(b.Context(), Ticket{Key: "k", Model: m})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			s.Release()
+		}
+	})
+}
