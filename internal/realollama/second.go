@@ -17,9 +17,14 @@ import (
 	"tollgate/internal/tinymodel"
 )
 
-// EnvBin names the ollama binary [Start] runs; by default "ollama" on PATH,
-// then $HOME/go/bin/ollama (where scripts/ollama-test-server.sh builds it).
-const EnvBin = "OLLAMA_BIN"
+// EnvBin and EnvTestBin name the ollama binary [Start] runs (EnvTestBin is
+// written by scripts/ollama-test-server.sh into its env file: the binary
+// that serves the shared server); by default "ollama" on PATH, then
+// $HOME/go/bin/ollama.
+const (
+	EnvBin     = "OLLAMA_BIN"
+	EnvTestBin = "TOLLGATE_TEST_OLLAMA_BIN"
+)
 
 // Server is an Ollama process a test started with [Start]: one more GPU
 // host, serving the same tiny model as the shared server, on its own port
@@ -139,8 +144,10 @@ func (s *Server) Restart(parallel int) {
 }
 
 func findBin() string {
-	if b := os.Getenv(EnvBin); b != "" {
-		return b
+	for _, env := range []string{EnvBin, EnvTestBin} {
+		if b := os.Getenv(env); b != "" {
+			return b
+		}
 	}
 	if b, err := exec.LookPath("ollama"); err == nil {
 		return b
