@@ -37,6 +37,7 @@ const (
 	CodeJobFinished         Code = "job_already_finished"       // 409: a finished job cannot be cancelled
 	CodeIdempotencyInUse    Code = "idempotency_key_in_use"     // 409: a request with this Idempotency-Key is still running
 	CodeBodyTooLarge        Code = "body_too_large"             // 413
+	CodeCatalogInvalid      Code = "catalog_invalid"            // 422: a reload found models.yaml broken; the running catalog stays
 	CodeIdempotencyReused   Code = "idempotency_key_reused"     // 422: the Idempotency-Key was used for a different request
 	CodeRateLimited         Code = "rate_limited"               // 429
 	CodeTokensPerMinute     Code = "tokens_per_minute_exceeded" // 429
@@ -80,6 +81,7 @@ var statuses = map[Code]int{
 	CodeJobFinished:         409,
 	CodeIdempotencyInUse:    409,
 	CodeBodyTooLarge:        413,
+	CodeCatalogInvalid:      422,
 	CodeIdempotencyReused:   422,
 	CodeRateLimited:         429,
 	CodeTokensPerMinute:     429,

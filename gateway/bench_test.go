@@ -62,7 +62,7 @@ models:
 	}
 	counters := metering.NewCounters(nil)
 	g := gateway.New(gateway.Config{Inference: instant{cat}, Recorder: counting{counters},
-		Limiter: limits.New(counters, 0), Ledger: counters, MaxInFlight: 1 << 20})
+		Limiter: limits.New(counters, 0), Ledger: counters})
 	key := auth.Key{ID: "key_bench", Scopes: auth.DefaultScopes(), Limits: tollgate.Limits{
 		RequestsPerSecond: 1e9, Burst: 1e9, TokensPerMinute: 1e15, MaxConcurrent: 1 << 20,
 		MonthlyTokens: 1e15, MonthlyRequests: 1e12}}

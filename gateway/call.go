@@ -17,10 +17,6 @@ import (
 var errNotMetered = &tollgate.Error{Code: tollgate.CodeMeteringUnavailable, RetryAfter: time.Second,
 	Message: "the answer could not be recorded for billing, so it was not sent and not billed; retry shortly"}
 
-// errOverloaded: no GPU slot freed up within the queue wait.
-var errOverloaded = &tollgate.Error{Code: tollgate.CodeOverloaded, RetryAfter: time.Second,
-	Message: "the models are busy with other requests; retry shortly"}
-
 // Authorize reports whether c may use capability cp on the public model
 // called name, and returns the model as c's plan restricts it, for a
 // surface that answers without a call (nothing is admitted or recorded).
@@ -83,16 +79,27 @@ type call struct {
 	cp     tollgate.Capability
 	model  inference.Model
 	lease  limits.Lease
-	freed  bool // the GPU slot was given back
+	slot   *inference.Slot // nil without a Scheduler
+	freed  bool            // the GPU slot was given back
 }
 
 // free gives the GPU slot back, once.
 func (cl *call) free() {
 	if !cl.freed {
 		cl.freed = true
-		<-cl.g.slots
+		if cl.slot != nil {
+			cl.slot.Release()
+		}
 		cl.g.inFlight(-1)
 	}
+}
+
+// on returns ctx carrying the call's GPU slot, for the inference call.
+func (cl *call) on(ctx context.Context) context.Context {
+	if cl.slot == nil {
+		return ctx
+	}
+	return inference.WithSlot(ctx, cl.slot)
 }
 
 // releaseOnPanic, deferred right after admit, gives back what the call
@@ -108,40 +115,34 @@ func (cl *call) releaseOnPanic(ctx context.Context) {
 	}
 }
 
-// admit reserves b against the key's limits, then takes a GPU slot,
-// waiting at most the queue wait. On error nothing is held and no usage is
-// recorded.
+// admit reserves b against the key's limits, then takes a GPU slot from
+// the Scheduler, waiting in the key's fair queue at most the queue wait.
+// On error nothing is held and no usage is recorded.
 func (g *Gateway) admit(ctx context.Context, c Caller, cp tollgate.Capability, m inference.Model, b budget) (*call, error) {
 	lease, err := g.limiter.Admit(ctx, limits.Request{KeyID: c.Key.ID, Limits: g.Limits(c.Key),
 		Prompt: b.prompt, Output: b.output, MinOutput: b.minOutput, Now: g.now()})
 	if err != nil {
 		return nil, err
 	}
-	if err := g.acquire(ctx); err != nil {
-		_ = lease.Settle(context.WithoutCancel(ctx), limits.Settlement{Now: g.now()})
-		return nil, err
+	var slot *inference.Slot
+	if g.sched != nil {
+		slot, err = g.sched.Acquire(ctx, inference.Ticket{Key: c.Key.ID, Weight: g.weight(c.Key.Plan), Model: m})
+		if err != nil {
+			_ = lease.Settle(context.WithoutCancel(ctx), limits.Settlement{Now: g.now()})
+			return nil, err
+		}
 	}
 	g.inFlight(1)
-	return &call{g: g, caller: c, cp: cp, model: m, lease: lease}, nil
+	return &call{g: g, caller: c, cp: cp, model: m, lease: lease, slot: slot}, nil
 }
 
-// acquire takes a GPU slot, waiting at most queueWait.
-func (g *Gateway) acquire(ctx context.Context) error {
-	select {
-	case g.slots <- struct{}{}:
-		return nil
-	default:
+// weight is the fair queue's weight of a key on plan: the plan's (1 when
+// it has none or the key has no plan).
+func (g *Gateway) weight(plan string) int {
+	if p, ok := g.inf.Catalog().Plans[plan]; ok && p.Weight > 0 {
+		return p.Weight
 	}
-	t := time.NewTimer(g.queueWait)
-	defer t.Stop()
-	select {
-	case g.slots <- struct{}{}:
-		return nil
-	case <-t.C:
-		return errOverloaded
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return 1
 }
 
 // finish commits the usage record of a call that ended with status,

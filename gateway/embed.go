@@ -81,7 +81,7 @@ func (g *Gateway) Embed(ctx context.Context, c Caller, req EmbedRequest) (EmbedR
 		return failed, err
 	}
 	defer cl.releaseOnPanic(ctx)
-	res, callErr := g.inf.Embed(ctx, m, req.Input.Items, keep)
+	res, callErr := g.inf.Embed(cl.on(ctx), m, req.Input.Items, keep)
 	out := EmbedResult{Embeddings: res.Embeddings}
 	out.Result, err = cl.finishWhole(ctx, prompt, res.Usage, callErr)
 	if err != nil {

@@ -35,6 +35,13 @@ type Inferencer interface {
 	Predict(ctx context.Context, m inference.Model, req inference.PredictRequest) (inference.PredictResult, error)
 }
 
+// Scheduler hands out places on the GPUs: a backend slot for a call,
+// waiting in a fair per-key queue when every backend serving the model is
+// busy; *inference.Client satisfies it.
+type Scheduler interface {
+	Acquire(ctx context.Context, t inference.Ticket) (*inference.Slot, error)
+}
+
 // Recorder commits usage events; *metering.Recorder satisfies it. Record
 // returns nil only once the event is committed as given; on any error the
 // event is not billed (metering.ErrWithdrawn) or was lost.
@@ -62,8 +69,6 @@ type UsageStore interface {
 
 // Defaults for Config.
 const (
-	DefaultMaxInFlight   = 64
-	DefaultQueueWait     = 2 * time.Second
 	DefaultRecordTimeout = 15 * time.Second
 )
 
@@ -75,11 +80,11 @@ type Config struct {
 	Limiter   Admitter
 	Ledger    Ledger
 	Usage     UsageStore
-	// MaxInFlight caps inference calls sent to Ollama at once, across all
-	// keys (0: DefaultMaxInFlight); a call waits up to QueueWait (0:
-	// DefaultQueueWait) for a slot, then fails with code overloaded.
-	MaxInFlight int
-	QueueWait   time.Duration
+	// Scheduler is the GPU shield: each admitted call takes a backend
+	// slot from it (per-backend max_parallel, a fair queue, overloaded or
+	// too_many_concurrent when it cannot). nil: Inference when it is a
+	// Scheduler (*inference.Client is), else no shield.
+	Scheduler Scheduler
 	// RecordTimeout bounds the wait for a usage record's commit (0:
 	// DefaultRecordTimeout). The wait runs on a context detached from the
 	// caller's, so a client hanging up cannot stop its own billing.
@@ -99,8 +104,7 @@ type Gateway struct {
 	limiter       Admitter
 	ledger        Ledger
 	usage         UsageStore
-	slots         chan struct{}
-	queueWait     time.Duration
+	sched         Scheduler
 	recordTimeout time.Duration
 	now           func() time.Time
 	log           *slog.Logger
@@ -110,14 +114,10 @@ type Gateway struct {
 // New returns a Gateway for cfg.
 func New(cfg Config) *Gateway {
 	g := &Gateway{inf: cfg.Inference, recorder: cfg.Recorder, limiter: cfg.Limiter, ledger: cfg.Ledger,
-		usage: cfg.Usage, queueWait: cfg.QueueWait, recordTimeout: cfg.RecordTimeout,
+		usage: cfg.Usage, sched: cfg.Scheduler, recordTimeout: cfg.RecordTimeout,
 		now: cfg.Now, log: cfg.Logger, inFlight: cfg.InFlight}
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = DefaultMaxInFlight
-	}
-	g.slots = make(chan struct{}, cfg.MaxInFlight)
-	if g.queueWait <= 0 {
-		g.queueWait = DefaultQueueWait
+	if s, ok := cfg.Inference.(Scheduler); ok && g.sched == nil {
+		g.sched = s
 	}
 	if g.recordTimeout <= 0 {
 		g.recordTimeout = DefaultRecordTimeout

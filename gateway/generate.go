@@ -73,7 +73,7 @@ func (g *Gateway) Generate(ctx context.Context, c Caller, req GenerateRequest, o
 			return nil
 		}
 	}
-	res, callErr := g.inf.Generate(ctx, m, ir, cb)
+	res, callErr := g.inf.Generate(cl.on(ctx), m, ir, cb)
 	status, billed := 200, res.Usage
 	switch {
 	case callErr != nil && onPiece != nil && delivered > 0:

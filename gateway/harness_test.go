@@ -56,6 +56,7 @@ tasks:
   sentiment: {model: chat, labels: [positive, negative, neutral]}
 plans:
   small: {max_num_predict: 5}
+  pro: {weight: 3}
 `
 
 // env is one gateway and everything around it.
@@ -69,6 +70,7 @@ type env struct {
 	gw       *gateway.Gateway
 	logs     *syncBuffer
 	inFlight *deltas
+	inf      *inference.Client
 	ids      atomic.Int64
 }
 
@@ -134,13 +136,21 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	if err != nil {
 		t.Fatalf("catalog: %v", err)
 	}
+	var clientOpts []inference.Option
+	if cfg.maxInFlight > 0 {
+		for i := range e.cat.Backends {
+			e.cat.Backends[i].MaxParallel = cfg.maxInFlight
+		}
+		clientOpts = append(clientOpts, inference.WithQueue(cfg.queueWait, 0))
+	}
+	e.inf = inference.NewClient(e.cat, clientOpts...)
 	var rec gateway.Recorder = e.recorder
 	if cfg.wrapRecorder != nil {
 		rec = cfg.wrapRecorder(rec)
 	}
 	e.gw = gateway.New(gateway.Config{
-		Inference: inference.NewClient(e.cat), Recorder: rec, Limiter: limits.New(e.counters, 0),
-		Ledger: e.counters, Usage: db, MaxInFlight: cfg.maxInFlight, QueueWait: cfg.queueWait,
+		Inference: e.inf, Recorder: rec, Limiter: limits.New(e.counters, 0),
+		Ledger: e.counters, Usage: db,
 		RecordTimeout: cfg.recordTimeout, Logger: log, InFlight: e.inFlight.add,
 	})
 	return e

@@ -33,7 +33,7 @@ func (p panicking) Generate(ctx context.Context, m inference.Model, req inferenc
 // runs.
 func TestPanicReleasesSlotAndLease(t *testing.T) {
 	cat, err := inference.Parse("t.yaml", []byte(`
-backends: [{url: "http://127.0.0.1:1"}]
+backends: [{url: "http://127.0.0.1:1", max_parallel: 1}]
 models:
   chat: {ollama: llama3.2, endpoints: [generate]}
 `))
@@ -43,7 +43,7 @@ models:
 	counters := metering.NewCounters(nil)
 	n := 1
 	g := gateway.New(gateway.Config{Inference: panicking{instant{cat}, &n}, Recorder: counting{counters},
-		Limiter: limits.New(counters, 0), Ledger: counters, MaxInFlight: 1, QueueWait: 10 * time.Millisecond})
+		Limiter: limits.New(counters, 0), Ledger: counters, Scheduler: inference.NewClient(cat, inference.WithQueue(10*time.Millisecond, 0))})
 	key := auth.Key{ID: "key_panic", Scopes: auth.DefaultScopes(), Limits: tollgate.Limits{MaxConcurrent: 1, TokensPerMinute: 1000}}
 	p := "hi"
 	call := func(id string) (err error, panicked bool) {

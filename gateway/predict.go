@@ -51,7 +51,7 @@ func (g *Gateway) Predict(ctx context.Context, c Caller, req PredictRequest) (Pr
 		return failed, err
 	}
 	defer cl.releaseOnPanic(ctx)
-	res, callErr := g.inf.Predict(ctx, m, ir)
+	res, callErr := g.inf.Predict(cl.on(ctx), m, ir)
 	out := PredictResult{Predictions: res.Predictions}
 	out.Result, err = cl.finishWhole(ctx, prompt, res.Usage, callErr)
 	if err != nil {

@@ -32,6 +32,8 @@ type readyResponse struct {
 	// MissingModels lists the catalog models Ollama does not have, each
 	// with the command that installs it.
 	MissingModels []missingModelJSON `json:"missing_models,omitempty"`
+	// Backends shows each Ollama backend's state as routing sees it.
+	Backends []readyBackend `json:"backends,omitempty"`
 }
 
 type missingModelJSON struct {
@@ -74,12 +76,32 @@ func (s *server) readyz() gin.HandlerFunc {
 		case len(h.Serving) == 0:
 			out.Status = statusNotReady
 			out.Ollama = "no model of the catalog is installed in Ollama, so every request would fail; run: " + strings.Join(h.Pulls(), "; ")
-		case len(h.Missing) > 0:
+		case len(h.Missing) > 0 || len(h.Down) > 0 || len(h.Unserved) > 0:
 			if out.Status == statusReady {
 				out.Status = statusDegraded
 			}
-			out.Ollama = strconv.Itoa(len(h.Missing)) + " of " + strconv.Itoa(len(h.Missing)+len(h.Serving)) +
-				" catalog models are not installed in Ollama (requests for them fail with model_not_installed); run: " + strings.Join(h.Pulls(), "; ")
+			var why []string
+			if len(h.Down) > 0 {
+				n := len(s.gw.Catalog().Backends)
+				down := make([]string, len(h.Down))
+				for i, d := range h.Down {
+					down[i] = tollgate.ErrorMessage(d.Err)
+				}
+				why = append(why, strconv.Itoa(len(h.Down))+" of "+strconv.Itoa(n)+" Ollama backends do not answer ("+strings.Join(down, "; ")+"); requests go to the others")
+			}
+			if len(h.Unserved) > 0 {
+				why = append(why, "no backend that serves "+strings.Join(h.Unserved, ", ")+" answers")
+			}
+			if len(h.Missing) > 0 {
+				why = append(why, strconv.Itoa(len(h.Missing))+" of "+strconv.Itoa(len(h.Missing)+len(h.Serving)+len(h.Unserved))+
+					" catalog models are not installed in Ollama (requests for them fail with model_not_installed); run: "+strings.Join(h.Pulls(), "; "))
+			}
+			out.Ollama = strings.Join(why, "; ")
+		}
+		if s.fleet != nil {
+			for _, b := range s.fleet.Backends() {
+				out.Backends = append(out.Backends, readyBackend{Name: b.Name, State: b.State, Since: b.Since.UTC(), Why: b.Why})
+			}
 		}
 		if out.Status == statusNotReady {
 			c.Header("Retry-After", strconv.Itoa(retrySeconds(readyRetryAfter)))

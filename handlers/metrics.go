@@ -32,6 +32,7 @@ type Metrics struct {
 	reqSeries        sync.Map // reqSeriesKey -> *reqSeries
 	tokenSeries      sync.Map // model -> *tokenSeries
 	firstTokenSeries sync.Map // model -> prometheus.Observer
+	fleetOnce        sync.Once
 }
 
 // Rejection reasons for tollgate_rejections_total.
@@ -77,6 +78,12 @@ func NewMetrics() *Metrics {
 		m.rejections.WithLabelValues(r) // export zeros so rates work from the start
 	}
 	return m
+}
+
+// WatchFleet exports the state of f's backends with the metrics (once per
+// Metrics; later calls do nothing).
+func (m *Metrics) WatchFleet(f Fleet) {
+	m.fleetOnce.Do(func() { m.reg.MustRegister(newFleetCollector(f)) })
 }
 
 // Handler serves the metrics in the Prometheus text format.

@@ -60,6 +60,11 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"AuditList":        auditList{},
 		"Ready":            readyResponse{},
 		"MissingModel":     missingModelJSON{},
+		"ReadyBackend":     readyBackend{},
+		"BackendList":      backendList{},
+		"Backend":          backendJSON{},
+		"LoadedModel":      loadedModelJSON{},
+		"Reloaded":         reloaded{},
 		"Root":             rootResponse{},
 		// Async jobs.
 		"CreateJobRequest": createJobRequest{},

@@ -70,6 +70,8 @@ func addRoutes(r *gin.Engine, s *server) {
 	admin.POST("/keys/:id/revoke", s.revokeKey())
 	admin.DELETE("/keys/:id", s.revokeKey())
 	admin.GET("/audit", s.listAudit())
+	admin.GET("/backends", s.listBackends())
+	admin.POST("/reload", s.reload())
 	admin.GET("/usage", s.adminUsage())
 	admin.GET("/usage/export", s.adminExport())
 }

@@ -71,6 +71,12 @@ type Config struct {
 	// CheckTrustedProxies). Optional: none trusted, the TCP peer is the client.
 	TrustedProxies []string
 	MetricsRoute   bool // serve /metrics on this handler (false when it has its own address)
+	// Fleet shows the Ollama backends in GET /admin/backends, /readyz and
+	// /metrics. Optional: nil takes Ollama when it is a Fleet
+	// (*inference.Client is).
+	Fleet Fleet
+	// Reloader serves POST /admin/reload. Optional: nil answers 404.
+	Reloader Reloader
 }
 
 // DefaultAuthFailures allows 20 failed authentication attempts per client
@@ -97,6 +103,8 @@ type server struct {
 	bodyTimeout  time.Duration
 	now          func() time.Time
 	idem         idempotency.Store
+	fleet        Fleet
+	reloader     Reloader
 }
 
 // NewServer returns the HTTP handler for the whole API. It is safe for
@@ -104,10 +112,16 @@ type server struct {
 func NewServer(cfg Config) http.Handler {
 	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
 		usage: cfg.Usage, jobs: cfg.Jobs, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now,
-		idem: cfg.Idempotency}
+		idem: cfg.Idempotency, fleet: cfg.Fleet, reloader: cfg.Reloader}
+	if f, ok := cfg.Ollama.(Fleet); ok && s.fleet == nil {
+		s.fleet = f
+	}
 	s.metrics, s.metricsRoute = cfg.Metrics, cfg.MetricsRoute
 	if s.metrics == nil {
 		s.metrics = NewMetrics()
+	}
+	if s.fleet != nil {
+		s.metrics.WatchFleet(s.fleet)
 	}
 	if s.failures == nil {
 		s.failures = DefaultAuthFailures()

@@ -101,7 +101,7 @@ func TestOllamaDown(t *testing.T) {
 		})
 	}
 
-	var ready map[string]string
+	var ready map[string]any
 	ts.doJSON(t, "GET", "/readyz", nil, http.StatusServiceUnavailable, &ready)
 	if ready["status"] != "not ready" || ready["ollama"] != want || ready["database"] != "ok" {
 		t.Errorf("readyz %v, want not ready because %q", ready, want)
@@ -114,7 +114,7 @@ func TestReadyzDatabase(t *testing.T) {
 	if err := ts.db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var ready map[string]string
+	var ready map[string]any
 	ts.doJSON(t, "GET", "/readyz", nil, http.StatusServiceUnavailable, &ready)
 	if ready["status"] != "not ready" || ready["database"] != "database is not usable" || ready["ollama"] != "ok" {
 		t.Errorf("readyz %v", ready)
@@ -223,7 +223,7 @@ func TestReadyzOllamaHangs(t *testing.T) {
 			hang := ollamatest.SlowFirstByte(time.Hour)
 			hang.Paths = []string{"/api/tags"}
 			fake, ts := newFakeServer(t, tc.firstByte, ollamatest.WithFault(hang))
-			var ready map[string]string
+			var ready map[string]any
 			ts.doJSON(t, "GET", "/readyz", nil, http.StatusServiceUnavailable, &ready)
 			if want := "Ollama at " + fake.URL + " did not answer within " + tc.within; ready["ollama"] != want {
 				t.Errorf("readyz %v, want ollama %q", ready, want)

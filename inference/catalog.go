@@ -32,10 +32,17 @@ type Catalog struct {
 	Plans    map[string]Plan
 }
 
-// Backend is one Ollama server.
+// Backend is one Ollama server (one GPU or host).
 type Backend struct {
-	Name             string
-	URL              string
+	Name string
+	URL  string
+	// Weight breaks ties between backends equally loaded relative to
+	// their capacity: the heavier one is chosen (1 by default).
+	Weight int
+	// MaxParallel is how many requests the backend runs at once (match
+	// its OLLAMA_NUM_PARALLEL); more wait in Tollgate's fair queue. 0: the
+	// Client's default (WithDefaultParallel).
+	MaxParallel      int
 	ConnectTimeout   time.Duration // dialing Ollama
 	FirstByteTimeout time.Duration // request sent -> response headers (covers model load)
 }
@@ -44,7 +51,7 @@ type Backend struct {
 type Model struct {
 	Name      string         // public name clients send
 	Ollama    string         // model Ollama runs
-	Backend   string         // Backend.Name serving it
+	Backends  []string       // the Backend.Names serving it; empty: all of them
 	Endpoints []Endpoint     // routes it may serve
 	Options   map[string]any // default Ollama options, overridable per request
 	Limits    ModelLimits
@@ -87,6 +94,10 @@ type Plan struct {
 	Limits        tollgate.Limits
 	MaxNumPredict int // caps the model's max_num_predict for keys on this plan; 0 = no extra cap
 	MaxNumCtx     int // caps the model's max_num_ctx likewise
+	// Weight is the plan's share of the GPUs when requests queue: a key
+	// on a plan of weight 4 is served four requests for each one of a key
+	// on a plan of weight 1 (1 by default).
+	Weight int
 }
 
 // Restrict returns m with its GPU-costly limits lowered to the plan's.
@@ -174,6 +185,25 @@ func (c *Catalog) ModelList() []Model {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// BackendsFor returns the backends that serve m, in catalog order.
+func (c *Catalog) BackendsFor(m Model) []Backend {
+	if len(m.Backends) == 0 {
+		return c.Backends
+	}
+	var out []Backend
+	for _, b := range c.Backends {
+		if contains(m.Backends, b.Name) {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// ServedBy reports whether the backend called b serves m.
+func (m Model) ServedBy(b string) bool {
+	return len(m.Backends) == 0 || contains(m.Backends, b)
 }
 
 // Backend returns the backend called name (the first one when name is "").

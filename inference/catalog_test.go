@@ -47,14 +47,14 @@ func TestParseFullCatalog(t *testing.T) {
 	}
 	want := &Catalog{
 		Backends: []Backend{
-			{Name: "gpu0", URL: "http://127.0.0.1:11434", ConnectTimeout: 2 * time.Second, FirstByteTimeout: 90 * time.Second},
-			{Name: "gpu1", URL: "https://ollama.internal:443", ConnectTimeout: DefaultConnectTimeout, FirstByteTimeout: DefaultFirstByteTimeout},
+			{Name: "gpu0", URL: "http://127.0.0.1:11434", ConnectTimeout: 2 * time.Second, FirstByteTimeout: 90 * time.Second, Weight: 1},
+			{Name: "gpu1", URL: "https://ollama.internal:443", ConnectTimeout: DefaultConnectTimeout, FirstByteTimeout: DefaultFirstByteTimeout, Weight: 1},
 		},
 		Models: map[string]Model{
 			"llama3.2": {
 				Name:      "llama3.2",
 				Ollama:    "llama3.2:3b",
-				Backend:   "gpu1",
+				Backends:  []string{"gpu1"},
 				Endpoints: []Endpoint{EndpointGenerate, EndpointPredict},
 				Options:   map[string]any{"temperature": 0.7, "num_ctx": 8192, "stop": []string{"###"}},
 				Limits:    ModelLimits{MaxNumPredict: 512, MaxNumCtx: 8192, MaxKeepAlive: 10 * time.Minute, MaxInputs: 16, PromptOverhead: DefaultPromptOverhead, PromptTokensPerByte: 1},
@@ -63,7 +63,6 @@ func TestParseFullCatalog(t *testing.T) {
 			"nomic-embed-text": {
 				Name:      "nomic-embed-text",
 				Ollama:    "nomic-embed-text",
-				Backend:   "gpu0", // the first backend by default
 				Endpoints: []Endpoint{EndpointEmbed},
 				Limits:    ModelLimits{MaxNumPredict: DefaultMaxNumPredict, MaxKeepAlive: DefaultMaxKeepAlive, MaxInputs: DefaultMaxInputs, PromptOverhead: DefaultPromptOverhead, PromptTokensPerByte: 1},
 			},
@@ -72,8 +71,8 @@ func TestParseFullCatalog(t *testing.T) {
 			"sentiment": {Name: "sentiment", Model: "llama3.2", Labels: []string{"positive", "negative", "neutral"}, Instruction: "Judge the tone."},
 		},
 		Plans: map[string]Plan{
-			"free":      {Name: "free", Limits: tollgate.Limits{RequestsPerSecond: 0.5, Burst: 5, TokensPerMinute: 10000, MaxConcurrent: 2, MonthlyTokens: 100000, MonthlyRequests: 1000}},
-			"unlimited": {Name: "unlimited"},
+			"free":      {Name: "free", Limits: tollgate.Limits{RequestsPerSecond: 0.5, Burst: 5, TokensPerMinute: 10000, MaxConcurrent: 2, MonthlyTokens: 100000, MonthlyRequests: 1000}, Weight: 1},
+			"unlimited": {Name: "unlimited", Weight: 1},
 		},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -188,6 +187,13 @@ func TestParseBroken(t *testing.T) {
 		{"unknown endpoint", modelM + "    endpoints:\n      - generate\n      - chat\n", 8, "models.m.endpoints[1]", `unknown endpoint "chat"`},
 		{"unknown model field", modelM + "    gpu: 1\n", 6, "models.m.gpu", "unknown field"},
 		{"model backend missing", modelM + "    backend: gpu7\n", 6, "models.m.backend", `no backend named "gpu7"`},
+		{"model backends missing", modelM + "    backends: [backend0, gpu7]\n", 6, "models.m.backends[1]", `no backend named "gpu7"`},
+		{"model backends empty", modelM + "    backends: []\n", 6, "models.m.backends", "must name at least one backend"},
+		{"model backend and backends", modelM + "    backend: backend0\n    backends: [backend0]\n", 7, "models.m.backends", "give backend or backends, not both"},
+		{"backend url twice", "backends:\n  - {name: a, url: h1}\n  - {name: b, url: \"http://h1:11434\"}\n", 3, "backends[1].url", `http://h1:11434 is already backend "a"`},
+		{"backend max_parallel zero", "backends:\n  - url: localhost\n    max_parallel: 0\n", 3, "backends[0].max_parallel", "must be a positive integer"},
+		{"backend weight fraction", "backends:\n  - {url: localhost, weight: 1.5}\n", 2, "backends[0].weight", "must be a positive integer"},
+		{"plan weight zero", embedder + "plans:\n  free: {weight: 0}\n", 6, "plans.free.weight", "must be a positive integer"},
 		{"bad option type", modelM + "    endpoints: [generate]\n    options:\n      top_k: 40\n      temperature: hot\n", 9, "models.m.options.temperature", "must be a number"},
 		{"option out of range", modelM + "    endpoints: [generate]\n    options: {top_p: 2}\n", 7, "models.m.options.top_p", "must be between 0 and 1"},
 		{"operator-only option", modelM + "    endpoints: [generate]\n    options:\n      num_gpu: 99\n", 8, "models.m.options.num_gpu", "is not an option a request may set"},
@@ -313,5 +319,41 @@ func TestParseOllamaURL(t *testing.T) {
 		case err != nil && strings.Contains(err.Error(), "secret"):
 			t.Errorf("ParseOllamaURL(%q) error %q repeats the password", tc.in, err)
 		}
+	}
+}
+
+// A fleet: weights and max_parallel per backend, a model on some backends,
+// a plan's weight.
+func TestParseFleet(t *testing.T) {
+	c, err := Parse("fleet.yaml", []byte(`backends:
+  - {name: gpu0, url: "10.0.0.5", max_parallel: 4}
+  - {name: gpu1, url: "10.0.0.6", max_parallel: 2, weight: 3}
+models:
+  everywhere: {ollama: llama3.2, endpoints: [generate]}
+  one: {ollama: nomic-embed-text, endpoints: [embed], backend: gpu1}
+  some: {ollama: qwen2, endpoints: [generate], backends: [gpu0]}
+plans:
+  free: {}
+  pro: {weight: 4}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Backends[1]; b.URL != "http://10.0.0.6:11434" || b.MaxParallel != 2 || b.Weight != 3 || c.Backends[0].Weight != 1 {
+		t.Errorf("backends %+v", c.Backends)
+	}
+	names := func(bs []Backend) (out []string) {
+		for _, b := range bs {
+			out = append(out, b.Name)
+		}
+		return out
+	}
+	for model, want := range map[string][]string{"everywhere": {"gpu0", "gpu1"}, "one": {"gpu1"}, "some": {"gpu0"}} {
+		if got := names(c.BackendsFor(c.Models[model])); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s served by %v, want %v", model, got, want)
+		}
+	}
+	if c.Plans["free"].Weight != 1 || c.Plans["pro"].Weight != 4 {
+		t.Errorf("plans %+v", c.Plans)
 	}
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ollama/ollama/api"
@@ -17,23 +20,72 @@ import (
 // Client calls the Ollama backends of a catalog. It is safe for concurrent
 // use. Every call honours its context: cancelling it (a client that hung up)
 // closes the connection to Ollama, which stops the generation.
+//
+// It is also the fleet: it knows each backend's health and load, routes
+// each call (see Acquire), queues calls fairly when every backend for a
+// model is busy, and takes a new catalog without dropping calls (Reload).
 type Client struct {
-	catalog  *Catalog
-	backends map[string]*backend
+	cfg clientConfig
+
+	catalog atomic.Pointer[Catalog] // stored with mu held, with backends
+
+	mu       sync.Mutex
+	backends []*backend // the catalog's, in its order
+	queue    fairQueue
 }
 
+// backend is one Ollama server and what the Client knows about it. The
+// fields below mu are guarded by the Client's mutex.
 type backend struct {
+	name      string
 	url       string
 	base      *url.URL
 	http      *http.Client
 	api       *api.Client
 	firstByte time.Duration
+	connect   time.Duration
+
+	// guarded by Client.mu
+	weight    int
+	capacity  int
+	inflight  int
+	up        bool
+	since     time.Time
+	why       string
+	downUntil time.Time            // a passive ejection's cool-down
+	loaded    map[string]time.Time // Ollama model -> until when it stays loaded (/api/ps)
+	requests  uint64               // calls sent
+	failures  uint64               // calls that failed in a way that ejects
+	ejections uint64               // up -> down transitions
 }
 
 // Option configures a Client in NewClient.
 type Option func(*clientConfig)
 
-type clientConfig struct{ auth bool }
+type clientConfig struct {
+	auth      bool
+	now       func() time.Time
+	queueWait time.Duration
+	perKey    int
+	cooldown  time.Duration
+	parallel  int
+	log       *slog.Logger
+}
+
+// Defaults for the fleet's options.
+const (
+	DefaultQueueWait   = 10 * time.Second
+	DefaultQueuePerKey = 64
+	DefaultCooldown    = 10 * time.Second
+	// DefaultMaxParallel is a backend's max_parallel when models.yaml and
+	// WithDefaultParallel set none: what Ollama runs at once on a GPU with
+	// room for it (OLLAMA_NUM_PARALLEL's automatic choice).
+	DefaultMaxParallel = 4
+)
+
+// WithDefaultParallel sets the max_parallel of backends whose catalog entry
+// sets none (0: DefaultMaxParallel).
+func WithDefaultParallel(n int) Option { return func(c *clientConfig) { c.parallel = n } }
 
 // WithAuth makes the client sign every request to Ollama with the key in
 // ~/.ollama/id_ed25519, as Ollama's own client does when OLLAMA_AUTH is set
@@ -41,52 +93,98 @@ type clientConfig struct{ auth bool }
 // environment: the caller decides, e.g. from OLLAMA_AUTH.
 func WithAuth(sign bool) Option { return func(c *clientConfig) { c.auth = sign } }
 
+// WithQueue sets how long a call waits in the fair queue for a backend slot
+// (0: DefaultQueueWait) before it fails with overloaded (503), and how many
+// calls of one key may wait at once (0: DefaultQueuePerKey; more are
+// refused with rate_limited, 429).
+func WithQueue(wait time.Duration, perKey int) Option {
+	return func(c *clientConfig) { c.queueWait, c.perKey = wait, perKey }
+}
+
+// WithCooldown sets how long a backend ejected after a failed call stays
+// out of routing before a health check may bring it back (0:
+// DefaultCooldown).
+func WithCooldown(d time.Duration) Option { return func(c *clientConfig) { c.cooldown = d } }
+
+// WithClock sets the clock for states' times and cool-downs (nil: time.Now).
+func WithClock(now func() time.Time) Option { return func(c *clientConfig) { c.now = now } }
+
+// WithLogger sets where backend state changes are logged (nil: nowhere).
+func WithLogger(l *slog.Logger) Option { return func(c *clientConfig) { c.log = l } }
+
 // NewClient returns a client for the backends in c. Connections are pooled
 // per backend; dialing is bounded by the backend's ConnectTimeout and the wait
 // for Ollama's first byte (which includes loading the model) by its
-// FirstByteTimeout. No timeout bounds a stream once it has started.
+// FirstByteTimeout. No timeout bounds a stream once it has started. Every
+// backend starts up; Run's health checks correct that.
 func NewClient(c *Catalog, opts ...Option) *Client {
 	var cfg clientConfig
 	for _, o := range opts {
 		o(&cfg)
 	}
-	cl := &Client{catalog: c, backends: make(map[string]*backend, len(c.Backends))}
-	for _, b := range c.Backends {
-		u, _ := url.Parse(b.URL) // validated by Parse
-		tr := &http.Transport{
-			Proxy:                 nil, // Ollama is local; never send prompts through a proxy by accident
-			DialContext:           (&net.Dialer{Timeout: b.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-			ResponseHeaderTimeout: b.FirstByteTimeout,
-			MaxIdleConns:          256,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-		}
-		var rt http.RoundTripper = tr
-		if cfg.auth || u.Hostname() == "ollama.com" {
-			rt = signer{rt: tr, prefix: strings.TrimRight(u.Path, "/")}
-		}
-		hc := &http.Client{Transport: statusRecorder{rt}}
-		cl.backends[b.Name] = &backend{url: b.URL, base: u, http: hc, api: api.NewClient(u, hc), firstByte: b.FirstByteTimeout}
+	if cfg.now == nil {
+		cfg.now = time.Now
 	}
+	if cfg.queueWait <= 0 {
+		cfg.queueWait = DefaultQueueWait
+	}
+	if cfg.perKey <= 0 {
+		cfg.perKey = DefaultQueuePerKey
+	}
+	if cfg.cooldown <= 0 {
+		cfg.cooldown = DefaultCooldown
+	}
+	if cfg.parallel <= 0 {
+		cfg.parallel = DefaultMaxParallel
+	}
+	if cfg.log == nil {
+		cfg.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	cl := &Client{cfg: cfg}
+	cl.install(c)
 	return cl
 }
 
-// Catalog returns the catalog the client was built from.
-func (c *Client) Catalog() *Catalog { return c.catalog }
+// newBackend builds the connection pool for b.
+func (c *Client) newBackend(b Backend) *backend {
+	u, _ := url.Parse(b.URL) // validated by Parse
+	tr := &http.Transport{
+		Proxy:                 nil, // Ollama is local; never send prompts through a proxy by accident
+		DialContext:           (&net.Dialer{Timeout: b.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		ResponseHeaderTimeout: b.FirstByteTimeout,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+	}
+	var rt http.RoundTripper = tr
+	if c.cfg.auth || u.Hostname() == "ollama.com" {
+		rt = signer{rt: tr, prefix: strings.TrimRight(u.Path, "/")}
+	}
+	hc := &http.Client{Transport: statusRecorder{rt}}
+	return &backend{name: b.Name, url: b.URL, base: u, http: hc, api: api.NewClient(u, hc), firstByte: b.FirstByteTimeout,
+		connect: b.ConnectTimeout, up: true, since: c.cfg.now(), loaded: map[string]time.Time{}}
+}
+
+// Catalog returns the catalog the client serves now.
+func (c *Client) Catalog() *Catalog { return c.catalog.Load() }
 
 // Ping checks that every backend answers and which of the catalog's models
 // it has installed: one GET /api/tags per backend (api.Client.List), all
-// at once, so ctx bounds the whole check. The error is an
-// *UnreachableError, *TimeoutError or *UpstreamError naming the first
-// backend, in catalog order, that did not answer; Health is then partial.
+// at once, so ctx bounds the whole check. A model is serving when a backend
+// that serves it has it. The error is an *UnreachableError, *TimeoutError
+// or *UpstreamError naming the first backend, in catalog order, that did
+// not answer, and only when no backend answered; Health is then empty.
+// Health.Down names the backends that did not answer; they are down (and
+// those that answered up, unless cooling down), as after Check.
 func (c *Client) Ping(ctx context.Context) (Health, error) {
-	backends := c.Catalog().Backends
+	c.mu.Lock()
+	cat, backends := c.catalog.Load(), c.backends
+	c.mu.Unlock()
 	installed := make([][]string, len(backends))
 	errs := make([]error, len(backends))
 	var wg sync.WaitGroup
-	for i, b := range backends {
+	for i, be := range backends {
 		wg.Go(func() {
-			be := c.backends[b.Name]
 			var status int
 			list, err := be.api.List(withStatus(ctx, &status))
 			if err != nil {
@@ -99,37 +197,53 @@ func (c *Client) Ping(ctx context.Context) (Health, error) {
 		})
 	}
 	wg.Wait()
-	var h Health
-	answered := map[string][]string{}
-	for i, b := range backends {
-		if errs[i] == nil {
-			answered[b.Name] = installed[i]
-		}
-	}
-	for _, m := range c.Catalog().ModelList() {
-		have, ok := answered[m.Backend]
+	c.mu.Lock()
+	now := c.cfg.now()
+	for i, be := range backends {
 		switch {
-		case !ok:
-		case hasModel(have, m.Ollama):
-			h.Serving = append(h.Serving, m.Name)
+		case errors.Is(errs[i], context.Canceled): // the asker left: no news
+		case errs[i] != nil:
+			c.down(be, now, "health check: "+errs[i].Error())
 		default:
-			b, _ := c.Catalog().Backend(m.Backend)
-			h.Missing = append(h.Missing, MissingModel{Name: m.Name, Ollama: m.Ollama, Backend: b})
+			c.upAgain(be, now)
 		}
 	}
-	for _, err := range errs {
-		if err != nil {
-			return h, err
+	c.mu.Unlock()
+	var h Health
+	answered := 0
+	for i, b := range cat.Backends {
+		if errs[i] != nil {
+			h.Down = append(h.Down, DownBackend{Backend: b, Err: errs[i]})
+		} else {
+			answered++
+		}
+	}
+	if answered == 0 {
+		return Health{}, errs[0]
+	}
+	for _, m := range cat.ModelList() {
+		var lacking []Backend
+		serving := false
+		for i, b := range cat.Backends {
+			if !m.ServedBy(b.Name) || errs[i] != nil {
+				continue
+			}
+			if hasModel(installed[i], m.Ollama) {
+				serving = true
+			} else {
+				lacking = append(lacking, b)
+			}
+		}
+		switch {
+		case serving:
+			h.Serving = append(h.Serving, m.Name)
+		case len(lacking) > 0:
+			h.Missing = append(h.Missing, MissingModel{Name: m.Name, Ollama: m.Ollama, Backend: lacking[0]})
+		default:
+			h.Unserved = append(h.Unserved, m.Name)
 		}
 	}
 	return h, nil
-}
-
-func (c *Client) backendFor(m Model) *backend {
-	if b, ok := c.backends[m.Backend]; ok {
-		return b
-	}
-	return c.backends[c.catalog.Backends[0].Name]
 }
 
 // Usage is what Ollama counted for a call.
@@ -185,7 +299,7 @@ func (b *backend) classify(ctx context.Context, err error, status int, ollamaMod
 	}
 	var sb *streamBroken
 	if errors.As(err, &sb) {
-		return &UpstreamError{Message: "the stream from Ollama at " + b.url + " ended before its final chunk (the connection broke)"}
+		return &UpstreamError{Message: "the stream from Ollama at " + b.url + " ended before its final chunk (the connection broke)", broken: true}
 	}
 	var se api.StatusError
 	if errors.As(err, &se) {
@@ -210,7 +324,7 @@ func (b *backend) classify(ctx context.Context, err error, status int, ollamaMod
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return &UpstreamError{Message: "the connection to Ollama at " + b.url + " broke before it answered"}
+		return &UpstreamError{Message: "the connection to Ollama at " + b.url + " broke before it answered", broken: true}
 	}
 	// An error line in the middle of a stream: Ollama's own words. It came
 	// with a 200, which is not worth reporting as Ollama's status.
@@ -234,7 +348,7 @@ func (b *backend) statusError(status int, msg, ollamaModel string) error {
 }
 
 func errStreamCut(b *backend) error {
-	return &UpstreamError{Message: "the stream from Ollama at " + b.url + " ended before its final chunk"}
+	return &UpstreamError{Message: "the stream from Ollama at " + b.url + " ended before its final chunk", broken: true}
 }
 
 // CheckFormat accepts an absent format, "json" or a JSON object (a JSON

@@ -601,7 +601,8 @@ func TestPing(t *testing.T) {
 		t.Errorf("Ping on a 500: %v (%T), want *UpstreamError 500", err, err)
 	}
 
-	// Every backend is checked, and the one that fails is named.
+	// Every backend is checked, and the one that fails is named; the
+	// other one serves the model, so it is no error.
 	refused := ollamatest.RefusedURL(t)
 	cat, err := Parse("two.yaml", []byte(fmt.Sprintf("backends:\n  - url: %s\n  - url: %s\nmodels:\n  m: {ollama: tiny, endpoints: [embed]}\n", srv.URL, refused)))
 	if err != nil {
@@ -609,8 +610,9 @@ func TestPing(t *testing.T) {
 	}
 	srv.SetFault(ollamatest.Fault{})
 	var ue *UnreachableError
-	if _, err := NewClient(cat).Ping(testContext(t)); !errors.As(err, &ue) || ue.URL != refused {
-		t.Errorf("Ping with the second backend down: %v, want *UnreachableError for %s", err, refused)
+	h, err = NewClient(cat).Ping(testContext(t))
+	if err != nil || len(h.Down) != 1 || !errors.As(h.Down[0].Err, &ue) || ue.URL != refused || fmt.Sprint(h.Serving) != "[m]" {
+		t.Errorf("Ping with the second backend down: %+v, %v; want m serving and *UnreachableError for %s in Down", h, err, refused)
 	}
 }
 
@@ -644,19 +646,19 @@ models:
 	if err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
-	if got := fmt.Sprint(h.Serving); got != "[cased library onb plain]" {
-		t.Errorf("serving %s, want [cased library onb plain]", got)
+	// elsewhere is served by both backends, and b has it.
+	if got := fmt.Sprint(h.Serving); got != "[cased elsewhere library onb plain]" {
+		t.Errorf("serving %s, want [cased elsewhere library onb plain]", got)
 	}
 	var missing []string
 	for _, m := range h.Missing {
 		missing = append(missing, m.Name+"="+m.Ollama+"@"+m.Backend.Name)
 	}
-	if got, want := strings.Join(missing, " "), "alsoonb=llama3.2@b elsewhere=tiny@a untagged=nomic-embed-text@a wrongtag=llama3.2:3b@a"; got != want {
+	if got, want := strings.Join(missing, " "), "alsoonb=llama3.2@b untagged=nomic-embed-text@a wrongtag=llama3.2:3b@a"; got != want {
 		t.Errorf("missing %s, want %s", got, want)
 	}
 	want := []string{
 		"OLLAMA_HOST=" + b.URL + " ollama pull llama3.2",
-		"OLLAMA_HOST=" + a.URL + " ollama pull tiny",
 		"OLLAMA_HOST=" + a.URL + " ollama pull nomic-embed-text",
 		"OLLAMA_HOST=" + a.URL + " ollama pull llama3.2:3b",
 	}
@@ -689,8 +691,8 @@ func TestModelBackend(t *testing.T) {
   - {name: a, url: %s}
   - {name: b, url: %s}
 models:
-  on-a: {ollama: x, endpoints: [generate]}
-  on-b: {ollama: y, backend: b, endpoints: [generate]}
+  on-a: {ollama: x, backend: a, endpoints: [generate]}
+  on-b: {ollama: y, backends: [b], endpoints: [generate]}
 `, a.URL, b.URL)))
 	if err != nil {
 		t.Fatal(err)

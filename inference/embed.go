@@ -20,7 +20,17 @@ func (c *Client) Embed(ctx context.Context, m Model, inputs []string, keepAlive 
 	if len(inputs) == 0 {
 		return EmbedResult{}, &InvalidError{Field: "input", Reason: "must not be empty"}
 	}
-	b := c.backendFor(m)
+	var out EmbedResult
+	err := c.run(ctx, m, func(b *backend) (bool, error) {
+		var err error
+		out, err = b.embed(ctx, m, inputs, keepAlive)
+		return false, err
+	})
+	return out, err
+}
+
+// embed is Embed on backend b.
+func (b *backend) embed(ctx context.Context, m Model, inputs []string, keepAlive *time.Duration) (EmbedResult, error) {
 	var keep *api.Duration
 	if keepAlive != nil {
 		keep = &api.Duration{Duration: *keepAlive}

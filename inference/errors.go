@@ -104,6 +104,7 @@ func (e *SignError) Unwrap() error { return e.Err }
 type UpstreamError struct {
 	Status  int // Ollama's HTTP status, 0 if it did not send one
 	Message string
+	broken  bool // the connection broke: the backend is unwell
 }
 
 func (e *UpstreamError) Error() string {

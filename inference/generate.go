@@ -72,7 +72,17 @@ func (c *Client) Generate(ctx context.Context, m Model, req GenerateRequest, onT
 	if err := CheckFormat(req.Format); err != nil {
 		return Result{}, err
 	}
-	b := c.backendFor(m)
+	var res Result
+	err := c.run(ctx, m, func(b *backend) (bool, error) {
+		var err error
+		res, err = c.generateOn(ctx, b, m, req, onText)
+		return res.Chunks > 0, err
+	})
+	return res, err
+}
+
+// generateOn is Generate on backend b.
+func (c *Client) generateOn(ctx context.Context, b *backend, m Model, req GenerateRequest, onText func(string) error) (Result, error) {
 	opts := effectiveOptions(m, req.Options)
 	var (
 		res    Result

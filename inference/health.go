@@ -16,6 +16,17 @@ type Health struct {
 	// installed on their backend: every request for them fails with
 	// model_not_installed until it is pulled.
 	Missing []MissingModel
+	// Unserved lists, by public name, the models none of whose backends
+	// answered.
+	Unserved []string
+	// Down lists the backends that did not answer, with why.
+	Down []DownBackend
+}
+
+// DownBackend is a backend that did not answer Ping.
+type DownBackend struct {
+	Backend Backend
+	Err     error
 }
 
 // Pulls returns the commands that install the missing models, once each.

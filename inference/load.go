@@ -195,14 +195,19 @@ func (p *parser) backends(n *yaml.Node, c *Catalog) error {
 	}
 	for i, bn := range n.Content {
 		field := fmt.Sprintf("backends[%d]", i)
-		b := Backend{Name: fmt.Sprintf("backend%d", i), ConnectTimeout: DefaultConnectTimeout, FirstByteTimeout: DefaultFirstByteTimeout}
-		err := p.mapping(bn, field, []string{"name", "url", "connect_timeout", "first_byte_timeout"}, func(key string, _, v *yaml.Node) error {
+		b := Backend{Name: fmt.Sprintf("backend%d", i), ConnectTimeout: DefaultConnectTimeout, FirstByteTimeout: DefaultFirstByteTimeout,
+			Weight: 1}
+		err := p.mapping(bn, field, []string{"name", "url", "weight", "max_parallel", "connect_timeout", "first_byte_timeout"}, func(key string, _, v *yaml.Node) error {
 			var err error
 			switch key {
 			case "name":
 				b.Name, err = p.str(v, field+".name")
 			case "url":
 				b.URL, err = p.url(v, field+".url")
+			case "weight":
+				b.Weight, err = p.positiveInt(v, field+".weight")
+			case "max_parallel":
+				b.MaxParallel, err = p.positiveInt(v, field+".max_parallel")
 			case "connect_timeout":
 				b.ConnectTimeout, err = p.duration(v, field+"."+key)
 			case "first_byte_timeout":
@@ -219,6 +224,11 @@ func (p *parser) backends(n *yaml.Node, c *Catalog) error {
 		if _, dup := c.Backend(b.Name); dup {
 			return p.errf(bn, field+".name", "backend %q is defined twice", b.Name)
 		}
+		for _, o := range c.Backends {
+			if o.URL == b.URL {
+				return p.errf(bn, field+".url", "%s is already backend %q", b.URL, o.Name)
+			}
+		}
 		c.Backends = append(c.Backends, b)
 	}
 	return nil
@@ -226,16 +236,31 @@ func (p *parser) backends(n *yaml.Node, c *Catalog) error {
 
 func (p *parser) model(n *yaml.Node, field string, c *Catalog) (Model, error) {
 	m := Model{Limits: ModelLimits{MaxNumPredict: DefaultMaxNumPredict, MaxKeepAlive: DefaultMaxKeepAlive, MaxInputs: DefaultMaxInputs, PromptOverhead: DefaultPromptOverhead, PromptTokensPerByte: 1}}
-	allowed := []string{"ollama", "backend", "endpoints", "options", "limits", "price"}
+	allowed := []string{"ollama", "backend", "backends", "endpoints", "options", "limits", "price"}
 	err := p.mapping(n, field, allowed, func(key string, _, v *yaml.Node) error {
 		var err error
 		switch key {
 		case "ollama":
 			m.Ollama, err = p.str(v, field+".ollama")
-		case "backend":
-			m.Backend, err = p.str(v, field+".backend")
-			if _, ok := c.Backend(m.Backend); err == nil && !ok {
-				err = p.errf(v, field+".backend", "no backend named %q", m.Backend)
+		case "backend": // one backend: the shorthand of backends: [name]
+			if m.Backends != nil {
+				return p.errf(v, field+".backend", "give backend or backends, not both")
+			}
+			var name string
+			if name, err = p.str(v, field+".backend"); err == nil {
+				m.Backends, err = []string{name}, p.backendNames(c, v, field+".backend", name)
+			}
+		case "backends":
+			if m.Backends != nil {
+				return p.errf(v, field+".backends", "give backend or backends, not both")
+			}
+			if m.Backends, err = p.strList(v, field+".backends"); err == nil && len(m.Backends) == 0 {
+				err = p.errf(v, field+".backends", "must name at least one backend (leave it out for all)")
+			}
+			for i, name := range m.Backends {
+				if err == nil {
+					err = p.backendNames(c, v.Content[i], fmt.Sprintf("%s.backends[%d]", field, i), name)
+				}
 			}
 		case "endpoints":
 			m.Endpoints, err = p.endpoints(v, field+".endpoints")
@@ -257,10 +282,15 @@ func (p *parser) model(n *yaml.Node, field string, c *Catalog) (Model, error) {
 	if len(m.Endpoints) == 0 {
 		return m, p.errf(n, field+".endpoints", "is required (any of generate, embed, predict)")
 	}
-	if m.Backend == "" {
-		m.Backend = c.Backends[0].Name
-	}
 	return m, nil
+}
+
+// backendNames checks that name is a backend of c.
+func (p *parser) backendNames(c *Catalog, n *yaml.Node, field, name string) error {
+	if _, ok := c.Backend(name); !ok {
+		return p.errf(n, field, "no backend named %q", name)
+	}
+	return nil
 }
 
 func (p *parser) endpoints(n *yaml.Node, field string) ([]Endpoint, error) {
@@ -392,7 +422,8 @@ func (p *parser) task(n *yaml.Node, field string, c *Catalog) (Task, error) {
 
 func (p *parser) plan(n *yaml.Node, field string) (Plan, error) {
 	var pl Plan
-	keys := []string{"requests_per_second", "burst", "tokens_per_minute", "max_concurrent", "monthly_tokens", "monthly_requests", "max_num_predict", "max_num_ctx"}
+	pl.Weight = 1
+	keys := []string{"requests_per_second", "burst", "tokens_per_minute", "max_concurrent", "monthly_tokens", "monthly_requests", "max_num_predict", "max_num_ctx", "weight"}
 	err := p.mapping(n, field, keys, func(key string, _, v *yaml.Node) error {
 		f := field + "." + key
 		if key == "requests_per_second" {
@@ -406,6 +437,11 @@ func (p *parser) plan(n *yaml.Node, field string) (Plan, error) {
 			}
 			pl.Limits.RequestsPerSecond = x
 			return nil
+		}
+		if key == "weight" {
+			var err error
+			pl.Weight, err = p.positiveInt(v, f)
+			return err
 		}
 		var x int64
 		if !isInt(v) || v.Decode(&x) != nil || x < 0 {

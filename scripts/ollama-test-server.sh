@@ -16,6 +16,7 @@
 # State (binary if it had to be built elsewhere, models, logs, env file) lives in
 # $TOLLGATE_OLLAMA_STATE_DIR, by default .ollama-test/ at the repo root:
 #   env         export TOLLGATE_TEST_OLLAMA_URL=... / TOLLGATE_TEST_OLLAMA_MODEL=tiny
+#               / TOLLGATE_TEST_OLLAMA_BIN=... (for tests that start a second server)
 #   serve.log   the Ollama server log (serve.log.1 is the previous run's)
 #   build.log   output of `go install` when Ollama had to be built
 #
@@ -260,6 +261,11 @@ write_env() {
 	url=$(<"$URLFILE")
 	tmp=$(mktemp "$STATE/env.XXXXXX")
 	printf 'export TOLLGATE_TEST_OLLAMA_URL=%s\nexport TOLLGATE_TEST_OLLAMA_MODEL=%s\n' "$url" "$MODEL" >"$tmp"
+	# The binary, for tests that start a second server (realollama.Start).
+	# ($ollama is cmd_start's.)
+	if [[ -n ${ollama:-} ]]; then
+		printf 'export TOLLGATE_TEST_OLLAMA_BIN=%s\n' "$(realpath "$ollama")" >>"$tmp"
+	fi
 	mv -f "$tmp" "$ENVFILE"
 }
 

@@ -64,8 +64,8 @@ func loadCatalog(path string, explicit bool, getenv func(string) string) (*infer
 
 // newInferenceClient returns the Ollama client for cat, signing requests
 // when OLLAMA_AUTH (read through getenv) says so.
-func newInferenceClient(cat *inference.Catalog, getenv func(string) string) *inference.Client {
-	return inference.NewClient(cat, inference.WithAuth(ollamaAuth(getenv)))
+func newInferenceClient(cat *inference.Catalog, getenv func(string) string, opts ...inference.Option) *inference.Client {
+	return inference.NewClient(cat, append([]inference.Option{inference.WithAuth(ollamaAuth(getenv))}, opts...)...)
 }
 
 // ollamaAuth reads OLLAMA_AUTH as Ollama does (envconfig.Bool): unset or
@@ -111,8 +111,19 @@ func checkConfig(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
+	down := map[string]error{}
+	for _, d := range h.Down {
+		down[d.Backend.Name] = d.Err
+	}
 	for _, b := range cat.Backends {
-		fmt.Fprintf(stdout, "ollama %s at %s: reachable\n", b.Name, b.URL)
+		if err := down[b.Name]; err != nil {
+			fmt.Fprintf(stdout, "ollama %s at %s: %v\n", b.Name, b.URL, err)
+		} else {
+			fmt.Fprintf(stdout, "ollama %s at %s: reachable\n", b.Name, b.URL)
+		}
+	}
+	if len(h.Down) > 0 {
+		return h.Down[0].Err
 	}
 	if len(h.Missing) == 0 {
 		fmt.Fprintf(stdout, "models: all %d installed\n", len(h.Serving))

@@ -90,3 +90,27 @@ func TestCheckConfigOllamaAuthFromGetenv(t *testing.T) {
 		}
 	}
 }
+
+// check-config names each backend that does not answer and fails, even
+// when another one serves every model.
+func TestCheckConfigBackendDown(t *testing.T) {
+	fake := ollamatest.NewServer(ollamatest.WithModels("llama3.2:latest"))
+	defer fake.Close()
+	refused := ollamatest.RefusedURL(t)
+	cat := writeFile(t, "m.yaml", fmt.Sprintf(`backends:
+  - {name: gpu0, url: %s}
+  - {name: gpu1, url: %s}
+models:
+  chat: {ollama: llama3.2, endpoints: [generate]}
+`, fake.URL, refused))
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"check-config", "--models", cat}, env(), time.Now, &out, &out)
+	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "Ollama at "+refused+" is not reachable") {
+		t.Fatalf("check-config with a backend down: %v (exit %d), want exit 1 naming it\n%s", err, exitCode(err), out.String())
+	}
+	for _, want := range []string{"ollama gpu0 at " + fake.URL + ": reachable", "ollama gpu1 at " + refused + ": Ollama at " + refused + " is not reachable"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output does not say %q:\n%s", want, out.String())
+		}
+	}
+}

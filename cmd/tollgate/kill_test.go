@@ -202,7 +202,8 @@ func TestSIGKILLUnderLoadLosesNoDeliveredRecord(t *testing.T) {
 func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	hold := make(chan struct{})
 	fake := newFake(t, ollamatest.WithFault(ollamatest.Fault{Hold: hold}))
-	p := startBinary(t, fake)
+	// All 8 run at Ollama at once (a backend runs 4 by default).
+	p := startBinaryOn(t, fake, filepath.Join(t.TempDir(), "t.db"), "--max-inflight", "8")
 	keyID, key := createKeyWithID(t, p.db, "--name", "draining")
 
 	const n = 8

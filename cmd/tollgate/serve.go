@@ -46,6 +46,9 @@ type serveFlags struct {
 	drain    time.Duration
 	inFlight int
 	wait     time.Duration
+	perKey   int
+	health   time.Duration
+	cooldown time.Duration
 	record   time.Duration
 	journal  string
 
@@ -62,9 +65,11 @@ type serveFlags struct {
 
 const serveUsage = `usage: tollgate serve [flags]
 
-Runs the gateway until SIGINT or SIGTERM, then drains. A flag whose line names
-an environment variable takes its default from it. OLLAMA_HOST (host,
-host:port or URL) replaces the first backend's URL from the catalog.
+Runs the gateway until SIGINT or SIGTERM, then drains. SIGHUP re-reads the
+catalog (as POST /admin/reload does): a broken file keeps the running one. A
+flag whose line names an environment variable takes its default from it.
+OLLAMA_HOST (host, host:port or URL) replaces the first backend's URL from
+the catalog.
 `
 
 // serve runs the gateway until ctx is cancelled (SIGINT/SIGTERM), then
@@ -80,8 +85,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "how long in-flight requests may run after SIGTERM")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", getenv("TOLLGATE_METRICS_ADDR"), "serve /metrics on this address instead of the API's (env TOLLGATE_METRICS_ADDR)")
 	fs.StringVar(&f.proxies, "trusted-proxies", getenv("TOLLGATE_TRUSTED_PROXIES"), "comma list of reverse-proxy IPs/CIDRs whose X-Forwarded-For is believed (env TOLLGATE_TRUSTED_PROXIES; default none)")
-	fs.IntVar(&f.inFlight, "max-inflight", gateway.DefaultMaxInFlight, "inference requests sent to Ollama at once, across all keys")
-	fs.DurationVar(&f.wait, "queue-wait", gateway.DefaultQueueWait, "how long a request waits for one of those slots before 503")
+	fs.IntVar(&f.inFlight, "max-inflight", inference.DefaultMaxParallel, "requests one Ollama backend runs at once when its max_parallel in the catalog is not set")
+	fs.DurationVar(&f.wait, "queue-wait", inference.DefaultQueueWait, "how long a request waits in the fair queue for a backend slot before 503")
+	fs.IntVar(&f.perKey, "queue-per-key", inference.DefaultQueuePerKey, "requests one key may have waiting for a backend slot; more are 429")
+	fs.DurationVar(&f.health, "health-interval", 5*time.Second, "how often each Ollama backend is checked (GET /api/version and /api/ps)")
+	fs.DurationVar(&f.cooldown, "eject-cooldown", inference.DefaultCooldown, "how long a backend that failed a request stays out of routing before a health check may bring it back")
 	fs.DurationVar(&f.record, "record-timeout", gateway.DefaultRecordTimeout, "bounds one journal load into the database; with --usage-journal off, how long an answer waits for its record's commit before it is withheld (503, not billed)")
 	registerJournal(fs, &f.journal, getenv)
 	fs.IntVar(&f.jobWorkers, "job-workers", jobs.DefaultWorkers, "async jobs run at once (as many goroutines deliver callbacks)")
@@ -107,7 +115,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	if err != nil {
 		return err
 	}
-	cat, from, err := loadCatalog(f.models, explicitFlag(fs, "models", "TOLLGATE_MODELS", getenv), getenv)
+	if f.inFlight <= 0 || f.perKey <= 0 || f.wait <= 0 || f.health <= 0 || f.cooldown <= 0 {
+		return &usageError{"--max-inflight, --queue-per-key, --queue-wait, --health-interval and --eject-cooldown must be positive"}
+	}
+	explicitModels := explicitFlag(fs, "models", "TOLLGATE_MODELS", getenv)
+	cat, from, err := loadCatalog(f.models, explicitModels, getenv)
 	if err != nil {
 		return err
 	}
@@ -117,12 +129,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	}
 	defer db.Close()
 
-	inf := newInferenceClient(cat, getenv)
-	handler, stop, err := wire(ctx, inf, db, log, now, f)
+	inf := newInferenceClient(cat, getenv, inference.WithQueue(f.wait, f.perKey), inference.WithDefaultParallel(f.inFlight),
+		inference.WithCooldown(f.cooldown), inference.WithClock(now), inference.WithLogger(log))
+	rl := &reloader{path: f.models, explicit: explicitModels, getenv: getenv, inf: inf, log: log}
+	handler, stop, err := wire(ctx, inf, rl, db, log, now, f)
 	if err != nil {
 		return err
 	}
 	defer stop()
+	healthCtx, stopHealth := context.WithCancel(ctx)
+	defer stopHealth()
+	go inf.Run(healthCtx, f.health)
+	stopHUP := rl.onSIGHUP(ctx)
+	defer stopHUP()
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.addr, err)
@@ -132,10 +151,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 		scheme = "https"
 		ln = tls.NewListener(ln, tlsConf)
 	}
-	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", absPath(f.db), "catalog", from, "ollama", cat.Backends[0].URL, "version", version)
-	if h, err := inf.Ping(ctx); err != nil {
+	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", absPath(f.db), "catalog", from, "ollama", backendURLs(cat), "version", version)
+	h, err := inf.Ping(ctx)
+	if err != nil {
 		log.Warn("ollama not reachable yet; /readyz reports it until it is", "error", err.Error())
-	} else if len(h.Missing) > 0 {
+	}
+	for _, d := range h.Down {
+		log.Warn("ollama backend not reachable yet; requests go to the others until it is", "backend", d.Backend.Name, "error", d.Err.Error())
+	}
+	if len(h.Missing) > 0 {
 		missing := make([]string, len(h.Missing))
 		for i, m := range h.Missing {
 			missing[i] = m.Name + " (" + m.Ollama + ")"
@@ -237,7 +261,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 // wire builds the handler and its background parts (last-used flusher,
 // usage recorder). stop drains them; call it after the HTTP server has
 // finished its in-flight requests and before the database closes.
-func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.Logger, now func() time.Time, f serveFlags) (http.Handler, func(), error) {
+func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db *storage.DB, log *slog.Logger, now func() time.Time, f serveFlags) (http.Handler, func(), error) {
 	counters := metering.NewCounters(now)
 	metrics := handlers.NewMetrics()
 	// The journal first: it loads what an earlier process left behind, so
@@ -257,7 +281,7 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
 	}})
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: usage.recorder, Limiter: limits.New(counters, 0),
-		Ledger: counters, Usage: usage.reports, MaxInFlight: f.inFlight, QueueWait: f.wait, RecordTimeout: f.record,
+		Ledger: counters, Usage: usage.reports, RecordTimeout: f.record,
 		Now: now, Logger: log, InFlight: metrics.InFlight})
 	allow, err := jobs.ParseNets(f.callbackNets)
 	if err != nil {
@@ -270,7 +294,7 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 	handler := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: usage.reports, Jobs: jobMgr,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
-		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db,
+		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db, Reloader: rl,
 	})
 	if f.metricsAddr != "" {
 		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {

@@ -94,7 +94,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	var ep endpoint
 	allow := allowPost
 	switch path {
-	case "/", "/api/version", "/api/tags":
+	case "/", "/api/version", "/api/tags", "/api/ps":
 		allow = allowGet
 	case "/api/generate":
 		ep = epGenerate
@@ -150,6 +150,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeBytes(w, http.StatusOK, ctJSON, s.version)
 	case "/api/tags":
 		writeBytes(w, http.StatusOK, ctJSON, s.tags)
+	case "/api/ps":
+		writeBytes(w, http.StatusOK, ctJSON, s.ps())
 	case "/api/show":
 		s.serveShow(w, perr, showModel)
 	default:

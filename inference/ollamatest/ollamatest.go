@@ -21,7 +21,8 @@
 //	srv.SetFault(ollamatest.Fault{})     // back to normal
 //
 // Endpoints: POST /api/generate, /api/chat, /api/embed, /api/show; GET (and
-// HEAD) /api/tags, /api/version and / ("Ollama is running"). Other paths get
+// HEAD) /api/tags, /api/version, /api/ps (the models SetLoaded names, each
+// loaded for 5 more minutes) and / ("Ollama is running"). Other paths get
 // Gin's "404 page not found", other methods its 405, as from Ollama.
 //
 // Concurrency: every function and method of this package is safe for
@@ -84,6 +85,25 @@ type Server struct {
 	requests, inFlight, maxInFlight, canceled, faulted atomic.Int64
 
 	formats formatCache
+
+	loaded atomic.Pointer[[]string] // SetLoaded
+}
+
+// SetLoaded sets the models /api/ps reports as loaded (none by default).
+func (s *Server) SetLoaded(names ...string) { s.loaded.Store(&names) }
+
+// ps renders /api/ps: the loaded models, each until 5 minutes from now.
+func (s *Server) ps() []byte {
+	out := api.ProcessResponse{Models: []api.ProcessModelResponse{}}
+	if p := s.loaded.Load(); p != nil {
+		for _, name := range *p {
+			n := normalizeModel(name)
+			out.Models = append(out.Models, api.ProcessModelResponse{Name: n, Model: n, Size: fakeSize,
+				Digest: fakeDigest(n), Details: fakeDetails(), ExpiresAt: time.Now().Add(5 * time.Minute), SizeVRAM: fakeSize})
+		}
+	}
+	b, _ := json.Marshal(out)
+	return b
 }
 
 // Option configures a Server in NewServer. Options are plain functions,
