@@ -62,19 +62,17 @@ func (b *backend) stream(ctx context.Context, path string, data any, fn func([]b
 	scanner := bufio.NewScanner(response.Body)
 	scanner.Buffer((*buf)[:0], maxLineSize)
 	for scanner.Scan() {
-		var errorResponse struct {
-			Error string `json:"error,omitempty"`
-		}
 		bts := scanner.Bytes()
-		if err := json.Unmarshal(bts, &errorResponse); err != nil {
-			return fmt.Errorf("unmarshal: %w", err)
-		}
 		if response.StatusCode >= http.StatusBadRequest {
+			var errorResponse struct {
+				Error string `json:"error,omitempty"`
+			}
+			if err := json.Unmarshal(bts, &errorResponse); err != nil {
+				return fmt.Errorf("unmarshal: %w", err)
+			}
 			return api.StatusError{StatusCode: response.StatusCode, Status: response.Status, ErrorMessage: errorResponse.Error}
 		}
-		if errorResponse.Error != "" {
-			return errors.New(errorResponse.Error)
-		}
+		// fn decodes the line once, with its "error" field (see lineError).
 		if err := fn(bts); err != nil {
 			return err
 		}
@@ -92,24 +90,50 @@ type streamBroken struct{ err error }
 func (e *streamBroken) Error() string { return "reading the stream: " + e.err.Error() }
 func (e *streamBroken) Unwrap() error { return e.err }
 
-// generate is api.Client.Generate over stream.
+// generate is api.Client.Generate over stream. Each line is decoded once,
+// together with its "error" field, where api.Client decodes it twice.
 func (b *backend) generate(ctx context.Context, req *api.GenerateRequest, fn api.GenerateResponseFunc) error {
 	return b.stream(ctx, "/api/generate", req, func(bts []byte) error {
-		var resp api.GenerateResponse
-		if err := json.Unmarshal(bts, &resp); err != nil {
+		var resp struct {
+			api.GenerateResponse
+			lineError
+		}
+		if err := resp.decode(bts, &resp); err != nil {
 			return err
 		}
-		return fn(resp)
+		return fn(resp.GenerateResponse)
 	})
 }
 
-// chat is api.Client.Chat over stream.
+// chat is api.Client.Chat over stream, each line decoded once.
 func (b *backend) chat(ctx context.Context, req *api.ChatRequest, fn api.ChatResponseFunc) error {
 	return b.stream(ctx, "/api/chat", req, func(bts []byte) error {
-		var resp api.ChatResponse
-		if err := json.Unmarshal(bts, &resp); err != nil {
+		var resp struct {
+			api.ChatResponse
+			lineError
+		}
+		if err := resp.decode(bts, &resp); err != nil {
 			return err
 		}
-		return fn(resp)
+		return fn(resp.ChatResponse)
 	})
+}
+
+// lineError is the "error" field an NDJSON line may carry in place of a
+// response, decoded in the same pass as the response it is embedded beside.
+type lineError struct {
+	Error string `json:"error,omitempty"`
+}
+
+// decode unmarshals bts into v (the struct embedding e) and returns the
+// errors api.Client would: "unmarshal: ..." for a line that is not JSON,
+// the message of a line that carries an error.
+func (e *lineError) decode(bts []byte, v any) error {
+	if err := json.Unmarshal(bts, v); err != nil {
+		return fmt.Errorf("unmarshal: %w", err)
+	}
+	if e.Error != "" {
+		return errors.New(e.Error)
+	}
+	return nil
 }
