@@ -47,4 +47,3 @@ func replayForReport(ctx context.Context, db *storage.DB, dbPath, flag string, s
 	}
 	return nil
 }
-

@@ -58,6 +58,7 @@ type serveFlags struct {
 	callbackNets string
 
 	metricsAddr string
+	debugAddr   string
 	proxies     string
 	tlsCert     string
 	tlsKey      string
@@ -84,6 +85,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	fs.StringVar(&f.logLevel, "log-level", envOr(getenv, "TOLLGATE_LOG_LEVEL", "info"), "debug, info, warn or error (env TOLLGATE_LOG_LEVEL)")
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "how long in-flight requests may run after SIGTERM")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", getenv("TOLLGATE_METRICS_ADDR"), "serve /metrics on this address instead of the API's (env TOLLGATE_METRICS_ADDR)")
+	fs.StringVar(&f.debugAddr, "debug-addr", getenv("TOLLGATE_DEBUG_ADDR"), "serve Go's profiler (/debug/pprof/) on this address, for operators only (env TOLLGATE_DEBUG_ADDR; default off)")
 	fs.StringVar(&f.proxies, "trusted-proxies", getenv("TOLLGATE_TRUSTED_PROXIES"), "comma list of reverse-proxy IPs/CIDRs whose X-Forwarded-For is believed (env TOLLGATE_TRUSTED_PROXIES; default none)")
 	fs.IntVar(&f.inFlight, "max-inflight", inference.DefaultMaxParallel, "requests one Ollama backend runs at once when its max_parallel in the catalog is not set")
 	fs.DurationVar(&f.wait, "queue-wait", inference.DefaultQueueWait, "how long a request waits in the fair queue for a backend slot before 503")
@@ -298,6 +300,12 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db *
 	})
 	if f.metricsAddr != "" {
 		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {
+			closeUsage(ctx)
+			return nil, nil, err
+		}
+	}
+	if f.debugAddr != "" {
+		if err := serveDebug(ctx, f.debugAddr, log); err != nil {
 			closeUsage(ctx)
 			return nil, nil, err
 		}
