@@ -49,7 +49,12 @@ func newBenchGateway(b *testing.B) *benchGateway {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	counters := metering.NewCounters(nil)
 	metrics := handlers.NewMetrics()
-	recorder := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, OnBatch: metrics.ObserveBatch, Logger: log})
+	// The usage journal, as serve wires it by default.
+	recorder, err := metering.OpenJournal(ctx, filepath.Join(b.TempDir(), "usage.journal"), metering.JournalOptions{Store: db,
+		OnRecord: counters.Add, OnLoad: metrics.ObserveBatch, Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() { recorder.Close(ctx) })
 	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db})
 	keys := auth.NewKeys(db, verifier, nil)
@@ -100,7 +105,7 @@ func post(tb testing.TB, client *http.Client, url string, body []byte, key strin
 // BenchmarkChain measures a non-streamed POST /generate through the whole
 // middleware chain (request id, access log, metrics, recovery, body limit,
 // key verification, scope, quota, limiter, global in-flight cap, decode,
-// inference call to the fake Ollama, durable usage record, encode) and the
+// inference call to the fake Ollama, usage record in the journal, encode) and the
 // same request sent straight to the fake, so that gateway minus direct is
 // Tollgate's own cost. Everything runs in this process, so allocs/op count
 // the client's and the fake's allocations too: compare the two.

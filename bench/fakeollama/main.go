@@ -1,5 +1,6 @@
 // Command fakeollama serves inference/ollamatest's fake Ollama as a process
-// of its own, for the load benchmark (bench/run.sh): it answers at once,
+// of its own, for the load benchmarks (bench/run.sh, bench/compare.sh): it
+// answers at once (or, with -chunk-delay, streams slowly),
 // keeps no record of requests, listens on a free 127.0.0.1 port and prints
 // its base URL ("http://127.0.0.1:port") as the first line on stdout. It
 // stops on SIGINT or SIGTERM, or after -lifetime at the latest, so a
@@ -19,8 +20,13 @@ import (
 
 func main() {
 	lifetime := flag.Duration("lifetime", 30*time.Minute, "exit after this long")
+	chunkDelay := flag.Duration("chunk-delay", 0, "pause before each streamed chunk after the first (slow streams)")
 	flag.Parse()
-	srv := ollamatest.NewServer(ollamatest.WithoutRecording())
+	opts := []ollamatest.Option{ollamatest.WithoutRecording()}
+	if *chunkDelay > 0 {
+		opts = append(opts, ollamatest.WithFault(ollamatest.Fault{ChunkDelay: *chunkDelay}))
+	}
+	srv := ollamatest.NewServer(opts...)
 	defer srv.Close()
 	fmt.Println(srv.URL)
 	sig := make(chan os.Signal, 1)
