@@ -13,7 +13,7 @@ import (
 
 	"tollgate/auth"
 	"tollgate/jobs"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 const keysUsage = `usage: tollgate keys <subcommand> [flags]
@@ -135,7 +135,7 @@ type openOnCreate struct {
 	auth.KeyStore
 	path   string
 	stderr io.Writer
-	db     *storage.DB
+	db     *sqlite.DB
 }
 
 func (s *openOnCreate) CreateKey(ctx context.Context, k auth.Key, sec auth.StoredSecret, a auth.AuditEntry) error {

@@ -22,7 +22,7 @@ import (
 	"tollgate/jobs"
 	"tollgate/limits"
 	"tollgate/metering"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // lastUsedEvery is how often keys' last-used times are written.
@@ -109,7 +109,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	if err != nil {
 		return err
 	}
-	db, err := storage.Open(ctx, f.db)
+	db, err := sqlite.Open(ctx, f.db)
 	if err != nil {
 		return err
 	}
@@ -235,7 +235,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 // wire builds the handler and its background parts (last-used flusher,
 // usage recorder). stop drains them; call it after the HTTP server has
 // finished its in-flight requests and before the database closes.
-func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.Logger, now func() time.Time, f serveFlags) (http.Handler, func(), error) {
+func wire(ctx context.Context, inf *inference.Client, db *sqlite.DB, log *slog.Logger, now func() time.Time, f serveFlags) (http.Handler, func(), error) {
 	month := metering.MonthStart(now())
 	totals, err := db.MonthTotals(ctx, month)
 	if err != nil {

@@ -1,10 +1,10 @@
-// Package storage keeps Tollgate's state in one SQLite file: keys, their
+// Package sqlite keeps Tollgate's state in one SQLite file: keys, their
 // secrets, usage records and the audit trail. It satisfies the small store
 // interfaces that package auth and package metering declare.
 //
 // Open applies every embedded migration that has not yet run, so a new file
 // and an old file both come out at the current schema.
-package storage
+package sqlite
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package storage_test
+package sqlite_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"tollgate/metering"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // BenchmarkRecorder measures durable usage recording end to end: many
@@ -19,7 +19,7 @@ import (
 func BenchmarkRecorder(b *testing.B) {
 	for _, par := range []int{16, 64} { // goroutines per GOMAXPROCS
 		b.Run(fmt.Sprint("parallel=", par), func(b *testing.B) {
-			db, err := storage.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"))
+			db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"))
 			if err != nil {
 				b.Fatal(err)
 			}
