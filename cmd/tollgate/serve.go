@@ -22,7 +22,8 @@ import (
 	"tollgate/jobs"
 	"tollgate/limits"
 	"tollgate/metering"
-	"tollgate/storage/sqlite"
+	"tollgate/storage"
+	"tollgate/storage/postgres"
 )
 
 // lastUsedEvery is how often keys' last-used times are written.
@@ -109,7 +110,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	if err != nil {
 		return err
 	}
-	db, err := sqlite.Open(ctx, f.db)
+	db, err := openStore(ctx, f.db)
 	if err != nil {
 		return err
 	}
@@ -130,7 +131,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 		scheme = "https"
 		ln = tls.NewListener(ln, tlsConf)
 	}
-	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", absPath(f.db), "catalog", from, "ollama", cat.Backends[0].URL, "version", version)
+	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", dbName(f.db), "catalog", from, "ollama", cat.Backends[0].URL, "version", version)
 	if h, err := inf.Ping(ctx); err != nil {
 		log.Warn("ollama not reachable yet; /readyz reports it until it is", "error", err.Error())
 	} else if len(h.Missing) > 0 {
@@ -235,7 +236,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 // wire builds the handler and its background parts (last-used flusher,
 // usage recorder). stop drains them; call it after the HTTP server has
 // finished its in-flight requests and before the database closes.
-func wire(ctx context.Context, inf *inference.Client, db *sqlite.DB, log *slog.Logger, now func() time.Time, f serveFlags) (http.Handler, func(), error) {
+func wire(ctx context.Context, inf *inference.Client, db storage.Store, log *slog.Logger, now func() time.Time, f serveFlags) (http.Handler, func(), error) {
 	month := metering.MonthStart(now())
 	totals, err := db.MonthTotals(ctx, month)
 	if err != nil {
@@ -271,6 +272,12 @@ func wire(ctx context.Context, inf *inference.Client, db *sqlite.DB, log *slog.L
 	flushDone := make(chan struct{})
 	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
 	go func() { defer close(flushDone); _ = verifier.Run(flushCtx, lastUsedEvery) }()
+	feedDone := make(chan struct{})
+	if feed := keyChangeFeed(db, log); feed != nil {
+		go func() { defer close(feedDone); _ = feed.Run(flushCtx, verifier) }()
+	} else {
+		close(feedDone)
+	}
 	jobMgr.Start()
 	// The job workers stop taking work the moment shutdown begins and drain
 	// during the HTTP drain, within the same --drain, not after it: a run
@@ -300,8 +307,28 @@ func wire(ctx context.Context, inf *inference.Client, db *sqlite.DB, log *slog.L
 		}
 		stopFlush() // Run flushes last-used times once more on its way out
 		<-flushDone
+		<-feedDone
 	}
 	return handler, stop, nil
+}
+
+// keyChangeFeed returns the feed that tells this replica's verifier about
+// key changes made elsewhere: PostgreSQL's LISTEN/NOTIFY when the store is
+// PostgreSQL; nil for SQLite (one node: its own changes invalidate the
+// cache directly, and another process on the same file is seen within the
+// cache lifetime).
+func keyChangeFeed(db storage.Store, log *slog.Logger) auth.KeyChangeFeed {
+	pg, ok := db.(*postgres.DB)
+	if !ok {
+		return nil
+	}
+	return pg.KeyFeed(postgres.KeyFeedOptions{OnChange: func(up bool, err error) {
+		if up {
+			log.Info("listening for key changes", "db", "PostgreSQL at "+pg.Addr())
+			return
+		}
+		log.Warn("key change notifications lost: cache dropped, keys re-checked every second until they are back", "error", err.Error())
+	}})
 }
 
 // serveMetrics serves /metrics on its own address until ctx ends.

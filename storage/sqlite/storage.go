@@ -130,3 +130,6 @@ func (db *DB) withTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	}
 	return tx.Commit()
 }
+
+// SQL returns the underlying database handle, for tollgate migrate's copy.
+func (db *DB) SQL() *sql.DB { return db.sql }
