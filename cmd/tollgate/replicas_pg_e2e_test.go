@@ -316,3 +316,33 @@ func TestPostgresDownIs503NamingItE2E(t *testing.T) {
 		t.Errorf("the first answer's usage row %s = %+v, %v", ok.ID, row, found)
 	}
 }
+
+// migrate's mistakes are usage errors (exit 2) that say what is wrong, and
+// a missing source file is named, before any database is touched.
+func TestMigrateUsageErrors(t *testing.T) {
+	t.Parallel()
+	pg := "postgres://u:pw@127.0.0.1:1/db"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"migrate", "--to", pg}, "--from"},
+		{[]string{"migrate", "--from", "x.db"}, "--to"},
+		{[]string{"migrate", "--from", "x.db", "--to", "other.db"}, "postgres://"},
+		{[]string{"migrate", "--from", pg, "--to", pg}, "SQLite file"},
+		{[]string{"migrate", "--from", "x.db", "--to", pg, "extra"}, "extra"},
+	} {
+		r := runCLI(env(), tc.args...)
+		if exitCode(r.err) != 2 || !strings.Contains(r.err.Error(), tc.want) {
+			t.Errorf("tollgate %s = %v (exit %d), want a usage error naming %q", strings.Join(tc.args, " "), r.err, exitCode(r.err), tc.want)
+		}
+	}
+	missing := filepath.Join(t.TempDir(), "nope.db")
+	r := runCLI(env(), "migrate", "--from", missing, "--to", pg)
+	if exitCode(r.err) != 1 || !strings.Contains(r.err.Error(), missing) || !strings.Contains(r.err.Error(), "does not exist") {
+		t.Errorf("migrate from a missing file = %v", r.err)
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Error("migrate created the missing source file")
+	}
+}

@@ -249,3 +249,6 @@ func (db *DB) migrate(ctx context.Context) error {
 	}
 	return nil
 }
+
+// DB is a storage.Store.
+var _ storage.Store = (*DB)(nil)

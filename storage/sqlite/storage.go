@@ -17,7 +17,12 @@ import (
 	"strings"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+
+	"tollgate/storage"
 )
+
+// DB is a storage.Store.
+var _ storage.Store = (*DB)(nil)
 
 // DB is an open Tollgate database. It is safe for concurrent use.
 type DB struct {
