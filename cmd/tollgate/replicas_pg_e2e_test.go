@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -10,9 +11,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"tollgate/inference/ollamatest"
 	"tollgate/storage/postgres/pgtest"
 )
 
@@ -345,4 +350,78 @@ func TestMigrateUsageErrors(t *testing.T) {
 	if _, err := os.Stat(missing); err == nil {
 		t.Error("migrate created the missing source file")
 	}
+}
+
+// Two replica processes on one PostgreSQL database under load; one is
+// killed with SIGKILL: every answer either delivered has its usage row, and
+// the other replica goes on serving.
+func TestSIGKILLOfOneReplicaLosesNoDeliveredRecordE2E(t *testing.T) {
+	pg := pgtest.NewDatabase(t)
+	fake := newFake(t, ollamatest.WithoutRecording())
+	keyID, key := createKeyWithID(t, pg, "--name", "load")
+	a := startBinaryOn(t, fake, pg)
+	b := startBinaryOn(t, fake, pg)
+	hc := clientFrom(t, "127.0.0.1", 32)
+
+	ctx, stopLoad := context.WithCancel(context.Background())
+	defer stopLoad()
+	var (
+		mu        sync.Mutex
+		received  []string
+		failuresB []string
+		wg        sync.WaitGroup
+		killed    atomic.Bool
+	)
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(received) }
+	for i := range 12 {
+		p := a
+		if i%2 == 1 {
+			p = b
+		}
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				id, err := generateID(ctx, hc, p.url, key)
+				mu.Lock()
+				switch {
+				case err == nil:
+					received = append(received, id)
+				case p == b && ctx.Err() == nil:
+					failuresB = append(failuresB, err.Error())
+				case p == a && !killed.Load():
+					failuresB = append(failuresB, "A before the kill: "+err.Error())
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	start := time.Now()
+	eventually(t, 30*time.Second, "a second of load", func() bool { return count() >= 200 && time.Since(start) >= time.Second })
+	killed.Store(true)
+	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.wait(t, 10*time.Second)
+	atKill := count()
+	eventually(t, 30*time.Second, "B serving on after A's death", func() bool { return count() >= atKill+50 })
+	stopLoad()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failuresB) > 0 {
+		t.Fatalf("%d requests failed that should not have, e.g. %s", len(failuresB), failuresB[0])
+	}
+	rows := exportUsage(t, pg)
+	missing := 0
+	for _, id := range received {
+		if r, ok := rows[id]; !ok || r.Status != 200 || r.KeyID != keyID {
+			missing++
+			if missing <= 5 {
+				t.Errorf("delivered response %s has record %+v (found %v)", id, r, ok)
+			}
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d of %d delivered responses have no record", missing, len(received))
+	}
+	t.Logf("%d responses delivered (%d when A was killed), %d records", len(received), atKill, len(rows))
 }
