@@ -268,7 +268,22 @@ func TestPostgresDownIs503NamingItE2E(t *testing.T) {
 	var ok struct{ ID string }
 	wantStatus(t, "generate while PostgreSQL is up", generate(t, r, cached), 200, &ok)
 
+	// A request in flight when PostgreSQL goes: its answer cannot be
+	// recorded, so it is withheld.
+	hold := make(chan struct{})
+	fake.SetFault(ollamatest.Fault{Hold: hold})
+	inflight := make(chan exchange, 1)
+	go func() { inflight <- generate(t, r, cached) }()
+	eventually(t, 10*time.Second, "the request reaches Ollama", func() bool { return fake.InFlight() == 1 })
 	ctl("stop")
+	close(hold)
+	fake.SetFault(ollamatest.Fault{})
+	held := <-inflight
+	wantError(t, "an answer whose usage cannot be recorded", held, 503, "metering_unavailable")
+	if strings.Contains(string(held.body), "\"text\"") {
+		t.Fatalf("an answer was released without its usage record: %s", held.body)
+	}
+
 	x := generate(t, r, fresh)
 	d := wantError(t, "a key not in the cache while PostgreSQL is down", x, 503, "database_unavailable")
 	if want := "PostgreSQL at " + addr + " is not reachable"; d.Message != want {
