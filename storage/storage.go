@@ -43,25 +43,42 @@ type Store interface {
 }
 
 // UnavailableError is a store's error when its database server cannot be
-// reached. Its message names the server and where it is, never a password,
-// and it carries the code database_unavailable (503), so clients are told
-// plainly; the cause is kept for the log (Unwrap).
+// reached. What a client is told (tollgate.ErrorMessage) names the server
+// and where it is, never a password, with the code database_unavailable
+// (503) and a Retry-After: it is a *tollgate.Error to errors.As. Error()
+// adds the cause, for the log and the command line.
 type UnavailableError struct {
 	System string // "PostgreSQL"
 	Addr   string // host:port
 	Err    error
 }
 
-// Error says which database is not reachable, and where.
-func (e *UnavailableError) Error() string {
+// unavailableRetry is the Retry-After of an UnavailableError.
+const unavailableRetry = 2 * time.Second
+
+// Message is what a client is told: "PostgreSQL at host:port is not
+// reachable".
+func (e *UnavailableError) Message() string {
 	return fmt.Sprintf("%s at %s is not reachable", e.System, e.Addr)
+}
+
+// Error is Message and the cause.
+func (e *UnavailableError) Error() string {
+	if e.Err == nil {
+		return e.Message()
+	}
+	return e.Message() + ": " + e.Err.Error()
 }
 
 // Unwrap returns the cause.
 func (e *UnavailableError) Unwrap() error { return e.Err }
 
-// ErrorCode is tollgate.CodeDatabaseUnavailable.
-func (e *UnavailableError) ErrorCode() tollgate.Code { return tollgate.CodeDatabaseUnavailable }
-
-// RetryAfter suggests when to try again.
-func (e *UnavailableError) RetryAfter() time.Duration { return 2 * time.Second }
+// As makes e a *tollgate.Error with code database_unavailable and Message,
+// so every surface tells clients the same, without the cause.
+func (e *UnavailableError) As(target any) bool {
+	t, ok := target.(**tollgate.Error)
+	if ok {
+		*t = &tollgate.Error{Code: tollgate.CodeDatabaseUnavailable, Message: e.Message(), RetryAfter: unavailableRetry}
+	}
+	return ok
+}

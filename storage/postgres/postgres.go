@@ -132,12 +132,13 @@ func unreachable(err error) bool {
 	var ne net.Error
 	var pe *pgconn.PgError
 	switch {
+	case errors.As(err, &pe):
+		// The server answered. Class 08: connection exception;
+		// 57P01-57P03: it is shutting down or starting. Anything else (a
+		// wrong password, a missing database) is not "unreachable".
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
 	case errors.As(err, &ce), errors.As(err, &ne):
 		return true
-	case errors.As(err, &pe):
-		// Class 08: connection exception; 57P01-57P03: the server is
-		// shutting down or starting.
-		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return true
 	}

@@ -73,3 +73,18 @@ func TestConcurrentOpensMigrateOnce(t *testing.T) {
 		t.Fatalf("schema_migrations has %d rows (%v), want 7", n, err)
 	}
 }
+
+// A wrong password is not "unreachable": the server answered, and the
+// error says why it refused.
+func TestOpenWrongDatabaseIsNotUnreachable(t *testing.T) {
+	u := pgtest.ServerURL(t)
+	bad := strings.Replace(u, "/postgres?", "/no_such_database_here?", 1)
+	if bad == u {
+		t.Skip("the test server's URL does not name the database postgres")
+	}
+	_, err := postgres.Open(context.Background(), bad)
+	var un *storage.UnavailableError
+	if err == nil || errors.As(err, &un) || !strings.Contains(err.Error(), "no_such_database_here") {
+		t.Fatalf("Open(missing database) = %v, want the server's refusal, not unreachable", err)
+	}
+}
