@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"os/user"
@@ -439,4 +442,76 @@ func TestSIGKILLOfOneReplicaLosesNoDeliveredRecordE2E(t *testing.T) {
 		t.Fatalf("%d of %d delivered responses have no record", missing, len(received))
 	}
 	t.Logf("%d responses delivered (%d when A was killed), %d records", len(received), atKill, len(rows))
+}
+
+// Two replicas on one PostgreSQL database behave as one service: an
+// Idempotency-Key answered on A is replayed on B, usage and the audit trail
+// read the same from both, and a job submitted on A runs once, calls back
+// once (signed), and reads as done on B.
+func TestTwoReplicasShareStateOnPostgresE2E(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.NewDatabase(t)
+	fake := newFake(t)
+	callbacks := make(chan []byte, 4)
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		callbacks <- b
+	}))
+	t.Cleanup(rcv.Close)
+	a := serveOn(t, fake, "--db", pg, "--callback-allow-net", "127.0.0.0/8")
+	b := serveOn(t, fake, "--db", pg, "--callback-allow-net", "127.0.0.0/8")
+	id, key := createKeyWithID(t, pg, "--name", "shared", "--scopes", "generate,admin")
+
+	body := `{"model":"tiny","prompt":"hi"}`
+	var first, again struct{ ID, Text string }
+	wantStatus(t, "generate on A with an Idempotency-Key",
+		send(t, nil, "POST", a.url+"/generate", body, withKey(key), withHeader("Idempotency-Key", "order-1")), 200, &first)
+	x := send(t, nil, "POST", b.url+"/generate", body, withKey(key), withHeader("Idempotency-Key", "order-1"))
+	wantStatus(t, "the same Idempotency-Key on B", x, 200, &again)
+	if again.ID != first.ID || x.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("B answered %+v (replayed %q), want A's answer %+v replayed", again, x.header.Get("Idempotent-Replayed"), first)
+	}
+
+	var usage struct{ Totals struct{ Requests int64 } }
+	for _, r := range []*running{a, b} {
+		wantStatus(t, "GET /usage", send(t, nil, "GET", r.url+"/usage", "", withKey(key)), 200, &usage)
+		if usage.Totals.Requests != 1 {
+			t.Errorf("%s: /usage says %d requests, want 1 (one billed answer, one replay)", r.url, usage.Totals.Requests)
+		}
+	}
+
+	if status := postJob(t, a.url, key, map[string]any{"endpoint": "generate",
+		"request": map[string]any{"model": "tiny", "prompt": "hi"}, "callback_url": rcv.URL}); status != http.StatusAccepted {
+		t.Fatalf("POST /jobs on A: %d", status)
+	}
+	var cb struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	select {
+	case got := <-callbacks:
+		if err := json.Unmarshal(got, &cb); err != nil || cb.Status != "succeeded" {
+			t.Fatalf("callback %s (%v)", got, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no callback within 15s")
+	}
+	var job struct{ Status string }
+	wantStatus(t, "the job read on B", send(t, nil, "GET", b.url+"/jobs/"+cb.ID, "", withKey(key)), 200, &job)
+	if job.Status != "succeeded" {
+		t.Errorf("job on B: %q, want succeeded", job.Status)
+	}
+	select {
+	case extra := <-callbacks:
+		t.Errorf("a second callback: %s", extra)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if n := len(exportUsage(t, pg)); n != 2 {
+		t.Errorf("%d usage rows, want 2 (the generate and the job)", n)
+	}
+	var audit struct{ Entries []struct{ Action string } }
+	wantStatus(t, "audit on B", send(t, nil, "GET", b.url+"/admin/audit?key_id="+id, "", withKey(key)), 200, &audit)
+	if len(audit.Entries) != 1 || audit.Entries[0].Action != "key.create" {
+		t.Errorf("audit on B = %+v, want the key's creation", audit)
+	}
 }
