@@ -515,3 +515,26 @@ func TestTwoReplicasShareStateOnPostgresE2E(t *testing.T) {
 		t.Errorf("audit on B = %+v, want the key's creation", audit)
 	}
 }
+
+// --db picks the store by its form: a postgres:// or postgresql:// URL is
+// PostgreSQL, anything else a SQLite file (a sqlite: prefix is dropped);
+// messages name PostgreSQL without user or password.
+func TestDBSelection(t *testing.T) {
+	t.Parallel()
+	for dsn, pg := range map[string]bool{
+		"postgres://u:p@h:5432/d": true, "POSTGRESQL://h/d": true, "tollgate.db": false,
+		"sqlite:tollgate.db": false, "/var/lib/tollgate/postgres.db": false,
+	} {
+		if isPostgres(dsn) != pg {
+			t.Errorf("isPostgres(%q) = %v", dsn, !pg)
+		}
+	}
+	if got := dbName("postgres://tollgate:s3cret@db.internal:5432/tollgate?sslmode=require"); got != "PostgreSQL at db.internal:5432/tollgate" {
+		t.Errorf("dbName = %q", got)
+	}
+	path := filepath.Join(t.TempDir(), "prefixed.db")
+	mustCLI(t, env(), "keys", "create", "--db", "sqlite:"+path, "--name", "p")
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("keys create --db sqlite:%s made no file there: %v", path, err)
+	}
+}
