@@ -49,6 +49,7 @@ const (
 	CodeModelNotInstalled   Code = "model_not_installed"        // 502
 	CodeBackendError        Code = "backend_error"              // 502
 	CodeOverloaded          Code = "overloaded"                 // 503
+	CodeDatabaseUnavailable Code = "database_unavailable"       // 503: the database server (PostgreSQL) is not reachable
 	CodeMeteringUnavailable Code = "metering_unavailable"       // 503
 	CodeBackendTimeout      Code = "backend_timeout"            // 504: no first byte from Ollama in time
 	CodeTimeout             Code = "timeout"                    // 504: the request's own deadline passed
@@ -94,6 +95,7 @@ var statuses = map[Code]int{
 	CodeBackendError:        502,
 	CodeOverloaded:          503,
 	CodeMeteringUnavailable: 503,
+	CodeDatabaseUnavailable: 503,
 	CodeBackendTimeout:      504,
 	CodeTimeout:             504,
 }

@@ -44,6 +44,10 @@ type VerifierOptions struct {
 	LastUsed LastUsedStore
 	// OnFlushError, if set, is told about failed periodic flushes in Run.
 	OnFlushError func(error)
+	// FeedDownTTL replaces CacheTTL and NegativeTTL (when shorter) while a
+	// KeyChangeFeed is down (FeedDown until FeedUp). 0 means
+	// DefaultFeedDownTTL.
+	FeedDownTTL time.Duration
 }
 
 // Verifier checks presented secrets. A successful lookup is cached by the
@@ -62,6 +66,8 @@ type Verifier struct {
 	knownTTL     int64 // nanoseconds; <= 0: keep no known hashes
 	max          int
 	onFlushError func(error)
+	feedDownTTL  int64       // nanoseconds; the lifetime while feedDown
+	feedDown     atomic.Bool // a KeyChangeFeed may be missing changes
 
 	mu  sync.RWMutex
 	pos map[[32]byte]*entry
@@ -108,6 +114,7 @@ func NewVerifier(store CredentialStore, opts VerifierOptions) *Verifier {
 		knownTTL:     int64(orDefault(opts.KnownTTL, DefaultKnownTTL)),
 		max:          opts.MaxEntries,
 		onFlushError: opts.OnFlushError,
+		feedDownTTL:  int64(orDefault(opts.FeedDownTTL, DefaultFeedDownTTL)),
 		pos:          make(map[[32]byte]*entry),
 		neg:          make(map[[32]byte]int64),
 		known:        make(map[[32]byte]int64),
@@ -302,8 +309,9 @@ func (v *Verifier) fetch(ctx context.Context, h [32]byte, c *call) {
 
 // cache stores e for hash h unless an Invalidate ran since gen.
 func (v *Verifier) cache(h [32]byte, e *entry, gen uint64) {
-	v.insert(v.ttl, gen, func(n int64) {
-		e.freshUntil = n + v.ttl
+	ttl := v.cacheTTL()
+	v.insert(ttl, gen, func(n int64) {
+		e.freshUntil = n + ttl
 		if old, ok := v.pos[h]; ok {
 			v.retire(old)
 		} else if len(v.pos) >= v.max {
@@ -317,11 +325,12 @@ func (v *Verifier) cache(h [32]byte, e *entry, gen uint64) {
 // cacheUnknown remembers that hash h has no key, unless an Invalidate ran
 // since gen.
 func (v *Verifier) cacheUnknown(h [32]byte, gen uint64) {
-	v.insert(v.negTTL, gen, func(n int64) {
+	negTTL := v.negativeTTL()
+	v.insert(negTTL, gen, func(n int64) {
 		if _, ok := v.neg[h]; !ok && len(v.neg) >= v.max {
 			shrink(v.neg, v.max, func(until int64) bool { return n >= until }, nil)
 		}
-		v.neg[h] = n + v.negTTL
+		v.neg[h] = n + negTTL
 	})
 }
 
@@ -381,7 +390,7 @@ func mergeUsed(m map[string]int64, id string, n int64) {
 // Invalidate drops every cached entry of key id, and makes lookups already
 // in flight not cache their result, so that a revocation, rotation or update
 // made on this instance applies to the very next Verify. Other instances see
-// the change within their CacheTTL.
+// the change within their CacheTTL, or at once through a KeyChangeFeed.
 func (v *Verifier) Invalidate(id string) {
 	v.mu.Lock()
 	v.gen++

@@ -15,7 +15,7 @@ import (
 
 	"tollgate/auth"
 	"tollgate/auth/authtest"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 const revokedTTL = 10 * time.Second
@@ -26,9 +26,9 @@ const revokedTTL = 10 * time.Second
 func revokedElsewhere(t *testing.T) (*auth.Verifier, *authtest.Clock, string) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "t.db"))
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "t.db"))
 	if err != nil {
-		t.Fatalf("storage.Open: %v", err)
+		t.Fatalf("sqlite.Open: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
 	clock := authtest.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))

@@ -19,7 +19,7 @@ import (
 
 	"tollgate/auth"
 	"tollgate/inference/ollamatest"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // TestManyKeysRSS measures the memory of a tollgate process with 100k keys
@@ -54,7 +54,7 @@ func TestManyKeysRSS(t *testing.T) {
 	// The keys, through auth.Keys (validation, hashing, audit rows) on
 	// storage, as the CLI and admin API create them.
 	dbPath := filepath.Join(dir, "tollgate.db")
-	db, err := storage.Open(ctx, dbPath)
+	db, err := sqlite.Open(ctx, dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}

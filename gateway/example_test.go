@@ -14,7 +14,7 @@ import (
 	"tollgate/inference/ollamatest"
 	"tollgate/limits"
 	"tollgate/metering"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // A metered call with no HTTP request at all, as an async job or the
@@ -45,7 +45,7 @@ models:
 		return
 	}
 	defer os.RemoveAll(dir)
-	db, err := storage.Open(ctx, filepath.Join(dir, "usage.db"))
+	db, err := sqlite.Open(ctx, filepath.Join(dir, "usage.db"))
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -62,7 +62,7 @@ type Ledger interface {
 	Month(keyID string) metering.Totals
 }
 
-// UsageStore answers usage reports; *storage.DB satisfies it.
+// UsageStore answers usage reports; *sqlite.DB and *postgres.DB (package storage) satisfy it.
 type UsageStore interface {
 	Summary(ctx context.Context, q metering.Query) ([]metering.Row, error)
 }

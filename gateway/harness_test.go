@@ -26,7 +26,7 @@ import (
 	"tollgate/inference/ollamatest"
 	"tollgate/limits"
 	"tollgate/metering"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // testCatalog is the catalog every test uses; %s is the Ollama URL.
@@ -64,7 +64,7 @@ type env struct {
 	t        *testing.T
 	fake     *ollamatest.Server
 	cat      *inference.Catalog
-	db       *storage.DB
+	db       *sqlite.DB
 	recorder *metering.Recorder
 	counters *metering.Counters
 	gw       *gateway.Gateway
@@ -108,9 +108,9 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 		o(&cfg)
 	}
 	ctx := context.WithoutCancel(t.Context())
-	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "usage.db"))
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "usage.db"))
 	if err != nil {
-		t.Fatalf("storage.Open: %v", err)
+		t.Fatalf("sqlite.Open: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
 

@@ -17,7 +17,7 @@ import (
 	"tollgate/inference/ollamatest"
 	"tollgate/limits"
 	"tollgate/metering"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // benchGateway is a Tollgate handler wired as cmd/tollgate's wire() wires
@@ -40,7 +40,7 @@ func newBenchGateway(b *testing.B) *benchGateway {
 		b.Fatal(err)
 	}
 	ctx := context.WithoutCancel(b.Context())
-	db, err := storage.Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
+	db, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -30,7 +30,7 @@ import (
 	"tollgate/jobs"
 	"tollgate/limits"
 	"tollgate/metering"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // testServer is a Tollgate server on a loopback port, wired as cmd/tollgate
@@ -40,7 +40,7 @@ import (
 type testServer struct {
 	URL    string
 	client *http.Client
-	db     *storage.DB
+	db     *sqlite.DB
 	logs   *logSink
 	key    string
 	keys   *auth.Keys
@@ -135,9 +135,9 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	if cfg.dbPath == "" {
 		cfg.dbPath = filepath.Join(t.TempDir(), "t.db")
 	}
-	db, err := storage.Open(ctx, cfg.dbPath)
+	db, err := sqlite.Open(ctx, cfg.dbPath)
 	if err != nil {
-		t.Fatalf("storage.Open: %v", err)
+		t.Fatalf("sqlite.Open: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
 	ollama := inference.NewClient(cat)

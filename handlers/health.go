@@ -62,6 +62,9 @@ func (s *server) readyz() gin.HandlerFunc {
 		if s.db != nil {
 			if err := s.db.Ping(ctx); err != nil {
 				out.Status, out.Database = statusNotReady, "database is not usable"
+				if tollgate.ErrorCode(err) == tollgate.CodeDatabaseUnavailable {
+					out.Database = tollgate.ErrorMessage(err) // "PostgreSQL at host:port is not reachable"
+				}
 				s.log.Warn("readyz: database", "error", err.Error())
 			}
 		}

@@ -26,7 +26,7 @@ import (
 	"tollgate/handlers"
 	"tollgate/inference/ollamatest"
 	"tollgate/jobs"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // jobView is GET /jobs/{id}, decoded by the test.
@@ -392,7 +392,7 @@ func TestJobsSurviveARestart(t *testing.T) {
 	queued := ts.submit(t, body("b"))
 
 	// The first instance: its own handle on the file; its run never ends.
-	db1, err := storage.Open(t.Context(), ts.dbPath)
+	db1, err := sqlite.Open(t.Context(), ts.dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +447,7 @@ func TestJobBilledBeforeCrashNotRunAgain(t *testing.T) {
 	ts := newTestServer(t, fakeCatalog(fake.URL, "5s"), withClock(clock.Now), withJobsStopped(),
 		withJobs(func(c *jobs.Config) { c.JobTimeout = time.Minute }))
 	id := ts.submit(t, map[string]any{"endpoint": "generate", "request": map[string]any{"model": "chat", "prompt": "a"}})
-	db1, err := storage.Open(t.Context(), ts.dbPath)
+	db1, err := sqlite.Open(t.Context(), ts.dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ const DefaultMaxBodyBytes = 1 << 20
 // Config leaves BodyTimeout zero.
 const DefaultBodyTimeout = 30 * time.Second
 
-// AuditLog lists admin actions; *storage.DB satisfies it.
+// AuditLog lists admin actions; *sqlite.DB and *postgres.DB (package storage) satisfy it.
 type AuditLog interface {
 	Audit(ctx context.Context, keyID string) ([]auth.AuditEntry, error)
 }
@@ -63,7 +63,7 @@ type Config struct {
 	BodyTimeout  time.Duration    // optional: 0 = DefaultBodyTimeout, from the request's arrival
 	Now          func() time.Time // optional: nil = time.Now
 	Metrics      *Metrics         // optional: nil = NewMetrics(), served at /metrics
-	// Idempotency keeps Idempotency-Key records (*storage.DB). Optional:
+	// Idempotency keeps Idempotency-Key records (a storage.Store). Optional:
 	// nil ignores the header (every retry runs again).
 	Idempotency idempotency.Store
 	// TrustedProxies lists the addresses or CIDRs of reverse proxies whose

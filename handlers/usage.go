@@ -13,7 +13,7 @@ import (
 	"tollgate/metering"
 )
 
-// UsageExporter streams usage records; *storage.DB satisfies it.
+// UsageExporter streams usage records; *sqlite.DB and *postgres.DB (package storage) satisfy it.
 type UsageExporter interface {
 	ExportEvents(ctx context.Context, q metering.Query, fn func(metering.Event) error) error
 }

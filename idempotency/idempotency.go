@@ -48,7 +48,7 @@ type Record struct {
 	Created time.Time
 }
 
-// Store keeps records durably; *storage.DB satisfies it.
+// Store keeps records durably; *sqlite.DB and *postgres.DB (package storage) satisfy it.
 type Store interface {
 	// Claim makes r (in progress, owned by r.Owner) the record of
 	// (r.KeyID, r.Key) unless a live one exists: records created before

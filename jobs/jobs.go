@@ -121,7 +121,7 @@ type Finish struct {
 	Delivery string // DeliveryPending if the job has a callback, else ""
 }
 
-// Store keeps jobs durably; *storage.DB satisfies it. Methods taking an
+// Store keeps jobs durably; *sqlite.DB and *postgres.DB (package storage) satisfy it. Methods taking an
 // owner change a job only while that owner's run holds it (fencing: a run
 // that outlived its lease cannot overwrite its successor).
 type Store interface {
@@ -156,7 +156,7 @@ type Store interface {
 	SetWebhookSecret(ctx context.Context, keyID, secret string, at time.Time) error
 }
 
-// KeyStore reads keys at run time; *storage.DB satisfies it.
+// KeyStore reads keys at run time; *sqlite.DB and *postgres.DB (package storage) satisfy it.
 type KeyStore interface {
 	KeyByID(ctx context.Context, id string) (auth.Key, error)
 }

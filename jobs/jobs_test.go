@@ -15,7 +15,7 @@ import (
 	"tollgate/auth/authtest"
 	"tollgate/gateway"
 	"tollgate/jobs"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // The example of the Standard Webhooks specification.
@@ -100,7 +100,7 @@ func TestDeliverySchedule(t *testing.T) {
 }
 
 type env struct {
-	db    *storage.DB
+	db    *sqlite.DB
 	keys  *auth.Keys
 	clock *authtest.Clock
 	key   auth.Key
@@ -108,7 +108,7 @@ type env struct {
 
 func newEnv(t *testing.T) env {
 	t.Helper()
-	db, err := storage.Open(t.Context(), filepath.Join(t.TempDir(), "j.db"))
+	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "j.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,3 +1,7 @@
+	if ((other == 0)) && [[ -e $SVC_STATE/started-by-test-sh ]]; then
+		rm -f "$SVC_STATE/started-by-test-sh"
+		"$SERVICES" stop || true
+	fi
 #!/usr/bin/env bash
 # The project's test command: runs every test against a real Ollama.
 #
@@ -6,14 +10,19 @@
 # Starts (or reuses) the test Ollama server (scripts/ollama-test-server.sh),
 # exports its URL and model (TOLLGATE_TEST_OLLAMA_URL, TOLLGATE_TEST_OLLAMA_MODEL)
 # and TOLLGATE_REQUIRE_OLLAMA=1 so integration tests fail instead of skipping,
+# starts (or reuses) PostgreSQL and Redis (scripts/test-services.sh), exports
+# TOLLGATE_TEST_POSTGRES_URL, TOLLGATE_TEST_REDIS_URL and TOLLGATE_REQUIRE_SERVICES=1,
 # then runs `go test -race -count=1 ./... "$@"`. A server this script started is
-# stopped when it exits, unless another scripts/test.sh run is still using it.
+# stopped when it exits, unless another scripts/test.sh run is still using it;
+# the same goes for the PostgreSQL and Redis it started.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 SERVER=scripts/ollama-test-server.sh
 STATE=${TOLLGATE_OLLAMA_STATE_DIR:-$ROOT/.ollama-test}
+SERVICES=scripts/test-services.sh
+SVC_STATE=${TOLLGATE_SERVICES_STATE_DIR:-$ROOT/.test-services}
 LEASES=$STATE/leases
 
 # Leases let concurrent runs share one server: the last run to leave stops a
@@ -36,6 +45,10 @@ cleanup() {
 		rm -f "$STATE/started-by-test-sh"
 		"$SERVER" stop || true
 	fi
+	if ((other == 0)) && [[ -e $SVC_STATE/started-by-test-sh ]]; then
+		rm -f "$SVC_STATE/started-by-test-sh"
+		"$SERVICES" stop || true
+	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -53,5 +66,17 @@ fi
 source "$STATE/env"
 export TOLLGATE_REQUIRE_OLLAMA=1
 echo "scripts/test.sh: real Ollama at $TOLLGATE_TEST_OLLAMA_URL, model $TOLLGATE_TEST_OLLAMA_MODEL" >&2
+
+result=$("$SERVICES" start) || {
+	echo "scripts/test.sh: could not start the test PostgreSQL and Redis (see above)" >&2
+	exit 1
+}
+if [[ $result == started ]]; then
+	touch "$SVC_STATE/started-by-test-sh"
+fi
+# shellcheck source=/dev/null
+source "$SVC_STATE/env"
+export TOLLGATE_REQUIRE_SERVICES=1
+echo "scripts/test.sh: PostgreSQL at ${TOLLGATE_TEST_POSTGRES_URL%%\?*}, Redis at $TOLLGATE_TEST_REDIS_URL" >&2
 
 go test -race -count=1 ./... "$@"

@@ -30,7 +30,7 @@ func (c *common) register(fs *flag.FlagSet, getenv func(string) string) {
 // registerDB registers only --db (keys commands use --models for a key's
 // allowed models).
 func (c *common) registerDB(fs *flag.FlagSet, getenv func(string) string) {
-	fs.StringVar(&c.db, "db", envOr(getenv, "TOLLGATE_DB", "tollgate.db"), "SQLite database file (env TOLLGATE_DB)")
+	fs.StringVar(&c.db, "db", envOr(getenv, "TOLLGATE_DB", "tollgate.db"), "SQLite database file, or a postgres://user:password@host:port/database URL for several replicas (env TOLLGATE_DB)")
 }
 
 // loadCatalog reads the catalog: the named file, or the built-in default

@@ -21,19 +21,27 @@ func registerJournal(fs *flag.FlagSet, dir *string, getenv func(string) string) 
 		"folder of the usage journal (env TOLLGATE_USAGE_JOURNAL; default: the database file's name plus .journal); \"off\" commits each record to the database before its answer is sent instead (slower)")
 }
 
-// journalDir is the usage journal's folder: flag, or db's path plus
-// ".journal". Every instance may share it: each writes its own files.
+// defaultRemoteJournal is the usage journal's folder, in the working
+// directory, when the database is not a local file (PostgreSQL).
+const defaultRemoteJournal = "tollgate-usage.journal"
+
+// journalDir is the usage journal's folder: flag, or the SQLite file's path
+// plus ".journal", or defaultRemoteJournal for PostgreSQL. Instances may
+// share it: each writes its own files.
 func journalDir(db, flag string) string {
-	if flag != "" {
+	switch {
+	case flag != "":
 		return flag
+	case isPostgres(db):
+		return defaultRemoteJournal
 	}
-	return db + ".journal"
+	return sqlitePath(db) + ".journal"
 }
 
 // replayForReport loads every usage record still in the journal into db
 // before a CLI report reads it, so the report includes every answer
 // delivered so far, by a running server or by one that was killed.
-func replayForReport(ctx context.Context, db *storage.DB, dbPath, flag string, stderr io.Writer) error {
+func replayForReport(ctx context.Context, db storage.Store, dbPath, flag string, stderr io.Writer) error {
 	if flag == journalOff {
 		return nil
 	}

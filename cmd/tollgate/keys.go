@@ -39,7 +39,7 @@ var keysSynopsis = map[string]string{
 	"create": "usage: tollgate keys create --name NAME [flags]\n\nMakes a key and prints it once. Creates the database file if it does not exist.\n",
 	"list":   "usage: tollgate keys list [--json] [--db FILE]\n\nLists every key (never a secret or a hash).\n",
 	"show":   "usage: tollgate keys show ID [--json] [--db FILE]\n\nShows one key (never a secret or a hash).\n",
-	"revoke": "usage: tollgate keys revoke ID [--json] [--db FILE]\n\nRevokes a key: it stops working within 10 seconds on a running server.\n",
+	"revoke": "usage: tollgate keys revoke ID [--json] [--db FILE]\n\nRevokes a key: servers on the same PostgreSQL database refuse it within a second (LISTEN/NOTIFY); a server on the same SQLite file within 10 seconds.\n",
 	"rotate": "usage: tollgate keys rotate ID [--grace 24h] [--json] [--db FILE]\n\nGives a key a new secret, printed once; the old one works for the grace period.\n",
 }
 
@@ -135,7 +135,7 @@ type openOnCreate struct {
 	auth.KeyStore
 	path   string
 	stderr io.Writer
-	db     *storage.DB
+	db     storage.Store
 }
 
 func (s *openOnCreate) CreateKey(ctx context.Context, k auth.Key, sec auth.StoredSecret, a auth.AuditEntry) error {

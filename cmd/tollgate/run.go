@@ -48,6 +48,7 @@ commands:
   keys           create, list, show, revoke and rotate API keys (tollgate keys -h)
   usage          export usage records (json/csv) or print totals per key (tollgate usage -h)
   check-config   validate models.yaml and reach every Ollama backend
+  migrate        copy a SQLite deployment into PostgreSQL, for several replicas (tollgate migrate -h)
   version        print the version
 
 Run "tollgate <command> -h" for a command's flags and the environment
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, now fun
 		return usageCmd(ctx, rest, getenv, now, stdout, stderr)
 	case "check-config":
 		return checkConfig(ctx, rest, getenv, now, stdout, stderr)
+	case "migrate":
+		return migrateCmd(ctx, rest, getenv, now, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "tollgate", version)
 		return nil

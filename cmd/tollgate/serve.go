@@ -23,6 +23,7 @@ import (
 	"tollgate/limits"
 	"tollgate/metering"
 	"tollgate/storage"
+	"tollgate/storage/postgres"
 )
 
 // lastUsedEvery is how often keys' last-used times are written.
@@ -125,7 +126,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	if err != nil {
 		return err
 	}
-	db, err := storage.Open(ctx, f.db)
+	db, err := openStore(ctx, f.db)
 	if err != nil {
 		return err
 	}
@@ -153,7 +154,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 		scheme = "https"
 		ln = tls.NewListener(ln, tlsConf)
 	}
-	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", absPath(f.db), "catalog", from, "ollama", backendURLs(cat), "version", version)
+	log.Info("tollgate listening", "scheme", scheme, "addr", ln.Addr().String(), "db", dbName(f.db), "catalog", from, "ollama", backendURLs(cat), "version", version)
 	h, err := inf.Ping(ctx)
 	if err != nil {
 		log.Warn("ollama not reachable yet; /readyz reports it until it is", "error", err.Error())
@@ -263,7 +264,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 // wire builds the handler and its background parts (last-used flusher,
 // usage recorder). stop drains them; call it after the HTTP server has
 // finished its in-flight requests and before the database closes.
-func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db *storage.DB, log *slog.Logger, now func() time.Time, f serveFlags) (http.Handler, func(), error) {
+func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db storage.Store, log *slog.Logger, now func() time.Time, f serveFlags) (http.Handler, func(), error) {
 	counters := metering.NewCounters(now)
 	metrics := handlers.NewMetrics()
 	// The journal first: it loads what an earlier process left behind, so
@@ -313,6 +314,12 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db *
 	flushDone := make(chan struct{})
 	flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
 	go func() { defer close(flushDone); _ = verifier.Run(flushCtx, lastUsedEvery) }()
+	feedDone := make(chan struct{})
+	if feed := keyChangeFeed(db, log); feed != nil {
+		go func() { defer close(feedDone); _ = feed.Run(flushCtx, verifier) }()
+	} else {
+		close(feedDone)
+	}
 	jobMgr.Start()
 	// The job workers stop taking work the moment shutdown begins and drain
 	// during the HTTP drain, within the same --drain, not after it: a run
@@ -336,6 +343,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db *
 		closeUsage(ctx) // last: jobs and handlers meter through it
 		stopFlush()     // Run flushes last-used times once more on its way out
 		<-flushDone
+		<-feedDone
 	}
 	return handler, stop, nil
 }
@@ -355,7 +363,7 @@ type usageSink struct {
 // func drains it: the journal loads what is left (or leaves it on disk for
 // the next start), the recorder commits what is queued, each within what
 // one commit may take plus a margin.
-func openUsage(ctx context.Context, db *storage.DB, counters *metering.Counters, metrics *handlers.Metrics, log *slog.Logger, f serveFlags) (usageSink, func(context.Context), error) {
+func openUsage(ctx context.Context, db storage.Store, counters *metering.Counters, metrics *handlers.Metrics, log *slog.Logger, f serveFlags) (usageSink, func(context.Context), error) {
 	closeWithin := f.record + 10*time.Second
 	if f.journal == journalOff {
 		rec := metering.NewRecorder(db, metering.RecorderOptions{OnCommit: counters.AddAll, OnBatch: metrics.ObserveBatch, Logger: log})
@@ -382,6 +390,25 @@ func openUsage(ctx context.Context, db *storage.DB, counters *metering.Counters,
 			log.Error("usage journal not fully loaded at shutdown", "error", err.Error())
 		}
 	}, nil
+}
+
+// keyChangeFeed returns the feed that tells this replica's verifier about
+// key changes made elsewhere: PostgreSQL's LISTEN/NOTIFY when the store is
+// PostgreSQL; nil for SQLite (one node: its own changes invalidate the
+// cache directly, and another process on the same file is seen within the
+// cache lifetime).
+func keyChangeFeed(db storage.Store, log *slog.Logger) auth.KeyChangeFeed {
+	pg, ok := db.(*postgres.DB)
+	if !ok {
+		return nil
+	}
+	return pg.KeyFeed(postgres.KeyFeedOptions{OnChange: func(up bool, err error) {
+		if up {
+			log.Info("listening for key changes", "db", "PostgreSQL at "+pg.Addr())
+			return
+		}
+		log.Warn("key change notifications lost: cache dropped, keys re-checked every second until they are back", "error", err.Error())
+	}})
 }
 
 // serveMetrics serves /metrics on its own address until ctx ends.

@@ -99,7 +99,7 @@ func dateFlag(name, v string, def time.Time) (time.Time, error) {
 	return t, nil
 }
 
-func usageSummary(ctx context.Context, db *storage.DB, q metering.Query, stdout io.Writer) error {
+func usageSummary(ctx context.Context, db storage.Store, q metering.Query, stdout io.Writer) error {
 	rows, err := db.Summary(ctx, q)
 	if err != nil {
 		return err

@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"tollgate/metering"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 func TestUsageSummaryByKeyShowsNames(t *testing.T) {
 	db, id := newDBWithKey(t, "alice")
-	s, err := storage.Open(context.Background(), db)
+	s, err := sqlite.Open(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}

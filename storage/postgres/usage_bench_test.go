@@ -1,25 +1,25 @@
-package storage_test
+package postgres_test
 
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"tollgate/metering"
-	"tollgate/storage"
+	"tollgate/storage/postgres"
+	"tollgate/storage/postgres/pgtest"
 )
 
 // BenchmarkRecorder measures durable usage recording end to end: many
 // goroutines (as many as concurrent HTTP requests) call Record against a real
-// SQLite file, each waiting until its event is committed. records/s is the
+// PostgreSQL database (the test server), each waiting until its event is committed. records/s is the
 // committed, durable rate.
 func BenchmarkRecorder(b *testing.B) {
 	for _, par := range []int{16, 64} { // goroutines per GOMAXPROCS
 		b.Run(fmt.Sprint("parallel=", par), func(b *testing.B) {
-			db, err := storage.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"))
+			db, err := postgres.Open(context.Background(), pgtest.NewDatabase(b))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,10 +1,10 @@
-// Package storage keeps Tollgate's state in one SQLite file: keys, their
+// Package sqlite keeps Tollgate's state in one SQLite file: keys, their
 // secrets, usage records and the audit trail. It satisfies the small store
 // interfaces that package auth and package metering declare.
 //
 // Open applies every embedded migration that has not yet run, so a new file
 // and an old file both come out at the current schema.
-package storage
+package sqlite
 
 import (
 	"context"
@@ -17,7 +17,12 @@ import (
 	"strings"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+
+	"tollgate/storage"
 )
+
+// DB is a storage.Store.
+var _ storage.Store = (*DB)(nil)
 
 // DB is an open Tollgate database. It is safe for concurrent use.
 type DB struct {
@@ -130,3 +135,6 @@ func (db *DB) withTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	}
 	return tx.Commit()
 }
+
+// SQL returns the underlying database handle, for tollgate migrate's copy.
+func (db *DB) SQL() *sql.DB { return db.sql }

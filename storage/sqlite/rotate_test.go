@@ -1,4 +1,4 @@
-package storage_test
+package sqlite_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 	"tollgate/auth"
 	"tollgate/auth/authtest"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // Issue 12: rotation against the database. Self-rotation is checked inside
@@ -20,7 +20,7 @@ import (
 
 // secretRows counts key_secrets rows of keyID, through a connection of its
 // own (as another instance would read them).
-func secretRows(t *testing.T, db *storage.DB, keyID string) int {
+func secretRows(t *testing.T, db *sqlite.DB, keyID string) int {
 	t.Helper()
 	raw, err := sql.Open("sqlite3", "file:"+db.Path()+"?_busy_timeout=5000")
 	if err != nil {
@@ -35,7 +35,7 @@ func secretRows(t *testing.T, db *storage.DB, keyID string) int {
 }
 
 // valid returns the indexes of the secrets the database still accepts.
-func valid(t *testing.T, db *storage.DB, now func() time.Time, secrets []string) []int {
+func valid(t *testing.T, db *sqlite.DB, now func() time.Time, secrets []string) []int {
 	t.Helper()
 	v := auth.NewVerifier(db, auth.VerifierOptions{CacheTTL: -1, NegativeTTL: -1, Now: now})
 	var out []int
@@ -112,7 +112,7 @@ func TestRotationEndsOlderGraceAndPrunes(t *testing.T) {
 // connection pool, verifier and key manager, on the same clock.
 func (e *keyEnv) instance(t *testing.T, opts auth.VerifierOptions) *keyEnv {
 	t.Helper()
-	db, err := storage.Open(context.Background(), e.db.Path())
+	db, err := sqlite.Open(context.Background(), e.db.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestMigrationKeepsTwoSecrets(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t.db")
 	ctx := context.Background()
 	clock := authtest.NewClock(time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC))
-	db, err := storage.Open(ctx, path)
+	db, err := sqlite.Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestMigrationKeepsTwoSecrets(t *testing.T) {
 	d1 := add(dup.ID, 1, nil)
 	clock.Advance(time.Hour)
 
-	db, err = storage.Open(ctx, path)
+	db, err = sqlite.Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}

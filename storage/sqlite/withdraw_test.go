@@ -1,4 +1,4 @@
-package storage_test
+package sqlite_test
 
 import (
 	"context"
@@ -8,13 +8,13 @@ import (
 	"time"
 
 	"tollgate/metering"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // lockDatabase holds SQLite's write lock on db's file from a second,
 // independent connection (as a second instance or a VACUUM would) until the
 // returned function is called.
-func lockDatabase(t *testing.T, db *storage.DB) (release func()) {
+func lockDatabase(t *testing.T, db *sqlite.DB) (release func()) {
 	t.Helper()
 	ctx := context.Background()
 	other, err := sql.Open("sqlite3", "file:"+db.Path()+"?_busy_timeout=0")

@@ -1,4 +1,4 @@
-package storage_test
+package sqlite_test
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"tollgate/metering"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 var day0 = time.Date(2025, 3, 14, 10, 0, 0, 123456789, time.UTC)
@@ -26,7 +26,7 @@ func usageEvent(id, key, model string, at time.Duration) metering.Event {
 	}
 }
 
-func exportAll(t *testing.T, db *storage.DB, q metering.Query) []metering.Event {
+func exportAll(t *testing.T, db *sqlite.DB, q metering.Query) []metering.Event {
 	t.Helper()
 	var out []metering.Event
 	if err := db.ExportEvents(context.Background(), q, func(e metering.Event) error {
@@ -181,7 +181,7 @@ func TestRecorderCloseDrainsIntoDatabase(t *testing.T) {
 		t.Fatalf("%d rows, %d accepted", n, accepted)
 	}
 	// Reopening sees the same rows: they were committed, not just queued.
-	db2, err := storage.Open(ctx, db.Path())
+	db2, err := sqlite.Open(ctx, db.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestRecorderCloseDrainsIntoDatabase(t *testing.T) {
 	}
 }
 
-func seedReport(t *testing.T, db *storage.DB) {
+func seedReport(t *testing.T, db *sqlite.DB) {
 	t.Helper()
 	evs := []metering.Event{
 		usageEvent("1", "k1", "llama3.2", 0),

@@ -1,4 +1,4 @@
-package storage_test
+package sqlite_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"tollgate/metering"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // BenchmarkInsertEvents measures one group-commit transaction of n usage
@@ -19,7 +19,7 @@ func BenchmarkInsertEvents(b *testing.B) {
 	for _, n := range []int{1, 32, 512} {
 		b.Run(fmt.Sprint("batch=", n), func(b *testing.B) {
 			ctx := context.Background()
-			db, err := storage.Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
+			db, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
 			if err != nil {
 				b.Fatal(err)
 			}

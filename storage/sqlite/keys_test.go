@@ -1,4 +1,4 @@
-package storage_test
+package sqlite_test
 
 import (
 	"bytes"
@@ -12,12 +12,12 @@ import (
 
 	"tollgate/auth"
 	"tollgate/auth/authtest"
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // keyEnv is a real database with a verifier and a key manager on one clock.
 type keyEnv struct {
-	db    *storage.DB
+	db    *sqlite.DB
 	clock *authtest.Clock
 	v     *auth.Verifier
 	keys  *auth.Keys
@@ -302,7 +302,7 @@ func TestNoSecretAtRest(t *testing.T) {
 
 // BenchmarkVerifyMissSQLite is a verification that always reaches SQLite.
 func BenchmarkVerifyMissSQLite(b *testing.B) {
-	db, err := storage.Open(context.Background(), b.TempDir()+"/b.db")
+	db, err := sqlite.Open(context.Background(), b.TempDir()+"/b.db")
 	if err != nil {
 		b.Fatal(err)
 	}

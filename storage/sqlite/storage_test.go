@@ -1,4 +1,4 @@
-package storage_test
+package sqlite_test
 
 import (
 	"context"
@@ -9,13 +9,13 @@ import (
 	"strings"
 	"testing"
 
-	"tollgate/storage"
+	"tollgate/storage/sqlite"
 )
 
 // openTest opens a fresh database file in a temporary directory.
-func openTest(t *testing.T) *storage.DB {
+func openTest(t *testing.T) *sqlite.DB {
 	t.Helper()
-	db, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"))
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func openTest(t *testing.T) *storage.DB {
 func TestOpenMigratesAndReopens(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t.db")
 	ctx := context.Background()
-	db, err := storage.Open(ctx, path)
+	db, err := sqlite.Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func TestOpenMigratesAndReopens(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	db, err = storage.Open(ctx, path) // second open must not re-apply steps
+	db, err = sqlite.Open(ctx, path) // second open must not re-apply steps
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
@@ -46,7 +46,7 @@ func TestOpenMigratesAndReopens(t *testing.T) {
 
 func TestOpenRejectsBadPath(t *testing.T) {
 	for _, p := range []string{"", "x.db?mode=ro", filepath.Join(t.TempDir(), "missing-dir", "t.db")} {
-		if _, err := storage.Open(context.Background(), p); err == nil {
+		if _, err := sqlite.Open(context.Background(), p); err == nil {
 			t.Errorf("Open(%q) succeeded", p)
 		}
 	}
@@ -56,19 +56,19 @@ func TestOpenExistingNeverCreates(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "t.db")
-	_, err := storage.OpenExisting(ctx, path)
-	if !errors.Is(err, storage.ErrNoDatabase) || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), path) {
+	_, err := sqlite.OpenExisting(ctx, path)
+	if !errors.Is(err, sqlite.ErrNoDatabase) || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), path) {
 		t.Fatalf("OpenExisting(missing) = %v; want ErrNoDatabase naming the path", err)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("OpenExisting(missing) left %d files behind (%s)", len(entries), entries[0].Name())
 	}
-	db, err := storage.Open(ctx, path)
+	db, err := sqlite.Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
-	db, err = storage.OpenExisting(ctx, path)
+	db, err = sqlite.OpenExisting(ctx, path)
 	if err != nil {
 		t.Fatalf("OpenExisting(existing): %v", err)
 	}
