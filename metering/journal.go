@@ -14,6 +14,11 @@ import (
 type JournalOptions struct {
 	// Store is where the loader moves journal records, in batches.
 	Store BatchStore
+	// Database identifies Store (e.g. a SQLite file's absolute path, or a
+	// PostgreSQL host, port and database name; never a password). Segments
+	// are named after it, so journals of several databases may share a
+	// folder: only segments of the same Database are loaded into Store.
+	Database string
 	// OnRecord, if set, is called with every event once it is in the
 	// journal, before Record returns: feeding quota counters from here
 	// makes a quota check after a response see that response's usage. It
@@ -85,7 +90,8 @@ func (o *JournalOptions) defaults() {
 type Journal struct {
 	dir  string
 	opts JournalOptions
-	id   string // this process's segment name prefix
+	tag  string // the database's segment name prefix
+	id   string // this process's segment name prefix (tag + time + random)
 
 	mu      sync.Mutex // guards the fields below and serializes writes
 	seg     *segment   // the segment being written
@@ -134,10 +140,11 @@ func OpenJournal(ctx context.Context, dir string, opts JournalOptions) (*Journal
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("usage journal: %w", err)
 	}
-	if _, err := replayDir(ctx, dir, opts.Store, opts.MaxBatch, false, opts.Logger); err != nil {
+	tag := databaseTag(opts.Database)
+	if _, err := replayDir(ctx, dir, tag, opts.Store, opts.MaxBatch, false, opts.Logger); err != nil {
 		return nil, fmt.Errorf("usage journal %s: load what an earlier process left: %w", dir, err)
 	}
-	j := &Journal{dir: dir, opts: opts, id: newSegmentPrefix(),
+	j := &Journal{dir: dir, opts: opts, tag: tag, id: newSegmentPrefix(tag),
 		kick: make(chan struct{}, 1), flushReq: make(chan struct{}, 1),
 		stop: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{}), advanced: make(chan struct{})}
 	seg, err := createSegment(dir, j.id, 1)

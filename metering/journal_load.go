@@ -37,7 +37,8 @@ func (j *Journal) run() {
 			return
 		}
 		wait := j.opts.LoadEvery
-		if err := j.loadAll(buf); err != nil {
+		err := j.loadAll(buf)
+		if err != nil {
 			backoff = min(2*backoff, maxBackoff)
 			wait = backoff
 		} else {
@@ -46,6 +47,9 @@ func (j *Journal) run() {
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
+			if err != nil {
+				j.nudge() // retry on our own: no new record may come to wake us
+			}
 		case <-j.flushReq:
 			j.nudge()
 		case <-j.stop:
@@ -63,7 +67,7 @@ func (j *Journal) run() {
 func (j *Journal) adopt() {
 	ctx, cancel := context.WithTimeout(context.Background(), j.opts.CommitTimeout)
 	defer cancel()
-	n, err := replayDir(ctx, j.dir, j.opts.Store, j.opts.MaxBatch, false, j.opts.Logger)
+	n, err := replayDir(ctx, j.dir, j.tag, j.opts.Store, j.opts.MaxBatch, false, j.opts.Logger)
 	if err != nil {
 		j.opts.Logger.Warn("usage journal: could not load a dead process's segment yet; will retry", "error", err.Error())
 	}

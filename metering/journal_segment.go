@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,11 +29,21 @@ type segment struct {
 
 const segmentExt = ".jnl"
 
-// newSegmentPrefix returns a name prefix no other process uses.
-func newSegmentPrefix() string {
+// databaseTag names the database a segment belongs to in its file name:
+// the first 8 hex digits of the SHA-256 of the database's identity, so
+// journals of several databases may share a folder without one database's
+// records ever being loaded into another.
+func databaseTag(database string) string {
+	sum := sha256.Sum256([]byte(database))
+	return "usage-" + hex.EncodeToString(sum[:4]) + "-"
+}
+
+// newSegmentPrefix returns a name prefix no other process uses, starting
+// with tag.
+func newSegmentPrefix(tag string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return "usage-" + time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
+	return tag + time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
 }
 
 // createSegment creates and locks segment seq under a temporary name, then
@@ -80,23 +91,25 @@ func (s *segment) release() {
 	s.w.Close()
 }
 
-// ReplayJournal loads every record of every segment in the journal
-// directory dir into store and returns how many were newly stored. A
+// ReplayJournal loads every record of every segment of database in the
+// journal directory dir into store and returns how many were newly stored
+// (database is the identity the journal was opened with, see
+// JournalOptions.Database; other databases' segments are left alone). A
 // segment whose writer is gone is deleted once loaded; one a running
 // process still writes is loaded as far as it is written and left to that
 // process, so a report read right after sees every answer delivered so far.
 // A dir that does not exist holds nothing. Safe to run beside a serving
 // process: records loaded twice are stored once.
-func ReplayJournal(ctx context.Context, dir string, store BatchStore, log *slog.Logger) (int, error) {
+func ReplayJournal(ctx context.Context, dir, database string, store BatchStore, log *slog.Logger) (int, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return replayDir(ctx, dir, store, 512, true, log)
+	return replayDir(ctx, dir, databaseTag(database), store, 512, true, log)
 }
 
-// replayDir loads the segments in dir; live ones (locked by their writer)
-// only when includeLive.
-func replayDir(ctx context.Context, dir string, store BatchStore, maxBatch int, includeLive bool, log *slog.Logger) (int, error) {
+// replayDir loads the segments in dir whose names start with tag; live
+// ones (locked by their writer) only when includeLive.
+func replayDir(ctx context.Context, dir, tag string, store BatchStore, maxBatch int, includeLive bool, log *slog.Logger) (int, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -106,7 +119,11 @@ func replayDir(ctx context.Context, dir string, store BatchStore, maxBatch int, 
 	}
 	var names []string
 	for _, e := range entries {
-		if n := e.Name(); !e.IsDir() && (strings.HasSuffix(n, segmentExt) || strings.HasSuffix(n, ".tmp")) {
+		n := e.Name()
+		if e.IsDir() || !strings.HasPrefix(strings.TrimPrefix(n, "."), tag) {
+			continue // another database's, or not a segment
+		}
+		if strings.HasSuffix(n, segmentExt) || strings.HasSuffix(n, ".tmp") {
 			names = append(names, n)
 		}
 	}

@@ -153,7 +153,11 @@ func TestJournalStoreDownThenBack(t *testing.T) {
 	st.mu.Lock()
 	st.failN = 0
 	st.mu.Unlock()
-	flush(t, j)
+	// Nobody records or flushes: the loader retries on its own.
+	deadline := time.Now().Add(5 * time.Second)
+	for st.count() != 10 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if st.count() != 10 {
 		t.Fatalf("store holds %d events after it came back; want 10", st.count())
 	}
@@ -263,7 +267,7 @@ func TestReplayJournalReadsLiveSegmentsWithoutTakingThem(t *testing.T) {
 		}
 	}
 	cli := newFakeStore()
-	n, err := ReplayJournal(context.Background(), dir, cli, nil)
+	n, err := ReplayJournal(context.Background(), dir, "", cli, nil)
 	if err != nil || n != 4 || cli.count() != 4 {
 		t.Fatalf("ReplayJournal = %d, %v; store holds %d; want 4", n, err, cli.count())
 	}
@@ -287,7 +291,7 @@ func TestJournalSkipsTornLines(t *testing.T) {
 	flipped[10] ^= 1
 	b = append(b, flipped...)
 	b = append(b, torn[:20]...) // a last line without its end
-	if err := os.WriteFile(filepath.Join(dir, "usage-dead-000001"+segmentExt), b, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, databaseTag("")+"dead-000001"+segmentExt), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
@@ -415,4 +419,34 @@ func TestJournalAdoptsADeadNeighbour(t *testing.T) {
 		t.Fatalf("segments: %v; want only the survivor's", s)
 	}
 	_ = survivor
+}
+
+// Journals of two databases in one folder: each database gets only its
+// own records, at start-up, from a dead neighbour, and in a replay.
+func TestJournalKeepsDatabasesApart(t *testing.T) {
+	dir := t.TempDir()
+	held := newFakeStore()
+	held.hold = make(chan struct{})
+	a, err := OpenJournal(context.Background(), dir, JournalOptions{Store: held, Database: "sqlite:/srv/a.db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Record(context.Background(), testEvent("for-a")); err != nil {
+		t.Fatal(err)
+	}
+	crash(a)
+	b := newFakeStore()
+	openJournal(t, dir, JournalOptions{Store: b, Database: "postgres:db.example:5432/b", AdoptEvery: time.Millisecond})
+	time.Sleep(20 * time.Millisecond) // several adoption scans
+	if n, err := ReplayJournal(context.Background(), dir, "postgres:db.example:5432/b", b, nil); err != nil || n != 0 {
+		t.Fatalf("replay for b = %d, %v", n, err)
+	}
+	if b.count() != 0 {
+		t.Fatalf("database b got %d records of database a", b.count())
+	}
+	a2 := newFakeStore()
+	openJournal(t, dir, JournalOptions{Store: a2, Database: "sqlite:/srv/a.db"})
+	if _, ok := a2.stored("for-a"); !ok {
+		t.Fatal("database a's own record was not loaded at its next start")
+	}
 }

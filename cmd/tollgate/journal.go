@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 
 	"tollgate/metering"
 	"tollgate/storage"
@@ -21,32 +22,49 @@ func registerJournal(fs *flag.FlagSet, dir *string, getenv func(string) string) 
 		"folder of the usage journal (env TOLLGATE_USAGE_JOURNAL; default: the database file's name plus .journal); \"off\" commits each record to the database before its answer is sent instead (slower)")
 }
 
-// defaultRemoteJournal is the usage journal's folder, in the working
-// directory, when the database is not a local file (PostgreSQL).
-const defaultRemoteJournal = "tollgate-usage.journal"
-
-// journalDir is the usage journal's folder: flag, or the SQLite file's path
-// plus ".journal", or defaultRemoteJournal for PostgreSQL. Instances may
-// share it: each writes its own files.
-func journalDir(db, flag string) string {
+// journalDir is the usage journal's folder: flag; else, for a SQLite file,
+// the file's path plus ".journal"; else (PostgreSQL) tollgate/usage-journal
+// in the user's state directory ($XDG_STATE_HOME, or ~/.local/state), which
+// must be on persistent local storage: what the loader has not moved to the
+// database yet is there. Instances and databases may share a folder: each
+// process writes its own files, named after its database.
+func journalDir(db, flag string, getenv func(string) string) string {
 	switch {
 	case flag != "":
 		return flag
-	case isPostgres(db):
-		return defaultRemoteJournal
+	case !isPostgres(db):
+		return sqlitePath(db) + ".journal"
 	}
-	return sqlitePath(db) + ".journal"
+	state := getenv("XDG_STATE_HOME")
+	if state == "" {
+		if home := getenv("HOME"); home != "" {
+			state = filepath.Join(home, ".local", "state")
+		} else {
+			state = "." // no home: the working directory
+		}
+	}
+	return filepath.Join(state, "tollgate", "usage-journal")
+}
+
+// journalIdentity names db for the journal (see metering.JournalOptions.
+// Database): a SQLite file's absolute path, or PostgreSQL's host, port and
+// database, never a password.
+func journalIdentity(db string) string {
+	if isPostgres(db) {
+		return dbName(db)
+	}
+	return "SQLite " + absPath(sqlitePath(db))
 }
 
 // replayForReport loads every usage record still in the journal into db
 // before a CLI report reads it, so the report includes every answer
 // delivered so far, by a running server or by one that was killed.
-func replayForReport(ctx context.Context, db storage.Store, dbPath, flag string, stderr io.Writer) error {
+func replayForReport(ctx context.Context, db storage.Store, dbPath, flag string, getenv func(string) string, stderr io.Writer) error {
 	if flag == journalOff {
 		return nil
 	}
-	dir := journalDir(dbPath, flag)
-	n, err := metering.ReplayJournal(ctx, dir, db, slog.New(slog.NewTextHandler(stderr, nil)))
+	dir := journalDir(dbPath, flag, getenv)
+	n, err := metering.ReplayJournal(ctx, dir, journalIdentity(dbPath), db, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
 		return fmt.Errorf("usage journal %s: %w", dir, err)
 	}

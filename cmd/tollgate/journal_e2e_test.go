@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"hash/crc32"
 	"net/http"
@@ -97,7 +99,8 @@ func TestJournalLeftBehindIsLoadedAtStart(t *testing.T) {
 	// A dead process's segment, as kill -9 leaves it: one answered request.
 	ev := fmt.Sprintf("u1\t%q\t%q\t\"generate\"\t\"tiny\"\t\"native\"\t1\t3\t200\t1000\t0\t%d", "req_left_behind", keyID, time.Now().UnixNano())
 	line := ev + "\t" + crc32cHex(ev) + "\n"
-	seg := filepath.Join(db+".journal", "usage-dead-000001.jnl")
+	sum := sha256.Sum256([]byte(journalIdentity(db)))
+	seg := filepath.Join(db+".journal", "usage-"+hex.EncodeToString(sum[:4])+"-dead-000001.jnl")
 	if err := os.MkdirAll(filepath.Dir(seg), 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,10 @@ import (
 // loses no delivered response's record; SIGTERM drains in-flight requests.
 
 var (
+	// stateDir is XDG_STATE_HOME for every server and CLI run of the
+	// tests (env, startBinaryOn): the usage journals of PostgreSQL servers
+	// go there, not into the source tree.
+	stateDir string
 	buildOnce sync.Once
 	buildDir  string
 	buildErr  error
@@ -31,7 +35,14 @@ var (
 
 // TestMain removes the binary built by tollgateBinary.
 func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tollgate-state-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	stateDir = dir
 	code := m.Run()
+	os.RemoveAll(stateDir)
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
@@ -80,7 +91,7 @@ func startBinaryOn(t *testing.T, fake *ollamatest.Server, db string, args ...str
 	p := &proc{db: db, out: &syncBuffer{}, exited: make(chan struct{})}
 	cat := writeFile(t, "models.yaml", tinyCatalog(fake.URL, "tiny"))
 	p.cmd = exec.Command(tollgateBinary(t), append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db, "--models", cat}, args...)...)
-	p.cmd.Env = []string{}
+	p.cmd.Env = []string{"XDG_STATE_HOME=" + stateDir} // where a PostgreSQL server's usage journal goes
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

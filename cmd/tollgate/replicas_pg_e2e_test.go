@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -260,6 +261,8 @@ func privatePostgres(t *testing.T) (url string, ctl func(action string)) {
 // recorded (503, nothing billed), /readyz says which database; when
 // PostgreSQL is back, so is the service, and the usage rows are exactly the
 // answers that were delivered.
+// With --usage-journal off, an answer whose record cannot reach PostgreSQL
+// is withheld; keys PostgreSQL cannot check are refused naming it.
 func TestPostgresDownIs503NamingItE2E(t *testing.T) {
 	t.Parallel()
 	pg, ctl := privatePostgres(t)
@@ -267,7 +270,8 @@ func TestPostgresDownIs503NamingItE2E(t *testing.T) {
 	fake := newFake(t)
 	cached := createKeyAt(t, time.Now, pg, "--name", "cached")
 	fresh := createKeyAt(t, time.Now, pg, "--name", "fresh")
-	r := serveOn(t, fake, "--db", pg, "--record-timeout", "2s")
+	// Without the journal: an answer waits for its record's commit.
+	r := serveOn(t, fake, "--db", pg, "--record-timeout", "2s", "--usage-journal", "off")
 	var ok struct{ ID string }
 	wantStatus(t, "generate while PostgreSQL is up", generate(t, r, cached), 200, &ok)
 
@@ -536,5 +540,47 @@ func TestDBSelection(t *testing.T) {
 	mustCLI(t, env(), "keys", "create", "--db", "sqlite:"+path, "--name", "p")
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("keys create --db sqlite:%s made no file there: %v", path, err)
+	}
+}
+
+// With the usage journal (the default), PostgreSQL going away does not cost
+// an answer already being computed: it is delivered and billed, its record
+// waits in the journal, and it reaches PostgreSQL, once, when it is back.
+func TestPostgresDownJournalKeepsTheAnswerE2E(t *testing.T) {
+	t.Parallel()
+	pg, ctl := privatePostgres(t)
+	fake := newFake(t)
+	key := createKeyAt(t, time.Now, pg, "--name", "journaled")
+	r := serveOn(t, fake, "--db", pg)
+	wantStatus(t, "generate while PostgreSQL is up", generate(t, r, key), 200, nil)
+
+	hold := make(chan struct{})
+	fake.SetFault(ollamatest.Fault{Hold: hold})
+	inflight := make(chan exchange, 1)
+	go func() { inflight <- generate(t, r, key) }()
+	eventually(t, 10*time.Second, "the request reaches Ollama", func() bool { return fake.InFlight() == 1 })
+	ctl("stop")
+	close(hold)
+	fake.SetFault(ollamatest.Fault{})
+	var answer struct {
+		ID    string
+		Usage struct{ TotalTokens int64 `json:"total_tokens"` }
+	}
+	wantStatus(t, "an answer finished while PostgreSQL is down", <-inflight, 200, &answer)
+
+	ctl("start")
+	eventually(t, 20*time.Second, "the journaled record reaches PostgreSQL", func() bool {
+		var b bytes.Buffer
+		if err := run(context.Background(), []string{"usage", "export", "--db", pg, "--format", "json", "--usage-journal", t.TempDir()}, env(), time.Now, &b, io.Discard); err != nil {
+			return false // the CLI reads PostgreSQL only (an empty journal folder): wait for the server's loader
+		}
+		return strings.Contains(b.String(), answer.ID)
+	})
+	rows := exportUsage(t, pg)
+	if row := rows[answer.ID]; row.Status != 200 || row.TotalTokens != answer.Usage.TotalTokens {
+		t.Fatalf("the answer delivered while PostgreSQL was down has record %+v; want status 200, %d tokens", row, answer.Usage.TotalTokens)
+	}
+	if len(rows) != 2 {
+		t.Fatalf("%d usage rows, want 2 (one per answer): %+v", len(rows), rows)
 	}
 }

@@ -23,7 +23,7 @@ import (
 
 // env builds a getenv from pairs.
 func env(kv ...string) func(string) string {
-	m := map[string]string{}
+	m := map[string]string{"XDG_STATE_HOME": stateDir}
 	for i := 0; i+1 < len(kv); i += 2 {
 		m[kv[i]] = kv[i+1]
 	}

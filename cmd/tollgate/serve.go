@@ -104,6 +104,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
+	if f.journal != journalOff {
+		f.journal = journalDir(f.db, f.journal, getenv)
+	}
 	tlsConf, err := loadTLS(f.tlsCert, f.tlsKey)
 	if err != nil {
 		return err
@@ -375,8 +378,8 @@ func openUsage(ctx context.Context, db storage.Store, counters *metering.Counter
 			}
 		}, nil
 	}
-	dir := journalDir(f.db, f.journal)
-	j, err := metering.OpenJournal(ctx, dir, metering.JournalOptions{Store: db, OnRecord: counters.Add,
+	dir := f.journal // resolved by serve (journalDir)
+	j, err := metering.OpenJournal(ctx, dir, metering.JournalOptions{Store: db, Database: journalIdentity(f.db), OnRecord: counters.Add,
 		OnLoad: metrics.ObserveBatch, CommitTimeout: f.record, Logger: log})
 	if err != nil {
 		return usageSink{}, nil, err

@@ -68,7 +68,7 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, no
 		return err
 	}
 	defer db.Close()
-	if err := replayForReport(ctx, db, c.db, journal, stderr); err != nil {
+	if err := replayForReport(ctx, db, c.db, journal, getenv, stderr); err != nil {
 		return err
 	}
 	if sub == "summary" {
