@@ -27,7 +27,7 @@ var (
 	// stateDir is XDG_STATE_HOME for every server and CLI run of the
 	// tests (env, startBinaryOn): the usage journals of PostgreSQL servers
 	// go there, not into the source tree.
-	stateDir string
+	stateDir  string
 	buildOnce sync.Once
 	buildDir  string
 	buildErr  error

@@ -564,7 +564,9 @@ func TestPostgresDownJournalKeepsTheAnswerE2E(t *testing.T) {
 	fake.SetFault(ollamatest.Fault{})
 	var answer struct {
 		ID    string
-		Usage struct{ TotalTokens int64 `json:"total_tokens"` }
+		Usage struct {
+			TotalTokens int64 `json:"total_tokens"`
+		}
 	}
 	wantStatus(t, "an answer finished while PostgreSQL is down", <-inflight, 200, &answer)
 
