@@ -90,7 +90,7 @@ func (c *Client) generateOn(ctx context.Context, b *backend, m Model, req Genera
 		status int
 	)
 	start := time.Now()
-	piece := func(text string, done bool, reason string, metrics api.Metrics) error {
+	piece := func(text string, l *streamLine) error {
 		if text != "" {
 			if res.Chunks == 0 {
 				res.FirstToken = time.Since(start)
@@ -102,10 +102,10 @@ func (c *Client) generateOn(ctx context.Context, b *backend, m Model, req Genera
 				return callbackError{err}
 			}
 		}
-		if done {
+		if l.Done {
 			res.Done = true
-			res.DoneReason = reason
-			res.Usage = Usage{PromptTokens: metrics.PromptEvalCount, CompletionTokens: metrics.EvalCount}
+			res.DoneReason = l.DoneReason
+			res.Usage = Usage{PromptTokens: l.PromptEvalCount, CompletionTokens: l.EvalCount}
 		}
 		return nil
 	}
@@ -128,15 +128,15 @@ func (c *Client) generateOn(ctx context.Context, b *backend, m Model, req Genera
 			return Result{}, terr
 		}
 		err = b.chat(cctx, &api.ChatRequest{Model: m.Ollama, Messages: msgs, Tools: tools, Format: req.Format, Options: opts, KeepAlive: keep},
-			func(r api.ChatResponse) error {
-				for _, tc := range r.Message.ToolCalls {
+			func(l *streamLine) error {
+				for _, tc := range l.Message.ToolCalls {
 					res.ToolCalls = append(res.ToolCalls, ToolCall{Name: tc.Function.Name, Arguments: tc.Function.Arguments})
 				}
-				return piece(r.Message.Content, r.Done, r.DoneReason, r.Metrics)
+				return piece(l.Message.Content, l)
 			})
 	} else {
 		err = b.generate(cctx, &api.GenerateRequest{Model: m.Ollama, Prompt: req.Prompt, System: req.System, Format: req.Format, Options: opts, KeepAlive: keep},
-			func(r api.GenerateResponse) error { return piece(r.Response, r.Done, r.DoneReason, r.Metrics) })
+			func(l *streamLine) error { return piece(l.Response, l) })
 	}
 	res.Text = sb.String()
 	if err != nil {

@@ -90,50 +90,57 @@ type streamBroken struct{ err error }
 func (e *streamBroken) Error() string { return "reading the stream: " + e.err.Error() }
 func (e *streamBroken) Unwrap() error { return e.err }
 
-// generate is api.Client.Generate over stream. Each line is decoded once,
-// together with its "error" field, where api.Client decodes it twice.
-func (b *backend) generate(ctx context.Context, req *api.GenerateRequest, fn api.GenerateResponseFunc) error {
-	return b.stream(ctx, "/api/generate", req, func(bts []byte) error {
-		var resp struct {
-			api.GenerateResponse
-			lineError
-		}
-		if err := resp.decode(bts, &resp); err != nil {
-			return err
-		}
-		return fn(resp.GenerateResponse)
-	})
+// streamLine is one NDJSON line of Ollama's /api/generate or /api/chat
+// answer, with only the fields Tollgate reads: decoding it skips the rest
+// (the context array, timestamps, durations), which api.GenerateResponse
+// and api.ChatResponse would allocate and parse for every token.
+type streamLine struct {
+	Response string `json:"response"` // /api/generate
+	Message  struct {
+		Content   string         `json:"content"`
+		ToolCalls []api.ToolCall `json:"tool_calls"`
+	} `json:"message"` // /api/chat
+	Done            bool   `json:"done"`
+	DoneReason      string `json:"done_reason"`
+	PromptEvalCount int    `json:"prompt_eval_count"`
+	EvalCount       int    `json:"eval_count"`
+	Error           string `json:"error"`
 }
 
-// chat is api.Client.Chat over stream, each line decoded once.
-func (b *backend) chat(ctx context.Context, req *api.ChatRequest, fn api.ChatResponseFunc) error {
-	return b.stream(ctx, "/api/chat", req, func(bts []byte) error {
-		var resp struct {
-			api.ChatResponse
-			lineError
-		}
-		if err := resp.decode(bts, &resp); err != nil {
-			return err
-		}
-		return fn(resp.ChatResponse)
-	})
-}
-
-// lineError is the "error" field an NDJSON line may carry in place of a
-// response, decoded in the same pass as the response it is embedded beside.
-type lineError struct {
-	Error string `json:"error,omitempty"`
-}
-
-// decode unmarshals bts into v (the struct embedding e) and returns the
-// errors api.Client would: "unmarshal: ..." for a line that is not JSON,
-// the message of a line that carries an error.
-func (e *lineError) decode(bts []byte, v any) error {
-	if err := json.Unmarshal(bts, v); err != nil {
+// decodeLine decodes one line, once, and returns the errors api.Client
+// would: "unmarshal: ..." for a line that is not JSON, the message of a
+// line that carries an error.
+func decodeLine(bts []byte, line *streamLine) error {
+	*line = streamLine{}
+	if err := json.Unmarshal(bts, line); err != nil {
 		return fmt.Errorf("unmarshal: %w", err)
 	}
-	if e.Error != "" {
-		return errors.New(e.Error)
+	if line.Error != "" {
+		return errors.New(line.Error)
 	}
 	return nil
+}
+
+// generate is api.Client.Generate over stream, each line decoded once
+// into a streamLine.
+func (b *backend) generate(ctx context.Context, req *api.GenerateRequest, fn func(*streamLine) error) error {
+	var line streamLine
+	return b.stream(ctx, "/api/generate", req, func(bts []byte) error {
+		if err := decodeLine(bts, &line); err != nil {
+			return err
+		}
+		return fn(&line)
+	})
+}
+
+// chat is api.Client.Chat over stream, each line decoded once into a
+// streamLine.
+func (b *backend) chat(ctx context.Context, req *api.ChatRequest, fn func(*streamLine) error) error {
+	var line streamLine
+	return b.stream(ctx, "/api/chat", req, func(bts []byte) error {
+		if err := decodeLine(bts, &line); err != nil {
+			return err
+		}
+		return fn(&line)
+	})
 }
