@@ -69,6 +69,12 @@ type Config struct {
 	// record timeout after its deadline, so the margin must exceed that:
 	// a lease that ends first lets Recover run (and bill) the job again.
 	LeaseMargin time.Duration
+	// FlushUsage, if set, is called before Recover asks Store.Billed: it
+	// moves usage that is recorded but not yet in the store (the usage
+	// journal, metering.Journal.Flush) into it, so a run billed moments
+	// before its process died is seen as billed. Recover skips a lookup
+	// it cannot trust: the run is looked at again at the next poll.
+	FlushUsage func(context.Context) error
 	Retention   time.Duration // final jobs are deleted this long after they end (0: DefaultRetention)
 	Admission   Backoff       // zero: DefaultAdmission
 	Delivery    Backoff       // zero: DefaultDelivery
@@ -439,6 +445,12 @@ func (m *Manager) Recover(ctx context.Context, now time.Time) {
 	if err != nil {
 		m.log.Error("jobs: recover", "error", err.Error())
 		return
+	}
+	if len(expired) > 0 && m.cfg.FlushUsage != nil {
+		if err := m.cfg.FlushUsage(ctx); err != nil {
+			m.log.Warn("jobs: recover waits: recorded usage not in the database yet", "error", err.Error())
+			return
+		}
 	}
 	for _, j := range expired {
 		billed, err := m.cfg.Store.Billed(ctx, j.RequestID)

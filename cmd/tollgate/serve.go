@@ -294,7 +294,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 		closeUsage(ctx)
 		return nil, nil, &usageError{"--callback-allow-net: " + err.Error()}
 	}
-	jobMgr := jobs.New(jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: f.jobWorkers,
+	jobMgr := jobs.New(jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: f.jobWorkers, FlushUsage: usage.flush,
 		JobTimeout: f.jobTimeout, LeaseMargin: f.record + jobLeaseSlack, Retention: f.jobRetention,
 		Guard: jobs.NewGuard(allow), Now: now, Logger: log})
 	handler := handlers.NewServer(handlers.Config{
@@ -354,6 +354,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 // usageSink is where the gateway records usage and reads reports.
 type usageSink struct {
 	recorder gateway.Recorder
+	flush    func(context.Context) error // the journal's Flush; nil without one
 	reports  interface {
 		gateway.UsageStore
 		handlers.UsageExporter
@@ -386,7 +387,7 @@ func openUsage(ctx context.Context, db storage.Store, counters *metering.Counter
 	}
 	log.Info("usage journal open", "dir", absPath(dir))
 	metrics.WatchJournal(j.Backlog)
-	return usageSink{recorder: j, reports: j.Reports(db)}, func(ctx context.Context) {
+	return usageSink{recorder: j, flush: j.Flush, reports: j.Reports(db)}, func(ctx context.Context) {
 		jctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeWithin)
 		defer cancel()
 		if err := j.Close(jctx); err != nil {
