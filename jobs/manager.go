@@ -75,10 +75,10 @@ type Config struct {
 	// before its process died is seen as billed. Recover skips a lookup
 	// it cannot trust: the run is looked at again at the next poll.
 	FlushUsage func(context.Context) error
-	Retention   time.Duration // final jobs are deleted this long after they end (0: DefaultRetention)
-	Admission   Backoff       // zero: DefaultAdmission
-	Delivery    Backoff       // zero: DefaultDelivery
-	Guard       *Guard        // callback URL policy (nil: NewGuard(nil))
+	Retention  time.Duration // final jobs are deleted this long after they end (0: DefaultRetention)
+	Admission  Backoff       // zero: DefaultAdmission
+	Delivery   Backoff       // zero: DefaultDelivery
+	Guard      *Guard        // callback URL policy (nil: NewGuard(nil))
 	// Client posts callbacks (nil: Guard.Client(10 s)); tests may give
 	// their own, but then the Guard's connect-time check is theirs to keep.
 	Client *http.Client
