@@ -134,6 +134,10 @@ func New(cfg Config) *Gateway {
 	return g
 }
 
+// InFlight returns how many inference calls hold a GPU slot now, and how
+// many slots there are (Config.MaxInFlight).
+func (g *Gateway) InFlight() (n, limit int) { return len(g.slots), cap(g.slots) }
+
 // Caller is who makes a call: a verified key, the request's id (the usage
 // record's unique id) and when the request arrived (for its latency and the
 // month it is billed in).

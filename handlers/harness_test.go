@@ -159,6 +159,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db, Jobs: jm,
 		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies, Idempotency: db,
 		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout, Now: cfg.now,
+		Sessions: auth.NewSessions(db, verifier, auth.SessionOptions{Now: cfg.now}),
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

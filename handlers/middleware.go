@@ -22,6 +22,10 @@ type reqInfo struct {
 	clientID string // a sane X-Request-ID the client sent, echoed back
 	keyID    string
 	key      auth.Key // the authenticated key; zero before authenticate
+	// session is the dashboard session the request came with (nil for a
+	// key), and sessionToken its token (from the cookie).
+	session      *auth.Session
+	sessionToken string
 	model    string
 	usage    usageJSON
 	status   int    // the status the client got, when it differs from what was written (499)

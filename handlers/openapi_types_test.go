@@ -61,6 +61,12 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"Ready":            readyResponse{},
 		"MissingModel":     missingModelJSON{},
 		"Root":             rootResponse{},
+		// The dashboard.
+		"SignInRequest": signInRequest{},
+		"Session":       sessionJSON{},
+		"UsageRecord":   usageRecord{},
+		"UsageRecords":  usageRecords{},
+		"InFlight":      inFlightJSON{},
 		// Async jobs.
 		"CreateJobRequest": createJobRequest{},
 		"JobAccepted":      jobAccepted{},

@@ -56,6 +56,9 @@ type Config struct {
 	Keys         KeyManager
 	Audit        AuditLog
 	Usage        UsageExporter    // per-request usage export
+	// Sessions keeps dashboard sign-ins (auth.NewSessions). Optional: nil
+	// serves the dashboard's files but refuses sign-in.
+	Sessions *auth.Sessions
 	Jobs         *jobs.Manager    // optional: async jobs (/jobs, Prefer: respond-async); nil: 404
 	AuthFailures FailureThrottle  // optional: nil = DefaultAuthFailures
 	Logger       *slog.Logger     // optional: nil discards
@@ -97,6 +100,7 @@ type server struct {
 	bodyTimeout  time.Duration
 	now          func() time.Time
 	idem         idempotency.Store
+	sessions     *auth.Sessions
 }
 
 // NewServer returns the HTTP handler for the whole API. It is safe for
@@ -104,7 +108,7 @@ type server struct {
 func NewServer(cfg Config) http.Handler {
 	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
 		usage: cfg.Usage, jobs: cfg.Jobs, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now,
-		idem: cfg.Idempotency}
+		idem: cfg.Idempotency, sessions: cfg.Sessions}
 	s.metrics, s.metricsRoute = cfg.Metrics, cfg.MetricsRoute
 	if s.metrics == nil {
 		s.metrics = NewMetrics()
