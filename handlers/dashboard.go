@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -58,6 +59,24 @@ type sessionJSON struct {
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// Currency is the catalog's currency code for costs ("" when unset).
 	Currency string `json:"currency,omitempty"`
+	// Plans names the catalog's plans, for an admin key (to pick one).
+	Plans []string `json:"plans,omitempty"`
+}
+
+// sessionInfo describes key's session (token "" for a key, not a session).
+func (s *server) sessionInfo(key auth.Key, token string, expires time.Time) sessionJSON {
+	cat := s.gw.Catalog()
+	out := sessionJSON{Key: key, Currency: cat.Currency}
+	if token != "" {
+		out.CSRFToken, out.ExpiresAt = auth.CSRFToken(token), expires
+	}
+	if key.HasScope(auth.ScopeAdmin) {
+		for name := range cat.Plans {
+			out.Plans = append(out.Plans, name)
+		}
+		slices.Sort(out.Plans)
+	}
+	return out
 }
 
 // signIn serves POST /dashboard/signin: the key is posted once, checked
@@ -97,7 +116,7 @@ func (s *server) signIn() gin.HandlerFunc {
 		http.SetCookie(c.Writer, &http.Cookie{Name: sessionCookie, Value: token, Path: "/", MaxAge: int(s.sessions.TTL().Seconds()),
 			HttpOnly: true, Secure: c.Request.TLS != nil, SameSite: http.SameSiteStrictMode})
 		c.Header("Cache-Control", "no-store")
-		c.JSON(http.StatusOK, sessionJSON{Key: key, CSRFToken: auth.CSRFToken(token), ExpiresAt: sess.ExpiresAt, Currency: s.gw.Catalog().Currency})
+		c.JSON(http.StatusOK, s.sessionInfo(key, token, sess.ExpiresAt))
 	}
 }
 
@@ -118,12 +137,12 @@ func sameOrigin(r *http.Request) bool {
 func (s *server) showSession() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		ri := info(c)
-		out := sessionJSON{Key: ri.key, Currency: s.gw.Catalog().Currency}
+		var expires time.Time
 		if ri.session != nil {
-			out.CSRFToken, out.ExpiresAt = auth.CSRFToken(ri.sessionToken), ri.session.ExpiresAt
+			expires = ri.session.ExpiresAt
 		}
 		c.Header("Cache-Control", "no-store")
-		c.JSON(http.StatusOK, out)
+		c.JSON(http.StatusOK, s.sessionInfo(ri.key, ri.sessionToken, expires))
 	}
 }
 

@@ -47,6 +47,8 @@ type testServer struct {
 	jobs   *jobs.Manager
 	dbPath string
 	gw     *gateway.Gateway
+	// verifier is the server's, for tests that need the cache to forget
+	verifier *auth.Verifier
 }
 
 type serverConfig struct {
@@ -59,6 +61,7 @@ type serverConfig struct {
 	now         func() time.Time
 	jobs        func(*jobs.Config)
 	jobsStopped bool
+	tls         bool
 }
 
 type serverOpt func(*serverConfig)
@@ -93,6 +96,9 @@ func withJobs(mod func(*jobs.Config)) serverOpt { return func(c *serverConfig) {
 // withJobsStopped leaves the job manager unstarted: jobs stay queued until
 // the test calls ts.jobs.Start.
 func withJobsStopped() serverOpt { return func(c *serverConfig) { c.jobsStopped = true } }
+
+// withTLS serves HTTPS (the test client trusts its certificate).
+func withTLS() serverOpt { return func(c *serverConfig) { c.tls = true } }
 
 // withDB opens the database file at path instead of a fresh one, so that
 // two servers can share it as two instances would.
@@ -161,11 +167,16 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout, Now: cfg.now,
 		Sessions: auth.NewSessions(db, verifier, auth.SessionOptions{Now: cfg.now}),
 	})
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	if cfg.tls {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
 	client := srv.Client()
 	client.Timeout = 15 * time.Second // a hang fails the test instead of stalling it
-	return &testServer{URL: srv.URL, client: client, db: db, logs: logs, key: secret, keys: keys, jobs: jm, dbPath: cfg.dbPath, gw: gw}
+	return &testServer{URL: srv.URL, client: client, db: db, logs: logs, key: secret, keys: keys, jobs: jm, dbPath: cfg.dbPath, gw: gw, verifier: verifier}
 }
 
 // newFakeServer starts a fake Ollama and a Tollgate server in front of it,

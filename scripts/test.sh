@@ -6,7 +6,8 @@
 # Starts (or reuses) the test Ollama server (scripts/ollama-test-server.sh),
 # exports its URL and model (TOLLGATE_TEST_OLLAMA_URL, TOLLGATE_TEST_OLLAMA_MODEL)
 # and TOLLGATE_REQUIRE_OLLAMA=1 so integration tests fail instead of skipping,
-# then runs `go test -race -count=1 ./... "$@"`. A server this script started is
+# (and TOLLGATE_REQUIRE_BROWSER=1 when chromium is installed, for the
+# dashboard's browser tests), then runs `go test -race -count=1 ./... "$@"`. A server this script started is
 # stopped when it exits, unless another scripts/test.sh run is still using it.
 set -euo pipefail
 
@@ -52,6 +53,11 @@ fi
 # shellcheck source=/dev/null
 source "$STATE/env"
 export TOLLGATE_REQUIRE_OLLAMA=1
+# With Debian's chromium installed (.ci/run installs it), the dashboard's
+# browser tests must run: fail rather than skip if it cannot start.
+if command -v chromium >/dev/null; then
+	export TOLLGATE_REQUIRE_BROWSER=1
+fi
 echo "scripts/test.sh: real Ollama at $TOLLGATE_TEST_OLLAMA_URL, model $TOLLGATE_TEST_OLLAMA_MODEL" >&2
 
 go test -race -count=1 ./... "$@"
