@@ -208,10 +208,21 @@
       if (a.getAttribute("data-view") === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     });
     var view = clear($("view"));
+    drawnWidth = view.clientWidth;
     view.setAttribute("data-view", name);
     ({ keys: keysView, usage: usageView, audit: auditView, backends: backendsView, me: meView })[name](view);
   }
   window.addEventListener("hashchange", route);
+  // Charts are drawn for the page's width: draw again when it changes a lot
+  // (a phone turned, a window resized), not on every pixel.
+  var drawnWidth = 0;
+  window.addEventListener("resize", function () {
+    clearTimeout(route.timer);
+    route.timer = setTimeout(function () {
+      var w = $("view").clientWidth;
+      if (session && Math.abs(w - drawnWidth) > 120) { drawnWidth = w; route(); }
+    }, 300);
+  });
   function stopRefresh() { if (refreshTimer) { clearInterval(refreshTimer); refreshTimer = null; } }
 
   function header(title, subtitle, actions) {
@@ -220,10 +231,11 @@
   function emptyState(title, hint) { return el("div", { class: "empty" }, el("strong", null, title), hint); }
   function failed(box, e) { clear(box).appendChild(el("p", { class: "error", role: "alert" }, e.message)); }
   function table(cols, rows) {
-    var thead = el("tr", null, cols.map(function (c) { return el("th", { class: c.num ? "num" : null, scope: "col" }, c.label); }));
+    var cls = function (c, cell) { return [c.num ? "num" : (cell && c.wrap ? "wrap" : ""), c.opt ? "opt" : ""].join(" ").trim() || null; };
+    var thead = el("tr", null, cols.map(function (c) { return el("th", { class: cls(c, false), scope: "col" }, c.label); }));
     var tbody = el("tbody");
     rows.forEach(function (r) {
-      tbody.appendChild(el("tr", null, cols.map(function (c) { return el("td", { class: c.num ? "num" : (c.wrap ? "wrap" : null) }, c.cell(r)); })));
+      tbody.appendChild(el("tr", null, cols.map(function (c) { return el("td", { class: cls(c, true) }, c.cell(r)); })));
     });
     return el("div", { class: "table-wrap" }, el("table", null, el("thead", null, thead), tbody));
   }
@@ -271,10 +283,13 @@
   // ---------- Charts ----------
   // barChart draws one bar per point as inline SVG: y grid with round
   // ticks, a label under every nth bar, a tooltip (<title>) on each.
-  function barChart(points, fmt, label) {
-    var W = 760, H = 240, L = 56, R = 10, T = 12, B = 28;
+  function barChart(points, fmt, label, whole) {
+    // Drawn at the width it will be shown at, so its text stays legible
+    // from a phone to a laptop.
+    var W = Math.max(300, Math.min(1000, ($("view").clientWidth || 760) - 48)), H = W < 500 ? 200 : 240, L = 48, R = 8, T = 12, B = 28;
     var maxV = Math.max.apply(null, points.map(function (p) { return p.value; }).concat([0]));
     var step = niceStep(maxV / 4 || 1);
+    if (whole) step = Math.max(1, step); // no half requests on the axis
     var top = Math.max(step * 4, step * Math.ceil(maxV / step));
     var plotW = W - L - R, plotH = H - T - B;
     var s = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": label });
@@ -285,7 +300,7 @@
       s.appendChild(svg("text", { x: L - 8, y: y + 4, "text-anchor": "end", class: "axis", text: fmt(t, true) }));
     }
     var n = points.length || 1, slot = plotW / n, bw = Math.max(2, Math.min(36, slot * 0.7));
-    var every = Math.ceil(n / 10);
+    var every = Math.ceil(n / Math.max(2, Math.floor(plotW / 64)));
     points.forEach(function (p, i) {
       var h = top ? (p.value / top) * plotH : 0;
       var x = L + i * slot + (slot - bw) / 2;
@@ -310,8 +325,8 @@
     }));
   }
   var metrics = {
-    requests: { label: "Requests", get: function (g) { return g.requests; }, fmt: function (v, axis) { return axis ? compact(v) : num(v); } },
-    tokens: { label: "Tokens", get: function (g) { return g.total_tokens; }, fmt: function (v, axis) { return axis ? compact(v) : num(v); } },
+    requests: { label: "Requests", whole: true, get: function (g) { return g.requests; }, fmt: function (v, axis) { return axis ? compact(v) : num(v); } },
+    tokens: { label: "Tokens", whole: true, get: function (g) { return g.total_tokens; }, fmt: function (v, axis) { return axis ? compact(v) : num(v); } },
     cost: { label: "Cost", get: function (g) { return g.cost_micros; }, fmt: function (v) { return money(v); } }
   };
   // daySeries fills the UTC days of [from, to) with the groups' values (0
@@ -396,8 +411,7 @@
         return;
       }
       box.appendChild(table([
-        { label: "Name", cell: function (k) { return el("div", null, el("div", null, el("b", null, k.name)), el("div", { class: "muted mono fine" }, k.id)); } },
-        { label: "Prefix", cell: function (k) { return el("code", null, k.prefix + "…"); } },
+        { label: "Key", cell: function (k) { return el("div", null, el("div", null, el("b", null, k.name)), el("div", { class: "muted mono fine" }, k.prefix + "… · " + k.id)); } },
         { label: "Scopes", wrap: true, cell: function (k) { return k.scopes.map(function (s) { return el("span", { class: "chip" + (s === "admin" ? " admin" : "") }, s); }); } },
         { label: "Plan", cell: function (k) { return k.plan || el("span", { class: "muted" }, "—"); } },
         { label: "Models", wrap: true, cell: function (k) { return k.models && k.models.length ? k.models.join(", ") : el("span", { class: "muted" }, "all"); } },
@@ -589,7 +603,7 @@
       if (!t.requests) {
         chartCard.appendChild(emptyState("No usage in this range", el("p", null, "Requests made with any key show up here once they are answered. Try a wider range, or send one: ", el("code", null, "curl -H 'X-API-Key: tg_…' -d '{\"model\":\"…\",\"prompt\":\"Hi\"}' " + location.origin + "/generate"))));
       } else {
-        chartCard.appendChild(barChart(daySeries(data.day.groups, data.range.from, data.range.to, metric), metric.fmt, metric.label + " per day"));
+        chartCard.appendChild(barChart(daySeries(data.day.groups, data.range.from, data.range.to, metric), metric.fmt, metric.label + " per day", metric.whole));
       }
       function breakdown(box, title, groups, nameOf) {
         clear(box).appendChild(el("h3", null, title));
@@ -623,12 +637,12 @@
     if (!rows || !rows.length) return el("div", { class: "card" }, emptyState("No requests yet", el("p", null, "Requests appear here with their status and tokens as soon as they are answered.")));
     var cols = [
       { label: "Time", cell: function (r) { return when(r.time); } },
-      { label: "Endpoint", cell: function (r) { return r.endpoint + (r.surface && r.surface !== "native" ? " (" + r.surface + ")" : ""); } },
+      { label: "Endpoint", opt: true, cell: function (r) { return r.endpoint + (r.surface && r.surface !== "native" ? " (" + r.surface + ")" : ""); } },
       { label: "Model", cell: function (r) { return r.model; } },
       { label: "Status", cell: function (r) { return el("span", { class: "badge " + (r.status < 400 ? "ok" : r.status < 500 ? "warn" : "bad") }, String(r.status)); } },
       { label: "Tokens in / out", num: true, cell: function (r) { return num(r.prompt_tokens) + " / " + num(r.completion_tokens); } },
       { label: "Cost", num: true, cell: function (r) { return money(r.cost_micros); } },
-      { label: "Latency", num: true, cell: function (r) { return num(Math.round(r.latency_ms)) + " ms"; } }
+      { label: "Latency", num: true, opt: true, cell: function (r) { return num(Math.round(r.latency_ms)) + " ms"; } }
     ];
     if (withKey) cols.splice(1, 0, { label: "Key", cell: function (r) { return keyName(r.key_id); } });
     return table(cols, rows);
@@ -718,6 +732,7 @@
   }
 
   function meter(label, used, limit, text) {
+    if (!limit) return el("div", { class: "meter" }, el("div", { class: "label" }, el("span", null, label), el("span", null, el("b", null, num(used)), el("span", { class: "muted" }, " · no monthly limit"))));
     var ratio = limit ? used / limit : 0;
     var p = el("progress", { max: String(limit || 1), value: String(Math.min(used, limit || 0)), "aria-label": label, class: ratio >= 1 ? "bad" : ratio >= 0.8 ? "warn" : null });
     return el("div", { class: "meter" }, el("div", { class: "label" }, el("span", null, label), el("span", { class: "muted" }, text)), p);
@@ -749,13 +764,13 @@
       var u = res[0], t = u.totals, q = u.quota || {};
       clear(quota).appendChild(el("h3", null, "This month"));
       quota.appendChild(q.monthly_requests ? meter("Requests", q.monthly_requests - (q.remaining_requests || 0), q.monthly_requests,
-        num(q.monthly_requests - (q.remaining_requests || 0)) + " of " + num(q.monthly_requests)) : meter("Requests", t.requests, 0, num(t.requests) + " · no monthly limit"));
+        num(q.monthly_requests - (q.remaining_requests || 0)) + " of " + num(q.monthly_requests)) : meter("Requests", t.requests, 0));
       quota.appendChild(q.monthly_tokens ? meter("Tokens", q.monthly_tokens - (q.remaining_tokens || 0), q.monthly_tokens,
-        num(q.monthly_tokens - (q.remaining_tokens || 0)) + " of " + num(q.monthly_tokens)) : meter("Tokens", t.total_tokens, 0, num(t.total_tokens) + " · no monthly limit"));
+        num(q.monthly_tokens - (q.remaining_tokens || 0)) + " of " + num(q.monthly_tokens)) : meter("Tokens", t.total_tokens, 0));
       quota.appendChild(el("div", { class: "meter" }, el("div", { class: "label" }, el("span", null, "Cost"), el("b", { id: "m-cost" }, money(t.cost_micros)))));
       if (q.resets_at) quota.appendChild(el("p", { class: "muted fine" }, "Quotas reset " + when(q.resets_at) + "."));
       clear(chart).appendChild(el("h3", null, "Requests per day"));
-      chart.appendChild(t.requests ? barChart(daySeries(u.groups, m.from, m.to, metrics.requests), metrics.requests.fmt, "Requests per day")
+      chart.appendChild(t.requests ? barChart(daySeries(u.groups, m.from, m.to, metrics.requests), metrics.requests.fmt, "Requests per day", true)
         : emptyState("No requests this month", el("p", null, "Use the snippets below to make your first request; it shows here once answered.")));
       clear(recent).appendChild(el("h2", null, "Recent requests"));
       recent.appendChild(recentTable(res[1].requests, false));
@@ -816,5 +831,5 @@
   api("GET", "/dashboard/session").then(function (s) {
     if (!s.csrf_token) { showSignIn(); return; }
     startSession(s);
-  }, function () { showSignIn(); });
+  }, function (e) { showSignIn(e.code && e.code !== "missing_api_key" ? e.message : ""); });
 })();
