@@ -181,7 +181,7 @@ func eval[T any](tb *tab, expr string) T {
 // js runs a JavaScript statement for its effect.
 func js(expr string) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := chromedp.Evaluate[bool]("(" + expr + ", true)")(ctx, t)
+		_, err := chromedp.Evaluate[bool]("("+expr+", true)")(ctx, t)
 		return err
 	})
 }

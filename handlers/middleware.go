@@ -26,11 +26,11 @@ type reqInfo struct {
 	// key), and sessionToken its token (from the cookie).
 	session      *auth.Session
 	sessionToken string
-	model    string
-	usage    usageJSON
-	status   int    // the status the client got, when it differs from what was written (499)
-	bodyRead bool   // the whole request body has been read (into body)
-	body     []byte // the request body, once read
+	model        string
+	usage        usageJSON
+	status       int    // the status the client got, when it differs from what was written (499)
+	bodyRead     bool   // the whole request body has been read (into body)
+	body         []byte // the request body, once read
 	// bodyTimeout is how long the body may take to arrive, from arrival
 	bodyTimeout time.Duration
 	// for metrics

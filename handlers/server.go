@@ -49,16 +49,16 @@ type AuditLog interface {
 // Config holds everything the server depends on. All but the fields marked
 // optional are required.
 type Config struct {
-	Gateway      *gateway.Gateway // the metered calls: inference, models, usage
-	Ollama       OllamaChecker    // for /readyz
-	DB           Pinger
-	Verifier     Verifier
-	Keys         KeyManager
-	Audit        AuditLog
-	Usage        UsageExporter    // per-request usage export
+	Gateway  *gateway.Gateway // the metered calls: inference, models, usage
+	Ollama   OllamaChecker    // for /readyz
+	DB       Pinger
+	Verifier Verifier
+	Keys     KeyManager
+	Audit    AuditLog
+	Usage    UsageExporter // per-request usage export
 	// Sessions keeps dashboard sign-ins (auth.NewSessions). Optional: nil
 	// serves the dashboard's files but refuses sign-in.
-	Sessions *auth.Sessions
+	Sessions     *auth.Sessions
 	Jobs         *jobs.Manager    // optional: async jobs (/jobs, Prefer: respond-async); nil: 404
 	AuthFailures FailureThrottle  // optional: nil = DefaultAuthFailures
 	Logger       *slog.Logger     // optional: nil discards
