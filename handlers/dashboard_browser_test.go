@@ -284,6 +284,16 @@ func TestDashboardInBrowser(t *testing.T) {
 	op.until("acme in the latest requests", `document.getElementById("u-recent").innerText.indexOf("acme-prod") >= 0`)
 	op.until("acme in the by-key chart", `document.getElementById("u-by-key").innerText.indexOf("acme-prod") >= 0`)
 	op.screenshot("04-usage")
+	// Split by key, the day's bar is two segments: globex's 2, acme's 1.
+	op.run("split by key", chromedp.SetValue(chromedp.ID("u-split"), "key"), js(`document.getElementById("u-split").dispatchEvent(new Event("change"))`))
+	op.until("the split chart", `document.querySelectorAll("#u-chart rect.seg").length === 2`)
+	segs := eval[string](op, `[].map.call(document.querySelectorAll("#u-chart rect.seg"), function (r) { return r.getAttribute("data-series") + "=" + r.getAttribute("data-value"); }).sort().join(" ")`)
+	if segs != "acme-prod=1 globex=2" {
+		t.Errorf("the day split by key is %q, want acme-prod=1 globex=2", segs)
+	}
+	op.screenshot("05-usage-split-by-key")
+	op.run("split by nothing", chromedp.SetValue(chromedp.ID("u-split"), ""), js(`document.getElementById("u-split").dispatchEvent(new Event("change"))`))
+	op.until("the whole chart", `document.querySelectorAll("#u-chart rect.bar").length > 0`)
 	// Narrowed to acme's key, the chart shows its one request.
 	acmeID := eval[string](op, `[].filter.call(document.querySelectorAll("#u-key option"), function (o) { return o.textContent.indexOf("acme-prod") === 0; })[0].value`)
 	op.run("pick acme", chromedp.SetValue(chromedp.ID("u-key"), acmeID), js(`document.getElementById("u-key").dispatchEvent(new Event("change"))`))
@@ -295,10 +305,10 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	op.run("open the audit log", chromedp.Navigate(opBase+"/dashboard#/audit"))
 	op.until("the create entry", `document.getElementById("audit-table").innerText.indexOf("create") >= 0`)
-	op.screenshot("05-audit")
+	op.screenshot("06-audit")
 	op.run("open Backends", chromedp.Navigate(opBase+"/dashboard#/backends"))
 	op.until("readiness and load", `document.getElementById("b-status") !== null && document.getElementById("b-load").innerText.indexOf("GPU slots") >= 0`)
-	op.screenshot("06-backends")
+	op.screenshot("07-backends")
 
 	// The key holder signs in with acme's key and sees only its own usage.
 	holder := b.tab()
@@ -322,10 +332,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	if !strings.Contains(snippet, "TOLLGATE_API_KEY") || !strings.Contains(snippet, "/v1") || strings.Contains(snippet, secret) {
 		t.Errorf("the snippets should use $TOLLGATE_API_KEY and never the key: %q", snippet)
 	}
-	holder.screenshot("07-holder-usage")
+	holder.screenshot("08-holder-usage")
 	holder.run("phone width", chromedp.EmulateViewport(390, 844), chromedp.Reload())
 	holder.until("own usage at phone width", `document.querySelector("#m-chart svg") !== null && document.querySelector("#m-chart svg").getAttribute("viewBox").split(" ")[2] < 400`)
-	holder.screenshot("08-holder-usage-phone")
+	holder.screenshot("09-holder-usage-phone")
 	holder.run("laptop width", chromedp.EmulateViewport(1280, 860))
 
 	// The operator revokes acme's key from the list...
@@ -334,7 +344,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	op.run("revoke", chromedp.Click(chromedp.CSS(`button[aria-label="Revoke acme-prod"]`)), chromedp.WaitVisible(chromedp.ID("dialog")),
 		chromedp.Click(chromedp.CSS(`#dialog-actions button[type="submit"]`)))
 	op.until("shown revoked", `[].some.call(document.querySelectorAll("#keys-table tr"), function (tr) { return tr.innerText.indexOf("acme-prod") >= 0 && tr.innerText.indexOf("revoked") >= 0; })`)
-	op.screenshot("09-keys-revoked")
+	op.screenshot("10-keys-revoked")
 	ts.doError(t, "GET", "/usage", nil, http.StatusUnauthorized, "key_revoked", nil, "X-API-Key", secret)
 
 	// ... and the holder's session ends: the next thing the page asks the
@@ -342,12 +352,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	// viewport change) is refused, and the page asks for a key, saying why.
 	holder.run("use the page", js(`location.hash = "#/me?after-revocation"`))
 	holder.until("the sign-in form, saying why", `!document.getElementById("signin").hidden && document.getElementById("signin-error").innerText.indexOf("revoked") >= 0`)
-	holder.screenshot("10-holder-session-ended")
+	holder.screenshot("11-holder-session-ended")
 	holder.run("reload after revocation", chromedp.Navigate(holderBase+"/dashboard#/me"))
 	holder.until("the sign-in form again", `!document.getElementById("signin").hidden && document.getElementById("top").hidden`)
 	holder.run("try to sign in with the revoked key", chromedp.SendKeys(chromedp.ID("signin-key"), secret), chromedp.Click(chromedp.ID("signin-submit")))
 	holder.until("the revocation said", `document.getElementById("signin-error").innerText.indexOf("revoked") >= 0`)
-	holder.screenshot("11-holder-revoked-key-refused")
+	holder.screenshot("12-holder-revoked-key-refused")
 
 	// The operator is still signed in, and the audit log names who revoked.
 	var audit struct {

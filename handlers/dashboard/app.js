@@ -283,7 +283,9 @@
   // ---------- Charts ----------
   // barChart draws one bar per point as inline SVG: y grid with round
   // ticks, a label under every nth bar, a tooltip (<title>) on each.
-  function barChart(points, fmt, label, whole) {
+  // With series (names), each point's parts are stacked, one colour per
+  // series, with a legend.
+  function barChart(points, fmt, label, whole, series) {
     // Drawn at the width it will be shown at, so its text stays legible
     // from a phone to a laptop.
     var W = Math.max(300, Math.min(1000, ($("view").clientWidth || 760) - 48)), H = W < 500 ? 200 : 240, L = 48, R = 8, T = 12, B = 28;
@@ -304,12 +306,27 @@
     points.forEach(function (p, i) {
       var h = top ? (p.value / top) * plotH : 0;
       var x = L + i * slot + (slot - bw) / 2;
-      var r = svg("rect", { x: x, y: T + plotH - h, width: bw, height: Math.max(h, p.value > 0 ? 1.5 : 0), rx: 2, class: "bar", "data-label": p.label, "data-value": p.value });
-      r.appendChild(svg("title", { text: p.title + ": " + fmt(p.value) }));
-      s.appendChild(r);
+      if (series) {
+        var base = T + plotH;
+        p.parts.forEach(function (v, j) {
+          if (!(v > 0)) return;
+          var ph = (v / top) * plotH;
+          base -= ph;
+          var seg = svg("rect", { x: x, y: base, width: bw, height: Math.max(ph, 1), class: "seg c" + (j % 8), "data-series": series[j], "data-value": v });
+          seg.appendChild(svg("title", { text: p.title + ", " + series[j] + ": " + fmt(v) }));
+          s.appendChild(seg);
+        });
+      } else {
+        var r = svg("rect", { x: x, y: T + plotH - h, width: bw, height: Math.max(h, p.value > 0 ? 1.5 : 0), rx: 2, class: "bar", "data-label": p.label, "data-value": p.value });
+        r.appendChild(svg("title", { text: p.title + ": " + fmt(p.value) }));
+        s.appendChild(r);
+      }
       if (i % every === 0) s.appendChild(svg("text", { x: L + i * slot + slot / 2, y: H - 8, "text-anchor": "middle", class: "axis", text: p.label }));
     });
-    return el("div", { class: "chart" }, s);
+    var legend = series ? el("ul", { class: "legend" }, series.map(function (name, j) {
+      return el("li", null, svg("svg", { viewBox: "0 0 10 10", width: "10", height: "10", "aria-hidden": "true" }, svg("rect", { width: 10, height: 10, rx: 2, class: "swatch c" + (j % 8) })), name);
+    })) : null;
+    return el("div", { class: "chart" }, s, legend);
   }
   function niceStep(raw) {
     var p = Math.pow(10, Math.floor(Math.log10(raw)));
@@ -551,10 +568,12 @@
         draw();
       } }, metrics[m].label));
     });
+    var split = el("select", { id: "u-split", "aria-label": "Split the days by" },
+      el("option", { value: "" }, "Nothing"), el("option", { value: "model" }, "Model"), el("option", { value: "key" }, "Key"));
     var csv = el("a", { class: "button", id: "u-csv", href: "#", download: "tollgate-usage-by-day.csv" }, "⇩ CSV by day");
     var csvAll = el("a", { class: "button", id: "u-csv-requests", href: "#", download: "tollgate-usage.csv" }, "⇩ CSV per request");
     view.appendChild(header("Usage", "Requests, tokens and cost per UTC day; times are shown in " + tzName() + ".", el("div", { class: "toolbar" }, csv, csvAll)));
-    view.appendChild(el("div", { class: "toolbar" }, el("label", null, "Range", rangeSel), custom, el("label", null, "Key", keySel), el("label", null, "Model", modelSel), el("label", null, "Measure", seg)));
+    view.appendChild(el("div", { class: "toolbar" }, el("label", null, "Range", rangeSel), custom, el("label", null, "Key", keySel), el("label", null, "Model", modelSel), el("label", null, "Split days by", split), el("label", null, "Measure", seg)));
     var totals = el("div", { class: "grid", id: "u-totals" });
     var chartCard = el("div", { class: "card span-12", id: "u-chart" });
     var byModel = el("div", { class: "card span-6", id: "u-by-model" });
@@ -588,9 +607,20 @@
         api("GET", "/admin/usage" + qs({ group_by: "key", from: m.from, to: m.to })),
         api("GET", "/admin/usage/requests" + qs(Object.assign({ limit: "15" }, base)))
       ]).then(function (res) {
-        data = { range: r, day: res[0], model: res[1], key: res[2], month: res[3], recent: res[4] };
-        draw();
-      }, function (e) { failed(chartCard, e); });
+        data = { range: r, day: res[0], model: res[1], key: res[2], month: res[3], recent: res[4], split: null };
+        // A split is one daily report per model or key (the busiest six;
+        // the rest as "Other"), from the same route with ?model= or ?key_id=.
+        var by = split.value;
+        if (!by) return;
+        var top = ((by === "model" ? data.model : data.key).groups || []).slice().sort(function (a, b) { return b.requests - a.requests; }).slice(0, 6);
+        return Promise.all(top.map(function (g) {
+          var q = Object.assign({ group_by: "day" }, base);
+          q[by === "model" ? "model" : "key_id"] = g.group;
+          return api("GET", "/admin/usage" + qs(q));
+        })).then(function (reports) {
+          data.split = { names: top.map(function (g) { return by === "model" ? g.group : keyName(g.group); }), reports: reports };
+        });
+      }).then(draw, function (e) { failed(chartCard, e); });
     }
     function draw() {
       var metric = metrics[state.metric];
@@ -599,9 +629,22 @@
       [["Requests", num(t.requests), ""], ["Tokens", num(t.total_tokens), num(t.prompt_tokens) + " in · " + num(t.completion_tokens) + " out"], ["Cost", money(t.cost_micros), session.currency || ""]].forEach(function (s) {
         totals.appendChild(el("div", { class: "card stat span-4" }, el("h3", null, s[0]), el("div", { class: "value" }, s[1]), el("div", { class: "sub" }, s[2])));
       });
-      clear(chartCard).appendChild(el("h3", null, metric.label + " per day"));
+      clear(chartCard).appendChild(el("h3", null, metric.label + " per day" + (data.split ? " by " + split.value : "")));
       if (!t.requests) {
         chartCard.appendChild(emptyState("No usage in this range", el("p", null, "Requests made with any key show up here once they are answered. Try a wider range, or send one: ", el("code", null, "curl -H 'X-API-Key: tg_…' -d '{\"model\":\"…\",\"prompt\":\"Hi\"}' " + location.origin + "/generate"))));
+      } else if (data.split) {
+        var total = daySeries(data.day.groups, data.range.from, data.range.to, metric);
+        var parts = data.split.reports.map(function (rep) { return daySeries(rep.groups, data.range.from, data.range.to, metric); });
+        var names = data.split.names.slice(), other = false;
+        total.forEach(function (p, i) {
+          p.parts = parts.map(function (ser) { return ser[i].value; });
+          var rest = p.value - p.parts.reduce(function (a, b) { return a + b; }, 0);
+          p.parts.push(rest > 0 ? rest : 0);
+          other = other || rest > 0;
+        });
+        names.push("Other");
+        if (!other) total.forEach(function (p) { p.parts.pop(); });
+        chartCard.appendChild(barChart(total, metric.fmt, metric.label + " per day by " + split.value, metric.whole, other ? names : names.slice(0, -1)));
       } else {
         chartCard.appendChild(barChart(daySeries(data.day.groups, data.range.from, data.range.to, metric), metric.fmt, metric.label + " per day", metric.whole));
       }
@@ -625,7 +668,7 @@
       recent.appendChild(recentTable(data.recent.requests, true));
     }
     rangeSel.addEventListener("change", function () { state.range = rangeSel.value; custom.hidden = state.range !== "custom"; if (state.range !== "custom") load(); });
-    [from, to, keySel, modelSel].forEach(function (c) { c.addEventListener("change", load); });
+    [from, to, keySel, modelSel, split].forEach(function (c) { c.addEventListener("change", load); });
     Promise.all([loadKeys(), loadModels().catch(function () { return []; })]).then(function (res) {
       res[0].forEach(function (k) { keySel.appendChild(el("option", { value: k.id }, k.name + " (" + k.prefix + "…)")); });
       res[1].forEach(function (m) { modelSel.appendChild(el("option", { value: m.name }, m.name)); });
