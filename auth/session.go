@@ -40,7 +40,7 @@ type SessionStore interface {
 	SessionByID(ctx context.Context, id string) (Session, error)
 	// DeleteSession removes one session; an unknown id is not an error.
 	DeleteSession(ctx context.Context, id string) error
-	// DeleteSessionsBefore removes sessions whose lifetime ended before t.
+	// DeleteSessionsBefore removes sessions whose lifetime has ended by t.
 	DeleteSessionsBefore(ctx context.Context, t time.Time) error
 }
 
@@ -107,10 +107,12 @@ func (m *Sessions) Start(ctx context.Context, key Key, secret string) (string, S
 }
 
 // Resume returns the session of token and its key as it is now. A session
-// whose lifetime is over, or whose key no longer accepts the secret it was
-// signed in with (revoked, expired, rotated out), is deleted and the error
-// says why: ErrNoSession, ErrRevoked or ErrExpired. Other errors are the
-// store's or the verifier's and leave the session alone.
+// whose lifetime is over is deleted (ErrNoSession). One whose key no longer
+// accepts the secret it was signed in with (revoked, expired, rotated out)
+// fails with ErrRevoked, ErrExpired or ErrNoSession (the secret is gone)
+// and stays stored, failing the same way, until its lifetime ends and Start
+// sweeps it: every request still in flight from the browser is told the
+// same reason. Other errors are the store's or the verifier's.
 func (m *Sessions) Resume(ctx context.Context, token string) (Session, Key, error) {
 	if len(token) != base64.RawURLEncoding.EncodedLen(sessionTokenBytes) {
 		return Session{}, Key{}, ErrNoSession
@@ -125,17 +127,14 @@ func (m *Sessions) Resume(ctx context.Context, token string) (Session, Key, erro
 	}
 	key, err := m.verifier.VerifyHash(ctx, s.SecretHash)
 	switch {
-	case errors.Is(err, ErrRevoked), errors.Is(err, ErrExpired), errors.Is(err, ErrUnknown), errors.Is(err, ErrMalformed):
-		_ = m.store.DeleteSession(ctx, s.ID)
-		if errors.Is(err, ErrUnknown) || errors.Is(err, ErrMalformed) {
-			err = ErrNoSession // the key's secrets are gone: rotated out long ago
-		}
+	case errors.Is(err, ErrUnknown), errors.Is(err, ErrMalformed):
+		return Session{}, Key{}, ErrNoSession // the secret is gone: rotated out long ago
+	case errors.Is(err, ErrRevoked), errors.Is(err, ErrExpired):
 		return Session{}, Key{}, err
 	case err != nil:
 		return Session{}, Key{}, err
 	}
 	if key.ID != s.KeyID {
-		_ = m.store.DeleteSession(ctx, s.ID)
 		return Session{}, Key{}, ErrNoSession
 	}
 	return s, key, nil

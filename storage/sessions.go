@@ -44,9 +44,9 @@ func (db *DB) DeleteSession(ctx context.Context, id string) error {
 	return nil
 }
 
-// DeleteSessionsBefore removes the sessions whose lifetime ended before t.
+// DeleteSessionsBefore removes the sessions whose lifetime has ended by t.
 func (db *DB) DeleteSessionsBefore(ctx context.Context, t time.Time) error {
-	if _, err := db.sql.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < ?`, t.UnixNano()); err != nil {
+	if _, err := db.sql.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at <= ?`, t.UnixNano()); err != nil {
 		return fmt.Errorf("storage: sweep sessions: %w", err)
 	}
 	return nil
