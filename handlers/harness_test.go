@@ -47,8 +47,6 @@ type testServer struct {
 	jobs   *jobs.Manager
 	dbPath string
 	gw     *gateway.Gateway
-	// verifier is the server's, for tests that need the cache to forget
-	verifier *auth.Verifier
 }
 
 type serverConfig struct {
@@ -176,7 +174,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	t.Cleanup(srv.Close)
 	client := srv.Client()
 	client.Timeout = 15 * time.Second // a hang fails the test instead of stalling it
-	return &testServer{URL: srv.URL, client: client, db: db, logs: logs, key: secret, keys: keys, jobs: jm, dbPath: cfg.dbPath, gw: gw, verifier: verifier}
+	return &testServer{URL: srv.URL, client: client, db: db, logs: logs, key: secret, keys: keys, jobs: jm, dbPath: cfg.dbPath, gw: gw}
 }
 
 // newFakeServer starts a fake Ollama and a Tollgate server in front of it,
