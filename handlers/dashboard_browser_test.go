@@ -369,6 +369,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#dialog-actions button[type="submit"]`)))
 	op.until("shown revoked", `[].some.call(document.querySelectorAll("#keys-table tr"), function (tr) { return tr.innerText.indexOf("acme-prod") >= 0 && tr.innerText.indexOf("revoked") >= 0; })`)
 	op.screenshot("10-keys-revoked")
+	op.run("operator at phone width", chromedp.EmulateViewport(390, 844), chromedp.Navigate(opBase+"/dashboard#/usage"))
+	op.until("usage at phone width", `document.querySelector("#u-chart svg") !== null && document.getElementById("u-recent").querySelector("table") !== null`)
+	op.screenshot("10b-usage-phone")
+	op.run("operator at laptop width", chromedp.EmulateViewport(1280, 860), chromedp.Navigate(opBase+"/dashboard#/keys"))
+	op.until("the key list again", `document.querySelector("#keys-table table") !== null`)
 	ts.doError(t, "GET", "/usage", nil, http.StatusUnauthorized, "key_revoked", nil, "X-API-Key", secret)
 
 	// ... and the holder's session ends: the next thing the page asks the
