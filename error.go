@@ -26,6 +26,7 @@ const (
 	CodeModelNotAllowed     Code = "model_not_allowed"          // 403
 	CodePlanNotFound        Code = "plan_not_found"             // 403: the key's plan is not in the catalog
 	CodeSupersededKey       Code = "superseded_key"             // 403
+	CodeCSRFFailed          Code = "csrf_failed"                // 403: a dashboard change without its session's CSRF token
 	CodeNotFound            Code = "not_found"                  // 404: no such route
 	CodeModelNotFound       Code = "model_not_found"            // 404
 	CodeTaskNotFound        Code = "task_not_found"             // 404
@@ -71,6 +72,7 @@ var statuses = map[Code]int{
 	CodeModelNotAllowed:     403,
 	CodePlanNotFound:        403,
 	CodeSupersededKey:       403,
+	CodeCSRFFailed:          403,
 	CodeNotFound:            404,
 	CodeModelNotFound:       404,
 	CodeTaskNotFound:        404,

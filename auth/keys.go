@@ -143,7 +143,14 @@ func (m *Keys) Rotate(ctx context.Context, actor, id string, grace time.Duration
 // itself SelfRotateLimit times within SelfRotateWindow gets a
 // *RotateLimitError.
 func (m *Keys) RotateSelf(ctx context.Context, id, secret string, grace time.Duration) (Key, string, error) {
-	return m.rotate(ctx, id, id, grace, Rotation{Presented: Hash(secret), Limit: SelfRotateLimit, Window: SelfRotateWindow})
+	return m.RotateSelfHash(ctx, id, Hash(secret), grace)
+}
+
+// RotateSelfHash is RotateSelf for a caller that holds Hash of the secret
+// rather than the secret itself: a dashboard session, which keeps only the
+// hash of the secret it was signed in with.
+func (m *Keys) RotateSelfHash(ctx context.Context, id, hash string, grace time.Duration) (Key, string, error) {
+	return m.rotate(ctx, id, id, grace, Rotation{Presented: hash, Limit: SelfRotateLimit, Window: SelfRotateWindow})
 }
 
 // rotate fills in r's new secret and grace end and hands it to the store.

@@ -155,6 +155,18 @@ func (v *Verifier) Verify(ctx context.Context, secret string) (Key, error) {
 	return v.verify(ctx, h)
 }
 
+// VerifyHash is Verify for a secret known only by its Hash (hex SHA-256),
+// as a dashboard session keeps it: the same cache, the same checks of
+// revocation, expiry and a rotated secret's grace. A string that is not a
+// hex SHA-256 gives ErrMalformed.
+func (v *Verifier) VerifyHash(ctx context.Context, hash string) (Key, error) {
+	var h [32]byte
+	if n, err := hex.Decode(h[:], []byte(hash)); err != nil || n != len(h) || len(hash) != 2*len(h) {
+		return Key{}, ErrMalformed
+	}
+	return v.verify(ctx, h)
+}
+
 // verify is Verify for a well-formed secret's hash.
 func (v *Verifier) verify(ctx context.Context, h [32]byte) (Key, error) {
 	now := v.now()

@@ -142,10 +142,14 @@ func (s *server) rotateKey(self bool) gin.HandlerFunc {
 			key               auth.Key
 			secret, presented string
 		)
-		if self {
+		switch {
+		case self && info(c).session != nil:
+			presented = info(c).session.SecretHash[:8] // for the log line below: never the secret
+			key, secret, err = s.keys.RotateSelfHash(c.Request.Context(), id, info(c).session.SecretHash, grace)
+		case self:
 			presented, _ = presentedKey(c.Request) // the secret authenticate admitted
 			key, secret, err = s.keys.RotateSelf(c.Request.Context(), id, presented, grace)
-		} else {
+		default:
 			key, secret, err = s.keys.Rotate(c.Request.Context(), actor(c), id, grace)
 		}
 		if err != nil {

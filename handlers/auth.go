@@ -60,38 +60,14 @@ func (s *server) authenticate() gin.HandlerFunc {
 			s.abort(c, perr.Code, perr.Message)
 			return
 		}
-		ok := secret != ""
-		addr := throttleKey(c.ClientIP())
-		now := s.now()
-		var (
-			key auth.Key
-			err error
-		)
-		if wait := s.failures.Wait(addr, now); wait > 0 {
-			// The address is throttled, perhaps for someone else's failures
-			// (a NAT, a platform's shared egress): a key known to be good
-			// (used here within a day) is still verified and served; any
-			// other secret is refused without reaching the database, so the
-			// throttle costs the guesser and not the neighbours.
-			if ok {
-				key, err = s.verifier.VerifyKnown(c.Request.Context(), secret)
-			}
-			if !ok || errors.Is(err, auth.ErrUnknown) || errors.Is(err, auth.ErrMalformed) {
-				secs := int(math.Ceil(wait.Seconds()))
-				c.Header("Retry-After", strconv.Itoa(secs))
-				s.metrics.reject(rejectAuth)
-				s.abort(c, tollgate.CodeTooManyAuthFailures, "too many failed authentication attempts from your address; retry in "+strconv.Itoa(secs)+" s")
+		if secret == "" && s.sessions != nil {
+			if token, err := c.Cookie(sessionCookie); err == nil && token != "" {
+				s.sessionAuth(c, token)
 				return
 			}
-		} else {
-			if !ok {
-				s.unauthorized(c, tollgate.CodeMissingKey, "an API key is required: send it in the X-API-Key header, as Authorization: Bearer <key>, or as the password of HTTP Basic auth (any user name)")
-				return
-			}
-			key, err = s.verifier.Verify(c.Request.Context(), secret)
 		}
-		if err != nil {
-			s.authFailed(c, addr, now, err)
+		key, ok := s.verifySecret(c, secret)
+		if !ok {
 			return
 		}
 		ri := info(c)
@@ -99,6 +75,48 @@ func (s *server) authenticate() gin.HandlerFunc {
 		ri.key = key
 		c.Next()
 	}
+}
+
+// verifySecret checks a presented secret ("" when none was sent) under the
+// per-address throttle on failed attempts, as every API request and every
+// dashboard sign-in does. On failure it has written the answer and returns
+// false.
+func (s *server) verifySecret(c *gin.Context, secret string) (auth.Key, bool) {
+	ok := secret != ""
+	addr := throttleKey(c.ClientIP())
+	now := s.now()
+	var (
+		key auth.Key
+		err error
+	)
+	if wait := s.failures.Wait(addr, now); wait > 0 {
+		// The address is throttled, perhaps for someone else's failures
+		// (a NAT, a platform's shared egress): a key known to be good
+		// (used here within a day) is still verified and served; any
+		// other secret is refused without reaching the database, so the
+		// throttle costs the guesser and not the neighbours.
+		if ok {
+			key, err = s.verifier.VerifyKnown(c.Request.Context(), secret)
+		}
+		if !ok || errors.Is(err, auth.ErrUnknown) || errors.Is(err, auth.ErrMalformed) {
+			secs := int(math.Ceil(wait.Seconds()))
+			c.Header("Retry-After", strconv.Itoa(secs))
+			s.metrics.reject(rejectAuth)
+			s.abort(c, tollgate.CodeTooManyAuthFailures, "too many failed authentication attempts from your address; retry in "+strconv.Itoa(secs)+" s")
+			return auth.Key{}, false
+		}
+	} else {
+		if !ok {
+			s.unauthorized(c, tollgate.CodeMissingKey, "an API key is required: send it in the X-API-Key header, as Authorization: Bearer <key>, or as the password of HTTP Basic auth (any user name)")
+			return auth.Key{}, false
+		}
+		key, err = s.verifier.Verify(c.Request.Context(), secret)
+	}
+	if err != nil {
+		s.authFailed(c, addr, now, err)
+		return auth.Key{}, false
+	}
+	return key, true
 }
 
 // throttleKey is the address failed authentications are counted under: an
@@ -136,7 +154,10 @@ func (s *server) authFailed(c *gin.Context, addr string, now time.Time, err erro
 
 func (s *server) unauthorized(c *gin.Context, code tollgate.Code, msg string) {
 	s.metrics.reject(rejectAuth)
-	for _, ch := range challenges {
+	for i, ch := range challenges {
+		if i > 0 && fromDashboard(c) {
+			break // a Basic challenge would make the browser pop up its own sign-in box
+		}
 		c.Writer.Header().Add("WWW-Authenticate", ch)
 	}
 	s.abort(c, code, msg)

@@ -74,6 +74,7 @@ type serverConfig struct {
 	jobs        func(*jobs.Config)
 	jobsStopped bool
 	logTo       func(io.Writer) io.Writer
+	tls         bool
 }
 
 type serverOpt func(*serverConfig)
@@ -114,6 +115,9 @@ func withJobsStopped() serverOpt { return func(c *serverConfig) { c.jobsStopped 
 func withLogWriter(wrap func(io.Writer) io.Writer) serverOpt {
 	return func(c *serverConfig) { c.logTo = wrap }
 }
+
+// withTLS serves HTTPS (the test client trusts its certificate).
+func withTLS() serverOpt { return func(c *serverConfig) { c.tls = true } }
 
 // withDB opens the database file at path instead of a fresh one, so that
 // two servers can share it as two instances would.
@@ -191,8 +195,14 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: usage, Jobs: jm,
 		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies, Idempotency: db,
 		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout, Now: cfg.now,
+		Sessions: auth.NewSessions(db, verifier, auth.SessionOptions{Now: cfg.now}),
 	})
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	if cfg.tls {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
 	client := srv.Client()
 	client.Timeout = 15 * time.Second // a hang fails the test instead of stalling it

@@ -21,6 +21,9 @@ type KeyManager interface {
 	Revoke(ctx context.Context, actor, id string) (auth.Key, error)
 	Rotate(ctx context.Context, actor, id string, grace time.Duration) (auth.Key, string, error)
 	RotateSelf(ctx context.Context, id, secret string, grace time.Duration) (auth.Key, string, error)
+	// RotateSelfHash is RotateSelf for a dashboard session, which holds the
+	// hash of the secret it signed in with, not the secret.
+	RotateSelfHash(ctx context.Context, id, hash string, grace time.Duration) (auth.Key, string, error)
 	Update(ctx context.Context, actor, id string, patch auth.Patch) (auth.Key, error)
 }
 

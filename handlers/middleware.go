@@ -22,11 +22,15 @@ type reqInfo struct {
 	clientID string // a sane X-Request-ID the client sent, echoed back
 	keyID    string
 	key      auth.Key // the authenticated key; zero before authenticate
-	model    string
-	usage    usageJSON
-	status   int    // the status the client got, when it differs from what was written (499)
-	bodyRead bool   // the whole request body has been read (into body)
-	body     []byte // the request body, once read
+	// session is the dashboard session the request came with (nil for a
+	// key), and sessionToken its token (from the cookie).
+	session      *auth.Session
+	sessionToken string
+	model        string
+	usage        usageJSON
+	status       int    // the status the client got, when it differs from what was written (499)
+	bodyRead     bool   // the whole request body has been read (into body)
+	body         []byte // the request body, once read
 	// bodyTimeout is how long the body may take to arrive, from arrival
 	bodyTimeout time.Duration
 	// for metrics

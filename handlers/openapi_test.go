@@ -20,7 +20,8 @@ import (
 // schemas with the Go types.
 
 // publicPaths need no key; every other operation needs one.
-var publicPaths = []string{"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+var publicPaths = []string{"/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs",
+	"/dashboard", "/dashboard/app.js", "/dashboard/app.css", "/dashboard/signin"}
 
 var httpMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

@@ -66,6 +66,12 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"LoadedModel":      loadedModelJSON{},
 		"Reloaded":         reloaded{},
 		"Root":             rootResponse{},
+		// The dashboard.
+		"SignInRequest": signInRequest{},
+		"Session":       sessionJSON{},
+		"UsageRecord":   usageRecord{},
+		"UsageRecords":  usageRecords{},
+		"InFlight":      inFlightJSON{},
 		// Async jobs.
 		"CreateJobRequest": createJobRequest{},
 		"JobAccepted":      jobAccepted{},

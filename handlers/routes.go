@@ -18,6 +18,13 @@ func addRoutes(r *gin.Engine, s *server) {
 	r.GET("/docs", s.docs())
 	r.GET("/healthz", s.healthz())
 	r.GET("/readyz", s.readyz())
+	// The dashboard: its files are public; it signs in by posting a key
+	// once for a session cookie, then calls the same JSON routes as any
+	// client, authenticated by the session (see sessionAuth).
+	r.GET("/dashboard", s.dashboardAsset("index.html", "text/html; charset=utf-8"))
+	r.GET("/dashboard/app.js", s.dashboardAsset("app.js", "text/javascript; charset=utf-8"))
+	r.GET("/dashboard/app.css", s.dashboardAsset("app.css", "text/css; charset=utf-8"))
+	r.POST("/dashboard/signin", s.bodyLimit(), s.signIn())
 	if s.metricsRoute {
 		r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
 	}
@@ -31,6 +38,9 @@ func addRoutes(r *gin.Engine, s *server) {
 	api.POST("/predict", s.idempotent(), s.predict())
 	api.GET("/models", s.models())
 	api.GET("/usage", s.ownUsage())
+	api.GET("/usage/requests", s.recentUsage(true))
+	api.GET("/dashboard/session", s.showSession())
+	api.DELETE("/dashboard/session", s.signOut())
 	api.POST("/keys/self/rotate", s.idempotent(), s.rotateKey(true))
 	api.POST("/keys/self/webhook-secret/rotate", s.idempotent(), s.rotateWebhookSecret())
 
@@ -74,4 +84,6 @@ func addRoutes(r *gin.Engine, s *server) {
 	admin.POST("/reload", s.reload())
 	admin.GET("/usage", s.adminUsage())
 	admin.GET("/usage/export", s.adminExport())
+	admin.GET("/usage/requests", s.recentUsage(false))
+	admin.GET("/inflight", s.inFlight())
 }

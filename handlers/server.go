@@ -49,13 +49,16 @@ type AuditLog interface {
 // Config holds everything the server depends on. All but the fields marked
 // optional are required.
 type Config struct {
-	Gateway      *gateway.Gateway // the metered calls: inference, models, usage
-	Ollama       OllamaChecker    // for /readyz
-	DB           Pinger
-	Verifier     Verifier
-	Keys         KeyManager
-	Audit        AuditLog
-	Usage        UsageExporter    // per-request usage export
+	Gateway  *gateway.Gateway // the metered calls: inference, models, usage
+	Ollama   OllamaChecker    // for /readyz
+	DB       Pinger
+	Verifier Verifier
+	Keys     KeyManager
+	Audit    AuditLog
+	Usage    UsageExporter // per-request usage export
+	// Sessions keeps dashboard sign-ins (auth.NewSessions). Optional: nil
+	// serves the dashboard's files but refuses sign-in.
+	Sessions     *auth.Sessions
 	Jobs         *jobs.Manager    // optional: async jobs (/jobs, Prefer: respond-async); nil: 404
 	AuthFailures FailureThrottle  // optional: nil = DefaultAuthFailures
 	Logger       *slog.Logger     // optional: nil discards
@@ -105,6 +108,7 @@ type server struct {
 	idem         idempotency.Store
 	fleet        Fleet
 	reloader     Reloader
+	sessions     *auth.Sessions
 }
 
 // NewServer returns the HTTP handler for the whole API. It is safe for
@@ -112,7 +116,7 @@ type server struct {
 func NewServer(cfg Config) http.Handler {
 	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
 		usage: cfg.Usage, jobs: cfg.Jobs, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now,
-		idem: cfg.Idempotency, fleet: cfg.Fleet, reloader: cfg.Reloader}
+		idem: cfg.Idempotency, fleet: cfg.Fleet, reloader: cfg.Reloader, sessions: cfg.Sessions}
 	if f, ok := cfg.Ollama.(Fleet); ok && s.fleet == nil {
 		s.fleet = f
 	}

@@ -13,9 +13,11 @@ import (
 	"tollgate/metering"
 )
 
-// UsageExporter streams usage records; *sqlite.DB and *postgres.DB (package storage) satisfy it.
+// UsageExporter streams usage records and lists the latest ones;
+// *sqlite.DB and *postgres.DB (package storage) satisfy it.
 type UsageExporter interface {
 	ExportEvents(ctx context.Context, q metering.Query, fn func(metering.Event) error) error
+	RecentEvents(ctx context.Context, q metering.Query, limit int) ([]metering.Event, error)
 }
 
 type totalsJSON struct {
@@ -55,10 +57,10 @@ func toTotals(r metering.Row) totalsJSON {
 		TotalTokens: r.TotalTokens(), Cost: r.Cost.String(), CostMicros: int64(r.Cost)}
 }
 
-// usageQuery reads ?from=&to=&group_by= (dates as 2006-01-02 or RFC 3339;
+// usageQuery reads ?from=&to=&group_by=&model= (dates as 2006-01-02 or RFC 3339;
 // default: the current UTC month; to is exclusive).
 func usageQuery(c *gin.Context, now time.Time, allowed ...string) (metering.Query, error) {
-	q := metering.Query{From: metering.MonthStart(now), To: metering.NextMonthStart(now), GroupBy: c.Query("group_by")}
+	q := metering.Query{From: metering.MonthStart(now), To: metering.NextMonthStart(now), GroupBy: c.Query("group_by"), Model: c.Query("model")}
 	for _, p := range []struct {
 		name string
 		dst  *time.Time

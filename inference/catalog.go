@@ -30,6 +30,9 @@ type Catalog struct {
 	Models   map[string]Model
 	Tasks    map[string]Task
 	Plans    map[string]Plan
+	// Currency is the ISO 4217 code of the prices (models.yaml's
+	// currency), or "" when the catalog does not say.
+	Currency string
 }
 
 // Backend is one Ollama server (one GPU or host).

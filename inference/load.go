@@ -138,8 +138,10 @@ func (p *parser) mapping(n *yaml.Node, field string, allowed []string, fn func(k
 func (p *parser) catalog(root *yaml.Node) (*Catalog, error) {
 	c := &Catalog{Models: map[string]Model{}, Tasks: map[string]Task{}, Plans: map[string]Plan{}}
 	var modelsNode, tasksNode *yaml.Node
-	err := p.mapping(root, "", []string{"backends", "models", "tasks", "plans"}, func(key string, _, v *yaml.Node) error {
+	err := p.mapping(root, "", []string{"backends", "models", "tasks", "plans", "currency"}, func(key string, _, v *yaml.Node) error {
 		switch key {
+		case "currency":
+			return p.currency(v, c)
 		case "backends":
 			return p.backends(v, c)
 		case "models":
@@ -187,6 +189,20 @@ func (p *parser) catalog(root *yaml.Node) (*Catalog, error) {
 		}
 	}
 	return c, nil
+}
+
+// currency reads the optional ISO 4217 code of the prices' currency.
+func (p *parser) currency(n *yaml.Node, c *Catalog) error {
+	v := n.Value
+	ok := n.Kind == yaml.ScalarNode && len(v) == 3
+	for i := 0; ok && i < len(v); i++ {
+		ok = v[i] >= 'A' && v[i] <= 'Z'
+	}
+	if !ok {
+		return p.errf(n, "currency", "must be a three-letter ISO 4217 code such as USD or EUR")
+	}
+	c.Currency = v
+	return nil
 }
 
 func (p *parser) backends(n *yaml.Node, c *Catalog) error {

@@ -10,6 +10,7 @@ import (
 type ReportStore interface {
 	Summary(ctx context.Context, q Query) ([]Row, error)
 	ExportEvents(ctx context.Context, q Query, fn func(Event) error) error
+	RecentEvents(ctx context.Context, q Query, limit int) ([]Event, error)
 }
 
 // reportFlushTimeout bounds how long a report waits for the loader before
@@ -46,4 +47,9 @@ func (r flushedReports) Summary(ctx context.Context, q Query) ([]Row, error) {
 func (r flushedReports) ExportEvents(ctx context.Context, q Query, fn func(Event) error) error {
 	r.flush(ctx)
 	return r.store.ExportEvents(ctx, q, fn)
+}
+
+func (r flushedReports) RecentEvents(ctx context.Context, q Query, limit int) ([]Event, error) {
+	r.flush(ctx)
+	return r.store.RecentEvents(ctx, q, limit)
 }

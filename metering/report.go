@@ -18,6 +18,8 @@ const (
 type Query struct {
 	// KeyID limits the query to one key; "" means all keys.
 	KeyID string
+	// Model limits the query to one public model name; "" means all.
+	Model string
 	// From is the first instant included; zero means from the beginning.
 	From time.Time
 	// To is the first instant excluded; zero means up to now and beyond.

@@ -11,10 +11,12 @@
 # exports its URL and model (TOLLGATE_TEST_OLLAMA_URL, TOLLGATE_TEST_OLLAMA_MODEL)
 # and TOLLGATE_REQUIRE_OLLAMA=1 so integration tests fail instead of skipping,
 # starts (or reuses) PostgreSQL and Redis (scripts/test-services.sh), exports
-# TOLLGATE_TEST_POSTGRES_URL, TOLLGATE_TEST_REDIS_URL and TOLLGATE_REQUIRE_SERVICES=1,
-# then runs `go test -race -count=1 ./... "$@"`. A server this script started is
-# stopped when it exits, unless another scripts/test.sh run is still using it;
-# the same goes for the PostgreSQL and Redis it started.
+# TOLLGATE_TEST_POSTGRES_URL, TOLLGATE_TEST_REDIS_URL and TOLLGATE_REQUIRE_SERVICES=1
+# (and TOLLGATE_REQUIRE_BROWSER=1 when chromium is installed, for the
+# dashboard's browser tests), then runs `go test -race -count=1 ./... "$@"`.
+# A server this script started is stopped when it exits, unless another
+# scripts/test.sh run is still using it; the same goes for the PostgreSQL and
+# Redis it started.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -65,6 +67,11 @@ fi
 # shellcheck source=/dev/null
 source "$STATE/env"
 export TOLLGATE_REQUIRE_OLLAMA=1
+# With Debian's chromium installed (.ci/run installs it), the dashboard's
+# browser tests must run: fail rather than skip if it cannot start.
+if command -v chromium >/dev/null; then
+	export TOLLGATE_REQUIRE_BROWSER=1
+fi
 echo "scripts/test.sh: real Ollama at $TOLLGATE_TEST_OLLAMA_URL, model $TOLLGATE_TEST_OLLAMA_MODEL" >&2
 
 result=$("$SERVICES" start) || {

@@ -18,8 +18,8 @@ import (
 )
 
 // Store is everything the server and the CLI keep: keys and their secrets,
-// the audit trail, usage records and reports, Idempotency-Key records and
-// async jobs. Both *sqlite.DB and *postgres.DB satisfy it.
+// the audit trail, usage records and reports, Idempotency-Key records,
+// async jobs and dashboard sessions. Both *sqlite.DB and *postgres.DB satisfy it.
 type Store interface {
 	auth.CredentialStore
 	auth.LastUsedStore
@@ -27,6 +27,7 @@ type Store interface {
 	metering.BatchStore
 	idempotency.Store
 	jobs.Store
+	auth.SessionStore
 
 	// Audit returns the audit trail of one key, or of all if keyID is "".
 	Audit(ctx context.Context, keyID string) ([]auth.AuditEntry, error)
@@ -36,6 +37,8 @@ type Store interface {
 	MonthTotals(ctx context.Context, month time.Time) (map[string]metering.Totals, error)
 	// ExportEvents calls fn with every usage event matching q, oldest first.
 	ExportEvents(ctx context.Context, q metering.Query, fn func(metering.Event) error) error
+	// RecentEvents returns up to limit usage events matching q, newest first.
+	RecentEvents(ctx context.Context, q metering.Query, limit int) ([]metering.Event, error)
 	// Ping reports whether the database answers.
 	Ping(ctx context.Context) error
 	// Close releases the database.

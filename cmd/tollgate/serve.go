@@ -301,6 +301,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: usage.reports, Jobs: jobMgr,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
 		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db, Reloader: rl,
+		Sessions: auth.NewSessions(db, verifier, auth.SessionOptions{Now: now}),
 	})
 	if f.metricsAddr != "" {
 		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {

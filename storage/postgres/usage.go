@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"tollgate"
 	"tollgate/metering"
 )
@@ -129,6 +131,9 @@ func where(q metering.Query) (string, []any) {
 	if q.KeyID != "" {
 		add("key_id = ?", q.KeyID)
 	}
+	if q.Model != "" {
+		add("model = ?", q.Model)
+	}
 	if !q.From.IsZero() {
 		add("created_at >= ?", q.From.UnixNano())
 	}
@@ -185,24 +190,17 @@ func (db *DB) ExportEvents(ctx context.Context, q metering.Query, fn func(meteri
 		return err
 	}
 	cond, args := where(q)
-	rows, err := db.pool.Query(ctx, `SELECT request_id, key_id, endpoint, model,
-		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface
+	rows, err := db.pool.Query(ctx, `SELECT `+eventColumns+`
 		FROM usage`+cond+` ORDER BY created_at, request_id COLLATE "C"`, args...)
 	if err != nil {
 		return fmt.Errorf("storage: usage export: %w", db.wrap(err))
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var e metering.Event
-		var latencyUS, createdAt, cost int64
-		var status int32
-		if err := rows.Scan(&e.RequestID, &e.KeyID, &e.Endpoint, &e.Model,
-			&e.PromptTokens, &e.CompletionTokens, &status, &latencyUS, &cost, &createdAt, &e.Surface); err != nil {
+		e, err := scanEvent(rows)
+		if err != nil {
 			return fmt.Errorf("storage: usage export: %w", err)
 		}
-		e.Status, e.Cost = int(status), tollgate.Money(cost)
-		e.Latency = time.Duration(latencyUS) * time.Microsecond
-		e.Time = time.Unix(0, createdAt).UTC()
 		if err := fn(e); err != nil {
 			return err
 		}
@@ -211,4 +209,51 @@ func (db *DB) ExportEvents(ctx context.Context, q metering.Query, fn func(meteri
 		return fmt.Errorf("storage: usage export: %w", db.wrap(err))
 	}
 	return nil
+}
+
+// RecentEvents returns up to limit usage events matching q (GroupBy is
+// ignored), newest first.
+func (db *DB) RecentEvents(ctx context.Context, q metering.Query, limit int) ([]metering.Event, error) {
+	q.GroupBy = metering.GroupNone
+	if err := q.Validate(); err != nil {
+		return nil, err
+	}
+	cond, args := where(q)
+	rows, err := db.pool.Query(ctx, `SELECT `+eventColumns+` FROM usage`+cond+
+		` ORDER BY created_at DESC, request_id COLLATE "C" DESC LIMIT `+strconv.Itoa(max(0, limit)), args...)
+	if err != nil {
+		return nil, fmt.Errorf("storage: recent usage: %w", db.wrap(err))
+	}
+	defer rows.Close()
+	var out []metering.Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("storage: recent usage: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("storage: recent usage: %w", db.wrap(err))
+	}
+	return out, nil
+}
+
+// eventColumns are the usage columns scanEvent reads, in its order.
+const eventColumns = `request_id, key_id, endpoint, model,
+		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface`
+
+// scanEvent reads one row of eventColumns.
+func scanEvent(rows pgx.Rows) (metering.Event, error) {
+	var e metering.Event
+	var latencyUS, createdAt, cost int64
+	var status int32
+	if err := rows.Scan(&e.RequestID, &e.KeyID, &e.Endpoint, &e.Model,
+		&e.PromptTokens, &e.CompletionTokens, &status, &latencyUS, &cost, &createdAt, &e.Surface); err != nil {
+		return e, err
+	}
+	e.Status, e.Cost = int(status), tollgate.Money(cost)
+	e.Latency = time.Duration(latencyUS) * time.Microsecond
+	e.Time = time.Unix(0, createdAt).UTC()
+	return e, nil
 }

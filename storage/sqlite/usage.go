@@ -109,6 +109,10 @@ func where(q metering.Query) (string, []any) {
 		conds = append(conds, "key_id = ?")
 		args = append(args, q.KeyID)
 	}
+	if q.Model != "" {
+		conds = append(conds, "model = ?")
+		args = append(args, q.Model)
+	}
 	if !q.From.IsZero() {
 		conds = append(conds, "created_at >= ?")
 		args = append(args, q.From.UnixNano())
@@ -155,6 +159,50 @@ func (db *DB) Summary(ctx context.Context, q metering.Query) ([]metering.Row, er
 	return out, nil
 }
 
+// RecentEvents returns up to limit usage events matching q (GroupBy is
+// ignored), newest first.
+func (db *DB) RecentEvents(ctx context.Context, q metering.Query, limit int) ([]metering.Event, error) {
+	q.GroupBy = metering.GroupNone
+	if err := q.Validate(); err != nil {
+		return nil, err
+	}
+	cond, args := where(q)
+	rows, err := db.sql.QueryContext(ctx, `SELECT `+eventColumns+` FROM usage`+cond+
+		` ORDER BY created_at DESC, request_id DESC LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("storage: recent usage: %w", err)
+	}
+	defer rows.Close()
+	var out []metering.Event
+	for rows.Next() {
+		e, err := scanEvent(rows.Scan)
+		if err != nil {
+			return nil, fmt.Errorf("storage: recent usage: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("storage: recent usage: %w", err)
+	}
+	return out, nil
+}
+
+// eventColumns are the usage columns scanEvent reads, in its order.
+const eventColumns = `request_id, key_id, endpoint, model,
+		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface`
+
+func scanEvent(scan func(...any) error) (metering.Event, error) {
+	var e metering.Event
+	var latencyUS, createdAt int64
+	if err := scan(&e.RequestID, &e.KeyID, &e.Endpoint, &e.Model,
+		&e.PromptTokens, &e.CompletionTokens, &e.Status, &latencyUS, &e.Cost, &createdAt, &e.Surface); err != nil {
+		return e, err
+	}
+	e.Latency = time.Duration(latencyUS) * time.Microsecond
+	e.Time = time.Unix(0, createdAt).UTC()
+	return e, nil
+}
+
 // ExportEvents calls fn with every usage event matching q (GroupBy is
 // ignored), oldest first, one row at a time, so an export of any size runs in
 // constant memory. An error from fn stops the export and is returned as is.
@@ -166,22 +214,17 @@ func (db *DB) ExportEvents(ctx context.Context, q metering.Query, fn func(meteri
 		return err
 	}
 	cond, args := where(q)
-	rows, err := db.sql.QueryContext(ctx, `SELECT request_id, key_id, endpoint, model,
-		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface
+	rows, err := db.sql.QueryContext(ctx, `SELECT `+eventColumns+`
 		FROM usage`+cond+` ORDER BY created_at, request_id`, args...)
 	if err != nil {
 		return fmt.Errorf("storage: usage export: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var e metering.Event
-		var latencyUS, createdAt int64
-		if err := rows.Scan(&e.RequestID, &e.KeyID, &e.Endpoint, &e.Model,
-			&e.PromptTokens, &e.CompletionTokens, &e.Status, &latencyUS, &e.Cost, &createdAt, &e.Surface); err != nil {
+		e, err := scanEvent(rows.Scan)
+		if err != nil {
 			return fmt.Errorf("storage: usage export: %w", err)
 		}
-		e.Latency = time.Duration(latencyUS) * time.Microsecond
-		e.Time = time.Unix(0, createdAt).UTC()
 		if err := fn(e); err != nil {
 			return err
 		}

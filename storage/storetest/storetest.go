@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,6 +45,8 @@ func Run(t *testing.T, open Opener) {
 		{"UsageBatchAndRequestIDUniqueness", usageBatch},
 		{"UsageClaimRewritesBeforeInsert", usageClaim},
 		{"UsageReportsAndExport", usageReports},
+		{"UsageRecentAndModelFilter", usageRecent},
+		{"Sessions", sessions},
 		{"Idempotency", idempotencyLifecycle},
 		{"IdempotencyConcurrentClaims", idempotencyRace},
 		{"JobsLifecycle", jobsLifecycle},
@@ -667,5 +670,76 @@ func jobsRace(t *testing.T, s storage.Store) {
 		if n != 1 {
 			t.Fatalf("job %s claimed %d times", id, n)
 		}
+	}
+}
+
+// usageRecent: the latest requests, newest first, limited, filtered by key
+// and model (the dashboard's "recent requests").
+func usageRecent(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	events := []metering.Event{
+		event("r1", "ka", "llama", day0, 1, 1, 200),
+		event("r2", "ka", "nomic", day0.Add(time.Minute), 2, 0, 200),
+		event("r3", "ka", "llama", day0.Add(2*time.Minute), 3, 3, 499),
+		event("r4", "kb", "llama", day0.Add(3*time.Minute), 4, 4, 200),
+	}
+	if _, err := s.InsertEvents(ctx, events, nil); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(evs []metering.Event) []string {
+		out := make([]string, len(evs))
+		for i, e := range evs {
+			out[i] = e.RequestID
+		}
+		return out
+	}
+	got, err := s.RecentEvents(ctx, metering.Query{KeyID: "ka"}, 2)
+	if err != nil || !slices.Equal(ids(got), []string{"r3", "r2"}) {
+		t.Fatalf("recent for ka, 2 = %v, %v; want [r3 r2]", ids(got), err)
+	}
+	if got[0].Status != 499 || got[0].TotalTokens() != 6 || !got[0].Time.Equal(day0.Add(2*time.Minute)) || got[0].Surface != metering.SurfaceOpenAI {
+		t.Fatalf("recent event read back as %+v", got[0])
+	}
+	got, err = s.RecentEvents(ctx, metering.Query{Model: "llama"}, 10)
+	if err != nil || !slices.Equal(ids(got), []string{"r4", "r3", "r1"}) {
+		t.Fatalf("recent for model llama = %v, %v; want [r4 r3 r1]", ids(got), err)
+	}
+	rows, err := s.Summary(ctx, metering.Query{KeyID: "ka", Model: "llama"})
+	if err != nil || len(rows) != 1 || rows[0].Requests != 2 || rows[0].TotalTokens() != 8 {
+		t.Fatalf("summary for ka and llama = %+v, %v; want 2 requests, 8 tokens", rows, err)
+	}
+}
+
+// sessions: stored by id, read back whole, swept once ended, deleted one
+// by one.
+func sessions(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	e := newKeyEnv(s)
+	k, _ := e.create(t, auth.Spec{Name: "dash"})
+	hex64 := func(c string) string { return strings.Repeat(c, 64) }
+	a := auth.Session{ID: hex64("a"), KeyID: k.ID, SecretHash: hex64("1"), CreatedAt: day0, ExpiresAt: day0.Add(time.Hour)}
+	b := auth.Session{ID: hex64("b"), KeyID: k.ID, SecretHash: hex64("2"), CreatedAt: day0, ExpiresAt: day0.Add(12 * time.Hour)}
+	for _, x := range []auth.Session{a, b} {
+		if err := s.CreateSession(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.SessionByID(ctx, a.ID); err != nil || got != a {
+		t.Fatalf("SessionByID = %+v, %v; want %+v", got, err, a)
+	}
+	if _, err := s.SessionByID(ctx, hex64("c")); !errors.Is(err, auth.ErrNoSession) {
+		t.Fatalf("unknown session: %v; want auth.ErrNoSession", err)
+	}
+	if err := s.DeleteSessionsBefore(ctx, day0.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SessionByID(ctx, a.ID); !errors.Is(err, auth.ErrNoSession) {
+		t.Fatalf("an ended session survived the sweep: %v", err)
+	}
+	if err := s.DeleteSession(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SessionByID(ctx, b.ID); !errors.Is(err, auth.ErrNoSession) {
+		t.Fatalf("a deleted session is still there: %v", err)
 	}
 }
