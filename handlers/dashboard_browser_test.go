@@ -329,6 +329,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	op.screenshot("06-audit")
 	op.run("open Backends", chromedp.Navigate(opBase+"/dashboard#/backends"))
 	op.until("readiness and load", `document.getElementById("b-status") !== null && document.getElementById("b-load").innerText.indexOf("GPU slots") >= 0`)
+	op.until("the backend, up", `document.getElementById("b-health").innerText.indexOf("Ollama backends") >= 0 && document.getElementById("b-health").innerText.indexOf("up") >= 0`)
 	op.screenshot("07-backends")
 
 	// The key holder signs in with acme's key and sees only its own usage.

@@ -11,6 +11,7 @@ import (
 
 	"tollgate/auth"
 	"tollgate/auth/authtest"
+	"tollgate/inference"
 )
 
 // The dashboard's server side: its files and their CSP, sign-in and the
@@ -423,7 +424,7 @@ func TestDashboardDataRoutes(t *testing.T) {
 		MaxInFlight int `json:"max_in_flight"`
 	}
 	ts.doJSON(t, "GET", "/admin/inflight", nil, http.StatusOK, &load, "X-API-Key", admin)
-	if load.InFlight != 0 || load.MaxInFlight != 64 {
-		t.Errorf("in flight %+v, want 0 of 64", load)
+	if load.InFlight != 0 || load.MaxInFlight != inference.DefaultMaxParallel {
+		t.Errorf("in flight %+v, want 0 of %d (one backend, max_parallel not set)", load, inference.DefaultMaxParallel)
 	}
 }

@@ -398,7 +398,7 @@ func TestJobsSurviveARestart(t *testing.T) {
 	}
 	t.Cleanup(func() { db1.Close() })
 	started := make(chan string, 4)
-	m1 := jobs.New(jobs.Config{Store: db1, Keys: db1, Workers: 1, Poll: 5 * time.Millisecond, Now: clock.Now, JobTimeout: time.Minute,
+	m1 := jobs.New(jobs.Config{Store: db1, Keys: db1, Workers: 1, Poll: 5 * time.Millisecond, Now: clock.Now, JobTimeout: time.Minute, FlushUsage: ts.journal.Flush,
 		Run: func(ctx context.Context, c gateway.Caller, _ string, _ json.RawMessage) (json.RawMessage, error) {
 			started <- c.RequestID
 			<-ctx.Done() // the crash: nothing after this is ever stored
@@ -454,7 +454,7 @@ func TestJobBilledBeforeCrashNotRunAgain(t *testing.T) {
 	t.Cleanup(func() { db1.Close() })
 	real := ts.runner()
 	billed := make(chan error, 1)
-	m1 := jobs.New(jobs.Config{Store: db1, Keys: db1, Workers: 1, Poll: 5 * time.Millisecond, Now: clock.Now, JobTimeout: time.Minute,
+	m1 := jobs.New(jobs.Config{Store: db1, Keys: db1, Workers: 1, Poll: 5 * time.Millisecond, Now: clock.Now, JobTimeout: time.Minute, FlushUsage: ts.journal.Flush,
 		Run: func(ctx context.Context, c gateway.Caller, ep string, req json.RawMessage) (json.RawMessage, error) {
 			_, err := real(ctx, c, ep, req) // billed...
 			billed <- err

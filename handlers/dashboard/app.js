@@ -722,22 +722,22 @@
   // ---------- Backends (admin) ----------
   function backendsView(view) {
     view.appendChild(header("Backends", "Ollama's health and the requests running now; refreshed every 5 s."));
-    var load = el("div", { class: "card", id: "b-load" }), health = el("div", { id: "b-health" });
-    view.appendChild(el("div", { class: "grid" }, el("div", { class: "span-12" }, load), el("div", { class: "span-12" }, health)));
+    var load = el("div", { class: "card", id: "b-load" }), ready = el("div", { id: "b-ready" }), health = el("div", { id: "b-health" });
+    view.appendChild(el("div", { class: "grid" }, el("div", { class: "span-12" }, load), el("div", { class: "span-12" }, ready), el("div", { class: "span-12" }, health)));
     function refresh() {
       api("GET", "/admin/inflight").then(function (r) {
         clear(load).appendChild(el("h3", null, "In flight"));
-        load.appendChild(meter("Inference requests running", r.in_flight, r.max_in_flight, num(r.in_flight) + " of " + num(r.max_in_flight) + " GPU slots"));
+        load.appendChild(meter("Inference requests running", r.in_flight, r.max_in_flight, num(r.in_flight) + " of " + num(r.max_in_flight) + " GPU slots" +
+          (r.queued ? " · " + num(r.queued) + " waiting" : "")));
       }, function (e) { failed(load, e); });
-      // GET /admin/backends (per-backend state) where this server has it;
-      // otherwise /readyz's checks.
+      fetch("/readyz", { cache: "no-store" }).then(function (r) { return r.json(); }).then(drawReady, function (e) { failed(ready, e); });
+      // GET /admin/backends: each Ollama backend as routing sees it.
       api("GET", "/admin/backends").then(function (r) { drawBackends(r); }, function (e) {
-        if (e.status !== 404 && e.status !== 405) { failed(health, e); return; }
-        fetch("/readyz", { cache: "no-store" }).then(function (r) { return r.json(); }).then(drawReady, function (e2) { failed(health, e2); });
+        if (e.status !== 404 && e.status !== 405) { failed(health, e); }
       });
     }
     function drawReady(r) {
-      clear(health);
+      var health = clear(ready);
       var cls = r.status === "ready" ? "ok" : r.status === "degraded" ? "warn" : "bad";
       var card = el("div", { class: "card" }, el("h3", null, "Readiness"),
         el("dl", { class: "kv" },
@@ -756,19 +756,20 @@
     }
     function drawBackends(r) {
       clear(health);
-      var list = Array.isArray(r) ? r : (r.backends || []);
+      var list = r.backends || [];
       if (!list.length) { health.appendChild(el("div", { class: "card" }, emptyState("No backends", el("p", null, "Add Ollama servers under backends: in models.yaml.")))); return; }
-      var cols = Object.keys(list[0]).map(function (f) {
-        return { label: f.replace(/_/g, " "), wrap: true, cell: function (b) {
-          var v = b[f];
-          if (f === "state" || f === "status") return el("span", { class: "badge " + (v === "up" || v === "ok" ? "ok" : "bad") }, String(v));
-          if (Array.isArray(v)) return v.map(function (x) { return typeof x === "object" ? (x.name || x.model || JSON.stringify(x)) : String(x); }).join(", ");
-          if (v && typeof v === "object") return JSON.stringify(v);
-          if (typeof v === "string" && /^\d{4}-\d\d-\d\dT/.test(v)) return when(v);
-          return v === undefined || v === null || v === "" ? "—" : String(v);
-        } };
-      });
-      health.appendChild(table(cols, list));
+      health.appendChild(el("h2", { class: "section-title" }, "Ollama backends"));
+      health.appendChild(table([
+        { label: "Backend", cell: function (b) { return el("span", null, el("b", null, b.name), el("br"), el("code", { class: "muted" }, b.url)); } },
+        { label: "State", cell: function (b) { return el("span", { class: "badge " + (b.state === "up" ? "ok" : "bad") }, b.state); } },
+        { label: "Since", cell: function (b) { return when(b.since); } },
+        { label: "Why", wrap: true, cell: function (b) { return b.why || "—"; } },
+        { label: "Loaded models", wrap: true, cell: function (b) { return (b.loaded_models || []).map(function (m) { return m.name; }).join(", ") || "—"; } },
+        { label: "In flight", num: true, cell: function (b) { return num(b.in_flight) + " / " + num(b.max_parallel); } },
+        { label: "Queued", num: true, cell: function (b) { return num(b.queued); } },
+        { label: "Requests", num: true, cell: function (b) { return num(b.requests); } },
+        { label: "Failures", num: true, cell: function (b) { return num(b.failures) + (b.ejections ? " (" + num(b.ejections) + " ejections)" : ""); } }
+      ], list));
     }
     refresh();
     refreshTimer = setInterval(refresh, 5000);

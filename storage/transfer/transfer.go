@@ -41,6 +41,7 @@ var tables = []table{
 		bools: map[string]bool{"recovered": true, "cancel_requested": true}},
 	{name: "job_deliveries", cols: []string{"job_id", "attempt", "at", "status", "error"}},
 	{name: "webhook_secrets", cols: []string{"key_id", "secret", "created_at"}},
+	{name: "sessions", cols: []string{"id", "key_id", "secret_hash", "created_at", "expires_at"}},
 }
 
 // Count is one table's rows in the source and, after the copy, the target.
