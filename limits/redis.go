@@ -223,17 +223,27 @@ func (r *Redis) Admit(ctx context.Context, req Request) (Lease, error) {
 	if err := r.remembered(req); err != nil {
 		return nil, err
 	}
-	if r.degraded.Load() && !r.probeDue() {
-		return r.admitLocal(req)
+	if r.degraded.Load() {
+		if !r.probeDue() {
+			return r.admitLocal(req)
+		}
+		// Hand Redis the usage admitted locally before admitting on it
+		// again, so a month this admission seeds from the database is
+		// not also given that usage.
+		cctx, cancel := context.WithTimeout(ctx, r.timeout)
+		err := r.rdb.Ping(cctx).Err()
+		cancel()
+		if err != nil {
+			r.degrade(err)
+			return r.admitLocal(req)
+		}
+		r.recover(ctx)
 	}
 	lease, err := r.admitRedis(ctx, req)
 	var te *tollgate.Error
 	var se seedError
 	switch {
 	case err == nil, errors.As(err, &te), errors.As(err, &se):
-		if r.degraded.Load() {
-			r.recover(ctx)
-		}
 		return lease, err
 	case ctx.Err() != nil:
 		return nil, ctx.Err()

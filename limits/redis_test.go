@@ -366,3 +366,209 @@ func TestRedisSlotRenewed(t *testing.T) {
 	}
 	_ = ls.Settle(ctx, limits.Settlement{Now: time.Now()})
 }
+
+// arrivals drives requests at a steady offered rate for a run, on a
+// virtual clock, spreading them over replicas by weight, and returns how
+// many each admitted.
+func arrivals(t *testing.T, ls []admitter, weights []int, lim tollgate.Limits, perSecond int, run time.Duration) int {
+	t.Helper()
+	total, slots := 0, 0
+	for _, w := range weights {
+		slots += w
+	}
+	n := int(run.Seconds() * float64(perSecond))
+	for i := 0; i < n; i++ {
+		now := t0.Add(time.Duration(i) * time.Second / time.Duration(perSecond))
+		pick, s := 0, i%slots
+		for s >= weights[pick] {
+			s -= weights[pick]
+			pick++
+		}
+		lease, err := ls[pick].Admit(ctx, rq("k", lim, now))
+		if err != nil {
+			if tollgate.ErrorCode(err) != tollgate.CodeRateLimited {
+				t.Fatalf("refusal %v, want rate_limited", err)
+			}
+			continue
+		}
+		total++
+		_ = lease.Settle(ctx, limits.Settlement{Now: now})
+	}
+	return total
+}
+
+// 100 req/s, burst 100, for 10 s through three replicas, evenly and
+// 80/10/10: admitted within 2 % of one node's count.
+func TestRedisRateAcrossReplicas(t *testing.T) {
+	lim := tollgate.Limits{RequestsPerSecond: 100, Burst: 100}
+	single := arrivals(t, []admitter{limits.New(nil, 0)}, []int{1}, lim, 300, 10*time.Second)
+	if single < 1090 || single > 1110 {
+		t.Fatalf("one node admitted %d, want about 1100", single)
+	}
+	for _, w := range [][]int{{1, 1, 1}, {8, 1, 1}} {
+		rs := replicas(t, 3, limits.RedisOptions{RequestTime: true})
+		got := arrivals(t, []admitter{rs[0], rs[1], rs[2]}, w, lim, 300, 10*time.Second)
+		if d := float64(got-single) / float64(single); d < -0.02 || d > 0.02 {
+			t.Errorf("weights %v: three replicas admitted %d, one node %d (%.1f %%), want within 2 %%", w, got, single, d*100)
+		}
+		t.Logf("weights %v: three replicas admitted %d, one node %d", w, got, single)
+	}
+}
+
+// The same on Redis's own clock, in real time: about burst plus rate times
+// the time taken.
+func TestRedisRateRealClock(t *testing.T) {
+	rs := replicas(t, 3, limits.RedisOptions{})
+	lim := tollgate.Limits{RequestsPerSecond: 100, Burst: 100}
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for time.Since(start) < time.Second {
+				if ls, err := rs[g%3].Admit(ctx, rq("k", lim, time.Now())); err == nil {
+					admitted.Add(1)
+					_ = ls.Settle(ctx, limits.Settlement{Now: time.Now()})
+				} else {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	lo, hi := 100+int64(100*(el-0.05)*0.98), 100+int64(100*el*1.02)+1
+	if n := admitted.Load(); n < lo || n > hi {
+		t.Fatalf("admitted %d in %.2f s, want %d to %d", n, el, lo, hi)
+	}
+}
+
+// A refusal with a known end is remembered: the replica does not ask Redis
+// again before it.
+func TestRedisRemembersRefusal(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	r := limits.NewRedis(rdb, limits.RedisOptions{Prefix: prefix, RequestTime: true})
+	t.Cleanup(r.Close)
+	lim := tollgate.Limits{RequestsPerSecond: 1, Burst: 1}
+	if _, err := r.Admit(ctx, rq("k", lim, t0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Admit(ctx, rq("k", lim, t0)); tollgate.ErrorCode(err) != tollgate.CodeRateLimited {
+		t.Fatalf("second: %v", err)
+	}
+	// Redis forgets the key's rate: asking it would admit. The replica
+	// still refuses until the second is up, without asking.
+	if err := rdb.Del(ctx, prefix+"{k}:gcra").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []time.Duration{100 * time.Millisecond, 999 * time.Millisecond} {
+		_, err := r.Admit(ctx, rq("k", lim, t0.Add(at)))
+		var te *tollgate.Error
+		if !errors.As(err, &te) || te.Code != tollgate.CodeRateLimited || te.RetryAfter != time.Second-at {
+			t.Fatalf("at +%v: %v, want rate_limited retry in %v", at, err, time.Second-at)
+		}
+	}
+	if _, err := r.Admit(ctx, rq("k", lim, t0.Add(time.Second))); err != nil {
+		t.Fatalf("at the end of the wait: %v", err)
+	}
+}
+
+// Redis unreachable: limits fall back to local ones divided by the replica
+// count, Degraded says so, and when Redis is back the limits are shared
+// again (a restarted, empty Redis seeds its months from the database).
+func TestRedisDownFallsBackDivided(t *testing.T) {
+	srv := redistest.Start(t)
+	opts, _ := redis.ParseURL(srv.URL())
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	led := newLedger()
+	var mu sync.Mutex
+	clock := t0
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	var events []bool
+	r := limits.NewRedis(rdb, limits.RedisOptions{Prefix: redistest.Prefix(), Seeder: seeder{led}, Ledger: led, Replicas: 3,
+		RequestTime: true, Now: now, Timeout: 200 * time.Millisecond, Probe: time.Second,
+		OnDegraded: func(d bool) { mu.Lock(); events = append(events, d); mu.Unlock() }})
+	t.Cleanup(r.Close)
+	quota := tollgate.Limits{MonthlyRequests: 31}
+	ls, err := r.Admit(ctx, rq("quota", quota, t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	led.commit("quota", 0)
+	_ = ls.Settle(ctx, limits.Settlement{Now: t0, Charged: true})
+
+	srv.Stop()
+	rate := tollgate.Limits{RequestsPerSecond: 30, Burst: 30}
+	n := 0
+	for ; n < 100; n++ {
+		ls, err := r.Admit(ctx, rq("rate", rate, t0))
+		if err != nil {
+			if tollgate.ErrorCode(err) != tollgate.CodeRateLimited {
+				t.Fatalf("rate: %v", err)
+			}
+			break
+		}
+		_ = ls.Settle(ctx, limits.Settlement{Now: t0})
+	}
+	if n != 10 {
+		t.Errorf("rate 30/s burst 30 on one of 3 replicas admitted %d at once, want 10", n)
+	}
+	if d, why := r.Degraded(); !d || why == "" {
+		t.Fatalf("Degraded() = %v %q, want true and a reason", d, why)
+	}
+	conc := tollgate.Limits{MaxConcurrent: 6}
+	for i := 0; i < 2; i++ {
+		if _, err := r.Admit(ctx, rq("conc", conc, t0)); err != nil {
+			t.Fatalf("concurrency %d: %v", i, err)
+		}
+	}
+	if _, err := r.Admit(ctx, rq("conc", conc, t0)); tollgate.ErrorCode(err) != tollgate.CodeTooManyConcurrent {
+		t.Fatalf("3rd in flight of max 6 on one of 3: %v, want too_many_concurrent", err)
+	}
+	// 31 - 1 used = 30 left: a third of it here
+	n = 0
+	for ; n < 100; n++ {
+		ls, err := r.Admit(ctx, rq("quota", quota, t0))
+		if err != nil {
+			if tollgate.ErrorCode(err) != tollgate.CodeQuotaExceeded {
+				t.Fatalf("quota: %v", err)
+			}
+			break
+		}
+		led.commit("quota", 0)
+		_ = ls.Settle(ctx, limits.Settlement{Now: t0, Charged: true})
+	}
+	if n != 10 {
+		t.Errorf("quota 31 (1 used) on one of 3 replicas admitted %d, want 10", n)
+	}
+
+	srv.Restart() // empty
+	mu.Lock()
+	clock = clock.Add(2 * time.Second)
+	mu.Unlock()
+	n = 0
+	for ; n < 100; n++ {
+		ls, err := r.Admit(ctx, rq("quota", quota, t0))
+		if err != nil {
+			if tollgate.ErrorCode(err) != tollgate.CodeQuotaExceeded {
+				t.Fatalf("quota after recovery: %v", err)
+			}
+			break
+		}
+		_ = ls.Settle(ctx, limits.Settlement{Now: t0, Charged: true})
+	}
+	if n != 20 {
+		t.Errorf("after Redis came back, quota 31 with 11 committed admitted %d, want 20", n)
+	}
+	if d, _ := r.Degraded(); d {
+		t.Fatal("still degraded after Redis came back")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(events) != 2 || !events[0] || events[1] {
+		t.Fatalf("OnDegraded calls %v, want [true false]", events)
+	}
+}
