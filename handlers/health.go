@@ -21,7 +21,7 @@ const readyRetryAfter = 5 * time.Second
 // Readiness states.
 const (
 	statusReady    = "ready"
-	statusDegraded = "degraded"  // 200: some catalog models are not installed
+	statusDegraded = "degraded"  // 200: some catalog models are not installed, or Redis is unreachable
 	statusNotReady = "not ready" // 503
 )
 
@@ -32,6 +32,15 @@ type readyResponse struct {
 	// MissingModels lists the catalog models Ollama does not have, each
 	// with the command that installs it.
 	MissingModels []missingModelJSON `json:"missing_models,omitempty"`
+	// Redis is "ok" or why the replicas' shared state is degraded; absent
+	// when no Redis is configured.
+	Redis string `json:"redis,omitempty"`
+}
+
+// SharedHealth reports whether the state replicas share (limits in Redis,
+// key-change notifications) is degraded, and why.
+type SharedHealth interface {
+	Degraded() (bool, string)
 }
 
 type missingModelJSON struct {
@@ -80,6 +89,15 @@ func (s *server) readyz() gin.HandlerFunc {
 			}
 			out.Ollama = strconv.Itoa(len(h.Missing)) + " of " + strconv.Itoa(len(h.Missing)+len(h.Serving)) +
 				" catalog models are not installed in Ollama (requests for them fail with model_not_installed); run: " + strings.Join(h.Pulls(), "; ")
+		}
+		if s.shared != nil {
+			out.Redis = "ok"
+			if d, why := s.shared.Degraded(); d {
+				out.Redis = why
+				if out.Status == statusReady {
+					out.Status = statusDegraded
+				}
+			}
 		}
 		if out.Status == statusNotReady {
 			c.Header("Retry-After", strconv.Itoa(retrySeconds(readyRetryAfter)))

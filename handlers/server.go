@@ -71,6 +71,9 @@ type Config struct {
 	// CheckTrustedProxies). Optional: none trusted, the TCP peer is the client.
 	TrustedProxies []string
 	MetricsRoute   bool // serve /metrics on this handler (false when it has its own address)
+	// Shared, when replicas share state through Redis, reports whether
+	// that is degraded (/readyz says so). Optional.
+	Shared SharedHealth
 }
 
 // DefaultAuthFailures allows 20 failed authentication attempts per client
@@ -97,6 +100,7 @@ type server struct {
 	bodyTimeout  time.Duration
 	now          func() time.Time
 	idem         idempotency.Store
+	shared       SharedHealth
 }
 
 // NewServer returns the HTTP handler for the whole API. It is safe for
@@ -104,7 +108,7 @@ type server struct {
 func NewServer(cfg Config) http.Handler {
 	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
 		usage: cfg.Usage, jobs: cfg.Jobs, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now,
-		idem: cfg.Idempotency}
+		idem: cfg.Idempotency, shared: cfg.Shared}
 	s.metrics, s.metricsRoute = cfg.Metrics, cfg.MetricsRoute
 	if s.metrics == nil {
 		s.metrics = NewMetrics()

@@ -55,6 +55,7 @@ type serveFlags struct {
 
 	metricsAddr string
 	proxies     string
+	redis       redisFlags
 	tlsCert     string
 	tlsKey      string
 }
@@ -87,6 +88,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	fs.DurationVar(&f.jobRetention, "job-retention", jobs.DefaultRetention, "finished async jobs and their results are deleted this long after they end")
 	fs.StringVar(&f.callbackNets, "callback-allow-net", getenv("TOLLGATE_CALLBACK_ALLOW_NET"), "comma list of CIDRs job callbacks may reach although private or loopback, also over plain http:// (env TOLLGATE_CALLBACK_ALLOW_NET; default none)")
 	fs.StringVar(&f.tlsCert, "tls-cert", getenv("TOLLGATE_TLS_CERT"), "PEM certificate (chain) file: serve HTTPS; needs --tls-key (env TOLLGATE_TLS_CERT)")
+	f.redis.register(fs, getenv)
 	fs.StringVar(&f.tlsKey, "tls-key", getenv("TOLLGATE_TLS_KEY"), "PEM private key file for --tls-cert (env TOLLGATE_TLS_KEY)")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
@@ -248,23 +250,37 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, Now: now, OnFlushError: func(err error) {
 		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
 	}})
-	gw := gateway.New(gateway.Config{Inference: inf, Recorder: recorder, Limiter: limits.New(counters, 0),
+	var limiter gateway.Admitter = limits.New(counters, 0)
+	keys := auth.NewKeys(db, verifier, now)
+	var sharedHealth handlers.SharedHealth
+	stopRedis := func() {}
+	if f.redis.url != "" {
+		rs, err := startRedis(ctx, f.redis, db, counters, verifier, metrics, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		limiter, sharedHealth, stopRedis = rs.limiter, shared{rs.limiter, rs.bus}, rs.stop
+		keys.NotifyChanges(rs.bus)
+	}
+	gw := gateway.New(gateway.Config{Inference: inf, Recorder: recorder, Limiter: limiter,
 		Ledger: counters, Usage: db, MaxInFlight: f.inFlight, QueueWait: f.wait, RecordTimeout: f.record,
 		Now: now, Logger: log, InFlight: metrics.InFlight})
 	allow, err := jobs.ParseNets(f.callbackNets)
 	if err != nil {
+		stopRedis()
 		return nil, nil, &usageError{"--callback-allow-net: " + err.Error()}
 	}
 	jobMgr := jobs.New(jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: f.jobWorkers,
 		JobTimeout: f.jobTimeout, LeaseMargin: f.record + jobLeaseSlack, Retention: f.jobRetention,
 		Guard: jobs.NewGuard(allow), Now: now, Logger: log})
 	handler := handlers.NewServer(handlers.Config{
-		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: db, Jobs: jobMgr,
+		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db, Jobs: jobMgr,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
-		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db,
+		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db, Shared: sharedHealth,
 	})
 	if f.metricsAddr != "" {
 		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {
+			stopRedis()
 			return nil, nil, err
 		}
 	}
@@ -300,6 +316,7 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 		}
 		stopFlush() // Run flushes last-used times once more on its way out
 		<-flushDone
+		stopRedis() // after the recorder: its leases are settled
 	}
 	return handler, stop, nil
 }
