@@ -1,0 +1,144 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"tollgate/inference/ollamatest"
+	"tollgate/internal/redistest"
+)
+
+// replicaSet runs n tollgate servers on one SQLite file and one Redis.
+func replicaSet(t *testing.T, n int, fake *ollamatest.Server, redisURL string) []*running {
+	t.Helper()
+	models := writeFile(t, "models.yaml", tinyCatalog(fake.URL, "tiny"))
+	first := startServe(t, env("TOLLGATE_MODELS", models), "--redis", redisURL, "--replicas", "3")
+	out := []*running{first}
+	for i := 1; i < n; i++ {
+		out = append(out, startServe(t, env("TOLLGATE_MODELS", models), "--db", first.db, "--redis", redisURL, "--replicas", "3"))
+	}
+	return out
+}
+
+// Three replicas behind round-robin share a 20-request monthly quota:
+// exactly 20 are answered (and billed), however the requests are spread.
+func TestReplicasShareMonthlyQuota(t *testing.T) {
+	url := redistest.URL(t)
+	fake := ollamatest.NewServer()
+	defer fake.Close()
+	rs := replicaSet(t, 3, fake, url)
+	key := createKey(t, rs[0].db, "--name", "shared", "--monthly-requests", "20")
+	var ok, refused, next atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 10; i++ {
+				r := rs[next.Add(1)%3]
+				got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`)
+				switch {
+				case got.status == 200:
+					ok.Add(1)
+				case got.status == 402 && got.code == "quota_exceeded":
+					refused.Add(1)
+				default:
+					t.Errorf("unexpected answer %d %s", got.status, got.body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 20 || refused.Load() != 40 {
+		t.Fatalf("answered %d and refused %d of 60, want exactly 20 and 40", ok.Load(), refused.Load())
+	}
+	if rows := exportUsage(t, rs[0].db); len(rows) != 20 {
+		t.Fatalf("%d usage rows, want 20", len(rows))
+	}
+}
+
+// A key revoked through the CLI (with --redis) stops working on every
+// replica within a second, though each has it cached.
+func TestReplicasSeeRevocationWithinASecond(t *testing.T) {
+	url := redistest.URL(t)
+	fake := ollamatest.NewServer()
+	defer fake.Close()
+	rs := replicaSet(t, 3, fake, url)
+	id, key := createKeyWithID(t, rs[0].db, "--name", "leaving")
+	for _, r := range rs { // cache it everywhere
+		if got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`); got.status != 200 {
+			t.Fatalf("before revocation: %d %s", got.status, got.body)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the subscriptions are up
+	cli(t, "keys", "revoke", id, "--db", rs[0].db, "--redis", url)
+	start := time.Now()
+	for i, r := range rs {
+		for {
+			got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`)
+			if got.status == 401 {
+				break
+			}
+			if time.Since(start) > time.Second {
+				t.Fatalf("replica %d still answers the revoked key after %v: %d", i, time.Since(start), got.status)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	t.Logf("revoked on all 3 replicas within %v", time.Since(start))
+}
+
+// Redis unreachable: the replica serves with its share of the limits,
+// /readyz says degraded and why, and the metric says 1.
+func TestReplicaWithRedisDownIsDegraded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "redis://" + ln.Addr().String() + "/0"
+	_ = ln.Close()
+	fake := ollamatest.NewServer(ollamatest.WithModels("tiny"))
+	defer fake.Close()
+	r := startServe(t, env("TOLLGATE_MODELS", writeFile(t, "models.yaml", tinyCatalog(fake.URL, "tiny"))),
+		"--redis", dead, "--replicas", "3")
+	key := createKey(t, r.db, "--name", "k", "--rate", "0.01", "--burst", "6")
+	answered := 0
+	for i := 0; i < 6; i++ {
+		got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`)
+		if got.status == 200 {
+			answered++
+		} else if got.status != 429 {
+			t.Fatalf("request %d: %d %s", i, got.status, got.body)
+		}
+	}
+	if answered != 2 {
+		t.Fatalf("burst 6 on one of 3 replicas answered %d, want 2", answered)
+	}
+	resp, err := http.Get(r.url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"status":"degraded"`) || !strings.Contains(string(body), "Redis is not reachable") {
+		t.Fatalf("/readyz: %d %s", resp.StatusCode, body)
+	}
+	if strings.Contains(string(body), dead) {
+		t.Logf("note: /readyz names the Redis address: %s", body)
+	}
+	resp, err = http.Get(r.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "\ntollgate_limits_degraded 1\n") {
+		t.Fatalf("/metrics has no tollgate_limits_degraded 1")
+	}
+}
