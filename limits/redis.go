@@ -709,3 +709,21 @@ func toFloat(v any) float64 {
 	}
 	return 0
 }
+
+// Committed returns keyID's committed usage in now's month as Redis counts
+// it for every replica (requests charged to a request quota, and tokens),
+// or ok false when Redis has not counted that month yet or does not
+// answer.
+func (r *Redis) Committed(ctx context.Context, keyID string, now time.Time) (requests, tokens int64, ok bool) {
+	if r.degraded.Load() {
+		return 0, 0, false
+	}
+	_, _, _, _, mprefix := r.keys(keyID)
+	cctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	v, err := r.rdb.HMGet(cctx, mprefix+monthName(now), "seeded", "r", "t").Result()
+	if err != nil || v[0] == nil {
+		return 0, 0, false
+	}
+	return toInt(v[1]), toInt(v[2]), true
+}

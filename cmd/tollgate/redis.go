@@ -129,3 +129,24 @@ func startRedis(ctx context.Context, rf redisFlags, db *storage.DB, counters *me
 		}
 	}}, nil
 }
+
+// quotaLedger answers /usage's "quota left" from Redis's totals, which
+// count every replica's usage, falling back to this replica's counters.
+// Only the request count and the total of tokens are meaningful: the
+// tokens are all reported as prompt tokens.
+type quotaLedger struct {
+	counters *metering.Counters
+	limiter  *limits.Redis
+	now      func() time.Time
+}
+
+func (q quotaLedger) Month(keyID string) metering.Totals {
+	t := q.counters.Month(keyID)
+	if reqs, tokens, ok := q.limiter.Committed(context.Background(), keyID, q.now()); ok {
+		t.Requests = max(t.Requests, reqs)
+		if tokens > t.TotalTokens() {
+			t.PromptTokens, t.CompletionTokens = tokens, 0
+		}
+	}
+	return t
+}

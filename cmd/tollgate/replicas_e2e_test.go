@@ -61,6 +61,19 @@ func TestReplicasShareMonthlyQuota(t *testing.T) {
 	if rows := exportUsage(t, rs[0].db); len(rows) != 20 {
 		t.Fatalf("%d usage rows, want 20", len(rows))
 	}
+	// every replica's /usage says none is left, not just its own share
+	for i, r := range rs {
+		x := send(t, http.DefaultClient, "GET", r.url+"/usage", "", withKey(key))
+		var u struct {
+			Quota struct {
+				RemainingRequests *int64 `json:"remaining_requests"`
+			} `json:"quota"`
+		}
+		wantStatus(t, "GET /usage", x, 200, &u)
+		if u.Quota.RemainingRequests == nil || *u.Quota.RemainingRequests != 0 {
+			t.Errorf("replica %d: /usage quota %+v, want remaining_requests 0", i, u.Quota)
+		}
+	}
 }
 
 // A key revoked through the CLI (with --redis) stops working on every

@@ -251,6 +251,7 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
 	}})
 	var limiter gateway.Admitter = limits.New(counters, 0)
+	var ledger gateway.Ledger = counters
 	keys := auth.NewKeys(db, verifier, now)
 	var sharedHealth handlers.SharedHealth
 	stopRedis := func() {}
@@ -260,10 +261,11 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 			return nil, nil, err
 		}
 		limiter, sharedHealth, stopRedis = rs.limiter, shared{rs.limiter, rs.bus}, rs.stop
+		ledger = quotaLedger{counters: counters, limiter: rs.limiter, now: now}
 		keys.NotifyChanges(rs.bus)
 	}
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: recorder, Limiter: limiter,
-		Ledger: counters, Usage: db, MaxInFlight: f.inFlight, QueueWait: f.wait, RecordTimeout: f.record,
+		Ledger: ledger, Usage: db, MaxInFlight: f.inFlight, QueueWait: f.wait, RecordTimeout: f.record,
 		Now: now, Logger: log, InFlight: metrics.InFlight})
 	allow, err := jobs.ParseNets(f.callbackNets)
 	if err != nil {
