@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
 
 	"tollgate/auth"
 	"tollgate/auth/redisnotify"
+	"tollgate/auth/redisthrottle"
 	"tollgate/handlers"
 	"tollgate/limits"
 	"tollgate/metering"
@@ -93,9 +95,10 @@ func (s shared) Degraded() (bool, string) {
 // replicaState is the Redis side of serve: the shared limiter and the
 // key-change bus, and how to stop them.
 type replicaState struct {
-	limiter *limits.Redis
-	bus     *redisnotify.Bus
-	stop    func()
+	limiter  *limits.Redis
+	bus      *redisnotify.Bus
+	failures handlers.FailureThrottle
+	stop     func()
 }
 
 // startRedis connects the replica to Redis. An unreachable Redis at start
@@ -120,7 +123,9 @@ func startRedis(ctx context.Context, rf redisFlags, db *storage.DB, counters *me
 	bctx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { defer close(done); _ = bus.Run(bctx) }()
-	return &replicaState{limiter: lim, bus: bus, stop: func() {
+	// the same buckets as handlers.DefaultAuthFailures, shared
+	failures := redisthrottle.New(rdb, rate.Every(3*time.Second), 20, redisthrottle.Options{})
+	return &replicaState{limiter: lim, bus: bus, failures: failures, stop: func() {
 		stopBus()
 		<-done
 		lim.Close()

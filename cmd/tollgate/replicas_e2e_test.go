@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"tollgate/inference/ollamatest"
 	"tollgate/internal/redistest"
@@ -153,5 +156,31 @@ func TestReplicaWithRedisDownIsDegraded(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(body), "\ntollgate_limits_degraded 1\n") {
 		t.Fatalf("/metrics has no tollgate_limits_degraded 1")
+	}
+}
+
+// A client guessing keys through all replicas is throttled as one node
+// would throttle it: 21 guesses spread over 3 replicas lock it out of all.
+func TestReplicasShareAuthFailureThrottle(t *testing.T) {
+	url := redistest.URL(t)
+	fake := ollamatest.NewServer()
+	defer fake.Close()
+	rs := replicaSet(t, 3, fake, url)
+	// other tests' guesses come from 127.0.0.1 too: start from a clean slate
+	opts, _ := redis.ParseURL(url)
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	_ = rdb.Del(context.Background(), "tollgate:authfail:127.0.0.1").Err()
+	t.Cleanup(func() { _ = rdb.Del(context.Background(), "tollgate:authfail:127.0.0.1").Err() })
+	for i := 0; i < 21; i++ {
+		got := post(t, rs[i%3].url+"/generate", "tg_garbage", `{"prompt":"hi"}`)
+		if got.status != 401 && got.status != 429 {
+			t.Fatalf("guess %d: %d %s", i, got.status, got.body)
+		}
+	}
+	for i, r := range rs {
+		if got := post(t, r.url+"/generate", "tg_garbage", `{"prompt":"hi"}`); got.status != 429 || got.code != "too_many_auth_failures" {
+			t.Fatalf("replica %d after 21 guesses spread over 3: %d %s", i, got.status, got.body)
+		}
 	}
 }

@@ -254,6 +254,7 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 	var ledger gateway.Ledger = counters
 	keys := auth.NewKeys(db, verifier, now)
 	var sharedHealth handlers.SharedHealth
+	var failures handlers.FailureThrottle
 	stopRedis := func() {}
 	if f.redis.url != "" {
 		rs, err := startRedis(ctx, f.redis, db, counters, verifier, metrics, log)
@@ -262,6 +263,7 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 		}
 		limiter, sharedHealth, stopRedis = rs.limiter, shared{rs.limiter, rs.bus}, rs.stop
 		ledger = quotaLedger{counters: counters, limiter: rs.limiter, now: now}
+		failures = rs.failures
 		keys.NotifyChanges(rs.bus)
 	}
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: recorder, Limiter: limiter,
@@ -278,7 +280,7 @@ func wire(ctx context.Context, inf *inference.Client, db *storage.DB, log *slog.
 	handler := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: db, Jobs: jobMgr,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
-		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db, Shared: sharedHealth,
+		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db, Shared: sharedHealth, AuthFailures: failures,
 	})
 	if f.metricsAddr != "" {
 		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {
