@@ -272,7 +272,10 @@ func (r *Redis) admitRedis(ctx context.Context, req Request) (Lease, error) {
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, r.timeout)
+		// Not cancelled with the caller: a script that ran but whose
+		// answer was dropped would hold its reservation until the slot
+		// expires, and then count as used.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
 		v, err := r.admitS.Run(cctx, r.rdb, []string{gcra, tpm, slots, res, mprefix + month},
 			r.scriptNow(req.Now), id, lim.RequestsPerSecond, burstOf(lim), lim.TokensPerMinute, lim.MaxConcurrent,
 			lim.MonthlyRequests, lim.MonthlyTokens, req.Prompt, req.Output, req.MinOutput, r.ttl.Milliseconds(),

@@ -87,7 +87,8 @@ if tpm > 0 then
   local b = redis.call('HMGET', KEYS[2], 'l', 'ts')
   level = tonumber(b[1] or '') or tpm
   local last = tonumber(b[2] or '') or now
-  if now > last then level = math.min(tpm, level + (now - last) * tpm / 60000) end
+  if now > last then level = level + (now - last) * tpm / 60000 end
+  level = math.min(tpm, level)
   local need = prompt + minout
   if level < need - 1e-9 then return {5, f((need - level) * 60000 / tpm)} end
   output = math.min(output, math.floor(level + 1e-9) - prompt)
