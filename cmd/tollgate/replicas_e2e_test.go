@@ -184,3 +184,40 @@ func TestReplicasShareAuthFailureThrottle(t *testing.T) {
 		}
 	}
 }
+
+// max_concurrent 5 across three replicas: 5 requests held in flight,
+// spread over all three, and a sixth on any replica is refused; when they
+// finish, the slots are free again everywhere.
+func TestReplicasShareConcurrency(t *testing.T) {
+	url := redistest.URL(t)
+	hold := make(chan struct{})
+	fake := ollamatest.NewServer(ollamatest.WithFault(ollamatest.Fault{Hold: hold}))
+	defer fake.Close()
+	rs := replicaSet(t, 3, fake, url)
+	key := createKey(t, rs[0].db, "--name", "five", "--max-concurrent", "5")
+	var wg sync.WaitGroup
+	results := make(chan reply, 5)
+	for i := 0; i < 5; i++ {
+		wg.Add(1)
+		go func(r *running) { defer wg.Done(); results <- post(t, r.url+"/generate", key, `{"prompt":"hi"}`) }(rs[i%3])
+		waitFor(t, func() bool { return fake.InFlight() == int64(i+1) })
+	}
+	for i, r := range rs {
+		if got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`); got.status != 429 || got.code != "too_many_concurrent" {
+			t.Fatalf("6th in flight, on replica %d: %d %s", i, got.status, got.body)
+		}
+	}
+	close(hold)
+	wg.Wait()
+	close(results)
+	for res := range results {
+		if res.status != 200 {
+			t.Errorf("held request finished with %d %s", res.status, res.body)
+		}
+	}
+	for i, r := range rs {
+		if got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`); got.status != 200 {
+			t.Fatalf("after the 5 finished, replica %d: %d %s", i, got.status, got.body)
+		}
+	}
+}
