@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -219,5 +220,34 @@ func TestReplicasShareConcurrency(t *testing.T) {
 		if got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`); got.status != 200 {
 			t.Fatalf("after the 5 finished, replica %d: %d %s", i, got.status, got.body)
 		}
+	}
+}
+
+// With --redis the rate-limit headers and Retry-After are what one
+// instance gives.
+func TestRedisRateLimitHeaders(t *testing.T) {
+	url := redistest.URL(t)
+	fake := ollamatest.NewServer()
+	defer fake.Close()
+	r := limitsServer(t, fake, "--redis", url)
+	key := createKey(t, r.db, "--name", "noisy", "--rate", "0.5", "--burst", "3", "--tokens-per-minute", "100000")
+	for i := 0; i < 3; i++ {
+		got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`)
+		if got.status != 200 {
+			t.Fatalf("request %d within the burst: %d %s", i, got.status, got.body)
+		}
+		if want := strconv.Itoa(2 - i); got.header.Get("x-ratelimit-remaining-requests") != want {
+			t.Errorf("request %d: x-ratelimit-remaining-requests = %q, want %s", i, got.header.Get("x-ratelimit-remaining-requests"), want)
+		}
+		if got.header.Get("x-ratelimit-remaining-tokens") == "" || got.header.Get("RateLimit") == "" {
+			t.Errorf("request %d: no token or RateLimit header: %v", i, got.header)
+		}
+	}
+	got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`)
+	if got.status != 429 || got.code != "rate_limited" {
+		t.Fatalf("4th request: %d %s", got.status, got.body)
+	}
+	if ra, _ := strconv.Atoi(got.header.Get("Retry-After")); ra < 1 || ra > 2 {
+		t.Fatalf("Retry-After = %q, want 1 or 2", got.header.Get("Retry-After"))
 	}
 }
