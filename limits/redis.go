@@ -252,13 +252,20 @@ func (r *Redis) Admit(ctx context.Context, req Request) (Lease, error) {
 	return r.admitLocal(req)
 }
 
-// seedError: the database could not give a month's committed usage.
+// seedError: the database could not give a month's committed usage. The
+// client gets a 503 metering_unavailable (the cause is logged, not shown).
 type seedError struct{ err error }
 
 func (e seedError) Error() string {
-	return "limits: read this month's usage from the database: " + e.err.Error()
+	return "this key's usage this month could not be read from the database to check its quota; retry shortly"
 }
 func (e seedError) Unwrap() error { return e.err }
+
+// ErrorCode is tollgate.CodeMeteringUnavailable.
+func (e seedError) ErrorCode() tollgate.Code { return tollgate.CodeMeteringUnavailable }
+
+// RetryAfter is a second.
+func (e seedError) RetryAfter() time.Duration { return time.Second }
 
 func (r *Redis) admitRedis(ctx context.Context, req Request) (Lease, error) {
 	lim := req.Limits
@@ -309,6 +316,8 @@ func (r *Redis) seed(ctx context.Context, keyID string, now time.Time, monthKey 
 	if r.seeder != nil {
 		var err error
 		if reqs, tokens, err = r.seeder.MonthUsage(ctx, keyID, metering.MonthStart(now)); err != nil {
+			r.log.Error("limits: could not read a key's month usage from the database to seed its quota in Redis",
+				"key_id", keyID, "error", err.Error())
 			return seedError{err}
 		}
 	}

@@ -3,6 +3,7 @@ package limits_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -573,5 +574,30 @@ func TestRedisDownFallsBackDivided(t *testing.T) {
 	defer mu.Unlock()
 	if len(events) != 2 || !events[0] || events[1] {
 		t.Fatalf("OnDegraded calls %v, want [true false]", events)
+	}
+}
+
+// failingSeeder cannot read the database.
+type failingSeeder struct{}
+
+func (failingSeeder) MonthUsage(context.Context, string, time.Time) (int64, int64, error) {
+	return 0, 0, errors.New("database is locked")
+}
+
+// A month that cannot be seeded refuses with a 503 that says why, without
+// the database's words, and takes nothing; Redis is not blamed.
+func TestRedisSeedFailure(t *testing.T) {
+	rs := replicas(t, 1, limits.RedisOptions{Seeder: failingSeeder{}, RequestTime: true})
+	_, err := rs[0].Admit(ctx, rq("k", tollgate.Limits{MonthlyRequests: 5, MaxConcurrent: 1}, t0))
+	if tollgate.ErrorCode(err) != tollgate.CodeMeteringUnavailable || tollgate.RetryAfter(err) != time.Second ||
+		strings.Contains(tollgate.ErrorMessage(err), "locked") {
+		t.Fatalf("Admit: %v (code %s), want metering_unavailable with Retry-After 1s", err, tollgate.ErrorCode(err))
+	}
+	if d, _ := rs[0].Degraded(); d {
+		t.Fatal("a database failure made the limiter degraded")
+	}
+	// nothing was taken: without the quota the one slot is free
+	if _, err := rs[0].Admit(ctx, rq("k", tollgate.Limits{MaxConcurrent: 1}, t0)); err != nil {
+		t.Fatalf("after the failure: %v", err)
 	}
 }
