@@ -577,6 +577,10 @@ func (r *Redis) admitLocal(req Request) (Lease, error) {
 	req.Limits = sh
 	l, err := local.Admit(context.Background(), req)
 	if err != nil {
+		if tollgate.ErrorCode(err) == tollgate.CodeQuotaExceeded {
+			// The local message would name the share as if it were the quota.
+			return nil, quota(true, "this replica's share of this key's monthly quota is used up while Redis, which counts the quota for every replica, is unreachable; retry shortly")
+		}
 		return nil, err
 	}
 	return &localLease{Lease: l, r: r, keyID: req.KeyID, month: monthName(req.Now)}, nil
