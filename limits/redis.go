@@ -561,30 +561,36 @@ func (r *Redis) admitLocal(req Request) (Lease, error) {
 	sh := r.share(lim)
 	n := int64(r.replicas)
 	if lim.MonthlyRequests > 0 {
-		left := (lim.MonthlyRequests - base.reqs) / n
-		if left <= 0 {
+		if base.reqs >= lim.MonthlyRequests {
 			return nil, quotaRequests(lim.MonthlyRequests, req.Now, false)
 		}
-		sh.MonthlyRequests = left
+		if sh.MonthlyRequests = (lim.MonthlyRequests - base.reqs) / n; sh.MonthlyRequests <= 0 {
+			return nil, errShareUsed
+		}
 	}
 	if lim.MonthlyTokens > 0 {
-		left := (lim.MonthlyTokens - base.tokens) / n
-		if left <= 0 {
+		if base.tokens >= lim.MonthlyTokens {
 			return nil, quotaTokensUsed(lim.MonthlyTokens, req.Now, false)
 		}
-		sh.MonthlyTokens = left
+		if sh.MonthlyTokens = (lim.MonthlyTokens - base.tokens) / n; sh.MonthlyTokens <= 0 {
+			return nil, errShareUsed
+		}
 	}
 	req.Limits = sh
 	l, err := local.Admit(context.Background(), req)
 	if err != nil {
 		if tollgate.ErrorCode(err) == tollgate.CodeQuotaExceeded {
 			// The local message would name the share as if it were the quota.
-			return nil, quota(true, "this replica's share of this key's monthly quota is used up while Redis, which counts the quota for every replica, is unreachable; retry shortly")
+			return nil, errShareUsed
 		}
 		return nil, err
 	}
 	return &localLease{Lease: l, r: r, keyID: req.KeyID, month: monthName(req.Now)}, nil
 }
+
+// errShareUsed: this replica's share of a monthly quota is spent while
+// Redis is unreachable; the key's quota may not be.
+var errShareUsed = quota(true, "this replica's share of this key's monthly quota is used up while Redis, which counts the quota for every replica, is unreachable; retry shortly")
 
 // spellLedger is the fallback's ledger: a key's own committed usage since
 // the degraded spell began.
