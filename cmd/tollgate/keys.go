@@ -32,6 +32,8 @@ subcommands:
 Flags go before or after ID; -- ends them. All work on the database given by
 --db (env TOLLGATE_DB, default tollgate.db), named on stderr. It must exist,
 except for create, which makes it when it does not (the first key).
+With --redis (env TOLLGATE_REDIS) a change reaches the replicas sharing
+that Redis at once; without it, within their 10 s key cache.
 A created or rotated key is printed once; Tollgate keeps only its SHA-256.
 Run "tollgate keys <subcommand> -h" for its flags.
 `
