@@ -601,3 +601,22 @@ func TestRedisSeedFailure(t *testing.T) {
 		t.Fatalf("after the failure: %v", err)
 	}
 }
+
+// BenchmarkRedisAdmitSettle is one admission and its settlement on a key
+// with every limit set: two script calls.
+func BenchmarkRedisAdmitSettle(b *testing.B) {
+	rdb, prefix := redistest.Client(b)
+	r := limits.NewRedis(rdb, limits.RedisOptions{Prefix: prefix})
+	b.Cleanup(r.Close)
+	lim := tollgate.Limits{RequestsPerSecond: 1e6, Burst: 1e6, TokensPerMinute: 1e12, MaxConcurrent: 1000,
+		MonthlyRequests: 1e12, MonthlyTokens: 1e15}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			ls, err := r.Admit(ctx, rqTokens("k", lim, 10, 100, 1, time.Now()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = ls.Settle(ctx, limits.Settlement{Tokens: 50, Now: time.Now(), Charged: true})
+		}
+	})
+}
