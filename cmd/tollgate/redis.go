@@ -25,10 +25,12 @@ import (
 type redisFlags struct {
 	url      string
 	replicas int
+	slotTTL  time.Duration
 }
 
 func (r *redisFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&r.url, "redis", getenv("TOLLGATE_REDIS"), "redis://host:port/db shared by every replica for limits, quotas and key changes (env TOLLGATE_REDIS; default none: this instance alone)")
+	fs.DurationVar(&r.slotTTL, "slot-ttl", 30*time.Second, "with --redis: a concurrency slot lives this long after its last renewal (a running request renews it every third of it), so a crashed replica's slots free themselves within it")
 	fs.IntVar(&r.replicas, "replicas", envInt(getenv, "TOLLGATE_REPLICAS", 1), "how many replicas share the limits; while Redis is unreachable each enforces 1/N of every limit (env TOLLGATE_REPLICAS)")
 }
 
@@ -108,6 +110,9 @@ func startRedis(ctx context.Context, rf redisFlags, db *storage.DB, counters *me
 	if rf.replicas < 1 {
 		return nil, &usageError{"--replicas: want 1 or more"}
 	}
+	if rf.slotTTL < 300*time.Millisecond {
+		return nil, &usageError{"--slot-ttl: want 300ms or more"}
+	}
 	rdb, err := openRedis(rf.url)
 	if err != nil {
 		return nil, err
@@ -117,7 +122,7 @@ func startRedis(ctx context.Context, rf redisFlags, db *storage.DB, counters *me
 		log.Warn("Redis is not reachable yet; limits start local (divided by --replicas) until it is", "error", err.Error())
 	}
 	cancel()
-	lim := limits.NewRedis(rdb, limits.RedisOptions{Seeder: dbSeeder{db}, Ledger: counters, Replicas: rf.replicas,
+	lim := limits.NewRedis(rdb, limits.RedisOptions{Seeder: dbSeeder{db}, Ledger: counters, Replicas: rf.replicas, SlotTTL: rf.slotTTL,
 		OnDegraded: metrics.LimitsDegraded, Logger: log})
 	bus := redisnotify.New(rdb, verifier, redisnotify.Options{Logger: log})
 	bctx, stopBus := context.WithCancel(context.WithoutCancel(ctx))

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -250,4 +251,56 @@ func TestRedisRateLimitHeaders(t *testing.T) {
 	if ra, _ := strconv.Atoi(got.header.Get("Retry-After")); ra < 1 || ra > 2 {
 		t.Fatalf("Retry-After = %q, want 1 or 2", got.header.Get("Retry-After"))
 	}
+}
+
+// A replica killed (SIGKILL) while holding a key's 5 concurrency slots:
+// the other replica refuses the key until the dead one's slots expire
+// (--slot-ttl 2s), then serves it again.
+func TestKilledReplicaFreesItsSlots(t *testing.T) {
+	url := redistest.URL(t)
+	hold := make(chan struct{})
+	fake := ollamatest.NewServer(ollamatest.WithFault(ollamatest.Fault{Hold: hold}))
+	defer fake.Close()
+	db := filepath.Join(t.TempDir(), "t.db")
+	doomed := startBinaryOn(t, fake, db, "--redis", url, "--replicas", "2", "--slot-ttl", "2s")
+	key := createKey(t, db, "--name", "five", "--max-concurrent", "5")
+	for i := 0; i < 5; i++ {
+		go func() { // cut by the kill: no answer expected
+			req, _ := http.NewRequest("POST", doomed.url+"/generate", strings.NewReader(`{"prompt":"hi"}`))
+			req.Header.Set("X-API-Key", key)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	waitFor(t, func() bool { return fake.InFlight() == 5 })
+	survivor := startServe(t, env("TOLLGATE_MODELS", writeFile(t, "models.yaml", tinyCatalog(fake.URL, "tiny"))),
+		"--db", db, "--redis", url, "--replicas", "2", "--slot-ttl", "2s")
+	if got := post(t, survivor.url+"/generate", key, `{"prompt":"hi"}`); got.status != 429 || got.code != "too_many_concurrent" {
+		t.Fatalf("6th in flight: %d %s", got.status, got.body)
+	}
+	if err := doomed.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = doomed.wait(t, 10*time.Second)
+	killed := time.Now()
+	close(hold)
+	for {
+		got := post(t, survivor.url+"/generate", key, `{"prompt":"hi"}`)
+		if got.status == 200 {
+			// renewed every 2/3 s until the kill: they cannot expire sooner
+			if d := time.Since(killed); d < time.Second {
+				t.Fatalf("the killed replica's slots were free %v after the kill, before they could expire", d)
+			}
+			break
+		}
+		if got.code != "too_many_concurrent" {
+			t.Fatalf("after the kill: %d %s", got.status, got.body)
+		}
+		if time.Since(killed) > 4*time.Second {
+			t.Fatalf("the killed replica's slots still held %v after the kill (--slot-ttl 2s)", time.Since(killed))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the killed replica's slots were free %v after the kill (--slot-ttl 2s)", time.Since(killed))
 }
