@@ -304,3 +304,21 @@ func TestKilledReplicaFreesItsSlots(t *testing.T) {
 	}
 	t.Logf("the killed replica's slots were free %v after the kill (--slot-ttl 2s)", time.Since(killed))
 }
+
+// An Idempotency-Key retried on another replica replays the first answer:
+// the claim lives in the shared database.
+func TestReplicasShareIdempotencyKeys(t *testing.T) {
+	url := redistest.URL(t)
+	fake := ollamatest.NewServer()
+	defer fake.Close()
+	rs := replicaSet(t, 2, fake, url)
+	key := createKey(t, rs[0].db, "--name", "retrier")
+	first := send(t, http.DefaultClient, "POST", rs[0].url+"/generate", `{"prompt":"hi"}`, withKey(key), withHeader("Idempotency-Key", "task-1"))
+	again := send(t, http.DefaultClient, "POST", rs[1].url+"/generate", `{"prompt":"hi"}`, withKey(key), withHeader("Idempotency-Key", "task-1"))
+	if first.status != 200 || again.status != 200 || again.header.Get("Idempotent-Replayed") != "true" || string(again.body) != string(first.body) {
+		t.Fatalf("retry on the other replica: %d %v %s, first %d %s", again.status, again.header, again.body, first.status, first.body)
+	}
+	if rows := exportUsage(t, rs[0].db); len(rows) != 1 {
+		t.Fatalf("%d usage rows, want 1", len(rows))
+	}
+}
