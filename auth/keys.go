@@ -48,6 +48,14 @@ type Keys struct {
 	store    KeyStore
 	verifier *Verifier
 	now      func() time.Time
+	notify   ChangeNotifier
+}
+
+// NotifyChanges makes every change also tell n (other replicas' caches),
+// after it is stored. Call it before the Keys is used; it returns m.
+func (m *Keys) NotifyChanges(n ChangeNotifier) *Keys {
+	m.notify = n
+	return m
 }
 
 // NewKeys returns a manager over store. verifier may be nil (e.g. the CLI,
@@ -194,6 +202,9 @@ func (m *Keys) Update(ctx context.Context, actor, id string, patch Patch) (Key, 
 func (m *Keys) invalidate(id string) {
 	if m.verifier != nil {
 		m.verifier.Invalidate(id)
+	}
+	if m.notify != nil {
+		m.notify.KeyChanged(id)
 	}
 }
 

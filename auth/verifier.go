@@ -73,6 +73,9 @@ type Verifier struct {
 	pos map[[32]byte]*entry
 	neg map[[32]byte]int64 // hash -> unix nanos until which it is unknown
 	gen uint64             // bumped by Invalidate; older loads are not cached
+	// short, when positive, caps the cache lifetime (nanoseconds) while
+	// change notifications from other replicas may be lost
+	short atomic.Int64
 	// known: hash -> unix nanos of its latest successful verification
 	// (refreshed at most every knownTTL/64), kept for knownTTL
 	known map[[32]byte]int64
@@ -322,6 +325,9 @@ func (v *Verifier) fetch(ctx context.Context, h [32]byte, c *call) {
 // cache stores e for hash h unless an Invalidate ran since gen.
 func (v *Verifier) cache(h [32]byte, e *entry, gen uint64) {
 	ttl := v.cacheTTL()
+	if s := v.short.Load(); s > 0 {
+		ttl = min(ttl, s)
+	}
 	v.insert(ttl, gen, func(n int64) {
 		e.freshUntil = n + ttl
 		if old, ok := v.pos[h]; ok {
@@ -417,6 +423,28 @@ func (v *Verifier) Invalidate(id string) {
 	clear(v.calls) // new callers must not join a lookup that began before
 	v.sfMu.Unlock()
 }
+
+// InvalidateAll drops every cached key and every remembered unknown
+// secret, as Invalidate does for one key: for when changes made elsewhere
+// may have been missed (a lost notification connection).
+func (v *Verifier) InvalidateAll() {
+	v.mu.Lock()
+	v.gen++
+	for h, e := range v.pos {
+		delete(v.pos, h)
+		v.retire(e)
+	}
+	clear(v.neg)
+	v.mu.Unlock()
+	v.sfMu.Lock()
+	clear(v.calls)
+	v.sfMu.Unlock()
+}
+
+// ShortenCache caps the cache lifetime at d while change notifications
+// from other replicas may be lost; 0 restores CacheTTL. Entries cached
+// before keep their lifetime: call InvalidateAll too.
+func (v *Verifier) ShortenCache(d time.Duration) { v.short.Store(int64(d)) }
 
 // forget drops a remembered "unknown" for secret, which has just been
 // issued, so that it works at once on this instance.

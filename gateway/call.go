@@ -183,7 +183,8 @@ func (cl *call) finish(ctx context.Context, status int, billed inference.Usage, 
 			callErr = errNotMetered
 		}
 	}
-	_ = cl.lease.Settle(detached, limits.Settlement{Tokens: int64(res.Usage.Total()), Now: g.now()})
+	_ = cl.lease.Settle(detached, limits.Settlement{Tokens: int64(res.Usage.Total()), Now: g.now(),
+		Charged: err == nil && res.Status < 500})
 	return res, callErr
 }
 

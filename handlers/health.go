@@ -21,7 +21,7 @@ const readyRetryAfter = 5 * time.Second
 // Readiness states.
 const (
 	statusReady    = "ready"
-	statusDegraded = "degraded"  // 200: some catalog models are not installed
+	statusDegraded = "degraded"  // 200: some catalog models are not installed, or Redis is unreachable
 	statusNotReady = "not ready" // 503
 )
 
@@ -34,6 +34,15 @@ type readyResponse struct {
 	MissingModels []missingModelJSON `json:"missing_models,omitempty"`
 	// Backends shows each Ollama backend's state as routing sees it.
 	Backends []readyBackend `json:"backends,omitempty"`
+	// Redis is "ok" or why the replicas' shared state is degraded; absent
+	// when no Redis is configured.
+	Redis string `json:"redis,omitempty"`
+}
+
+// SharedHealth reports whether the state replicas share (limits in Redis,
+// key-change notifications) is degraded, and why.
+type SharedHealth interface {
+	Degraded() (bool, string)
 }
 
 type missingModelJSON struct {
@@ -104,6 +113,15 @@ func (s *server) readyz() gin.HandlerFunc {
 		if s.fleet != nil {
 			for _, b := range s.fleet.Backends() {
 				out.Backends = append(out.Backends, readyBackend{Name: b.Name, State: b.State, Since: b.Since.UTC(), Why: b.Why})
+			}
+		}
+		if s.shared != nil {
+			out.Redis = "ok"
+			if d, why := s.shared.Degraded(); d {
+				out.Redis = why
+				if out.Status == statusReady {
+					out.Status = statusDegraded
+				}
 			}
 		}
 		if out.Status == statusNotReady {

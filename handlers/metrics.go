@@ -24,6 +24,7 @@ type Metrics struct {
 	tokens     *prometheus.CounterVec
 	rejections *prometheus.CounterVec
 	inFlight   prometheus.Gauge
+	degraded   prometheus.Gauge
 	batchSize  prometheus.Histogram
 	commit     prometheus.Histogram
 	batchFails prometheus.Counter
@@ -62,6 +63,8 @@ func NewMetrics() *Metrics {
 		Help: "Requests refused before inference, by reason (auth, rate, tokens, concurrency, quota, overload)."}, []string{"reason"})
 	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tollgate_inflight_requests",
 		Help: "Inference requests holding a slot in front of Ollama."})
+	m.degraded = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tollgate_limits_degraded",
+		Help: "1 while Redis is unreachable and this replica enforces its share of every limit on its own, else 0."})
 	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tollgate_metering_batch_size",
 		Help: "Usage records committed per transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 11)})
 	m.commit = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tollgate_metering_commit_seconds",
@@ -70,7 +73,7 @@ func NewMetrics() *Metrics {
 		Help: "Usage batches whose commit attempt failed."})
 	m.upstream = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_ollama_errors_total",
 		Help: "Failed Ollama calls by error code."}, []string{"code"})
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.firstToken, m.tokens, m.rejections, m.inFlight,
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.firstToken, m.tokens, m.rejections, m.inFlight, m.degraded,
 		m.batchSize, m.commit, m.batchFails, m.upstream, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
@@ -119,6 +122,16 @@ func (m *Metrics) WatchJournal(backlog func() (int64, error)) {
 		}
 		return 0
 	}))
+}
+
+// LimitsDegraded sets tollgate_limits_degraded; it fits
+// limits.RedisOptions.OnDegraded.
+func (m *Metrics) LimitsDegraded(d bool) {
+	if d {
+		m.degraded.Set(1)
+	} else {
+		m.degraded.Set(0)
+	}
 }
 
 func (m *Metrics) reject(reason string) { m.rejections.WithLabelValues(reason).Inc() }

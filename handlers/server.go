@@ -80,6 +80,9 @@ type Config struct {
 	Fleet Fleet
 	// Reloader serves POST /admin/reload. Optional: nil answers 404.
 	Reloader Reloader
+	// Shared, when replicas share state through Redis, reports whether
+	// that is degraded (/readyz says so). Optional.
+	Shared SharedHealth
 }
 
 // DefaultAuthFailures allows 20 failed authentication attempts per client
@@ -109,6 +112,7 @@ type server struct {
 	fleet        Fleet
 	reloader     Reloader
 	sessions     *auth.Sessions
+	shared       SharedHealth
 }
 
 // NewServer returns the HTTP handler for the whole API. It is safe for
@@ -116,7 +120,7 @@ type server struct {
 func NewServer(cfg Config) http.Handler {
 	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
 		usage: cfg.Usage, jobs: cfg.Jobs, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now,
-		idem: cfg.Idempotency, fleet: cfg.Fleet, reloader: cfg.Reloader, sessions: cfg.Sessions}
+		idem: cfg.Idempotency, fleet: cfg.Fleet, reloader: cfg.Reloader, sessions: cfg.Sessions, shared: cfg.Shared}
 	if f, ok := cfg.Ollama.(Fleet); ok && s.fleet == nil {
 		s.fleet = f
 	}

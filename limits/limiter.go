@@ -49,6 +49,11 @@ type Request struct {
 type Settlement struct {
 	Tokens int64     // tokens billed (prompt plus completion); 0 when nothing was billed
 	Now    time.Time // when the request ended
+	// Charged reports that the request's usage record was committed and
+	// counts against a request quota (status below 500). The in-memory
+	// Limiter reads committed usage from its Ledger instead; the Redis one
+	// adds Tokens and Charged to the month's totals when it settles.
+	Charged bool
 }
 
 // Lease is an admitted request's reservation. Settle must be called exactly

@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"tollgate/auth/redisnotify"
 
 	"tollgate/auth"
 	"tollgate/jobs"
@@ -30,6 +32,8 @@ subcommands:
 Flags go before or after ID; -- ends them. All work on the database given by
 --db (env TOLLGATE_DB, default tollgate.db), named on stderr. It must exist,
 except for create, which makes it when it does not (the first key).
+With --redis (env TOLLGATE_REDIS) a change reaches the replicas sharing
+that Redis at once; without it, within their 10 s key cache.
 A created or rotated key is printed once; Tollgate keeps only its SHA-256.
 Run "tollgate keys <subcommand> -h" for its flags.
 `
@@ -53,6 +57,7 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, now
 	fs := newFlags("keys "+sub, synopsis, stderr)
 	var c common
 	c.registerDB(fs, getenv)
+	redisURL := fs.String("redis", getenv("TOLLGATE_REDIS"), "tell the replicas sharing this Redis about the change at once (env TOLLGATE_REDIS)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	var run func(context.Context, *auth.Keys, string) (any, string, error)
 	switch sub {
@@ -102,7 +107,16 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, now
 		defer db.Close()
 		store = db
 	}
-	out, text, err := run(ctx, auth.NewKeys(store, nil, now), id)
+	keys := auth.NewKeys(store, nil, now)
+	if *redisURL != "" {
+		rdb, err := openRedis(*redisURL)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		keys.NotifyChanges(redisnotify.New(rdb, nil, redisnotify.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil))}))
+	}
+	out, text, err := run(ctx, keys, id)
 	if s, ok := store.(*openOnCreate); ok && err == nil {
 		out, text, err = withWebhookSecret(ctx, s, out, text, now())
 	}

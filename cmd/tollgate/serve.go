@@ -61,6 +61,7 @@ type serveFlags struct {
 	metricsAddr string
 	debugAddr   string
 	proxies     string
+	redis       redisFlags
 	tlsCert     string
 	tlsKey      string
 }
@@ -100,6 +101,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	fs.DurationVar(&f.jobRetention, "job-retention", jobs.DefaultRetention, "finished async jobs and their results are deleted this long after they end")
 	fs.StringVar(&f.callbackNets, "callback-allow-net", getenv("TOLLGATE_CALLBACK_ALLOW_NET"), "comma list of CIDRs job callbacks may reach although private or loopback, also over plain http:// (env TOLLGATE_CALLBACK_ALLOW_NET; default none)")
 	fs.StringVar(&f.tlsCert, "tls-cert", getenv("TOLLGATE_TLS_CERT"), "PEM certificate (chain) file: serve HTTPS; needs --tls-key (env TOLLGATE_TLS_CERT)")
+	f.redis.register(fs, getenv)
 	fs.StringVar(&f.tlsKey, "tls-key", getenv("TOLLGATE_TLS_KEY"), "PEM private key file for --tls-cert (env TOLLGATE_TLS_KEY)")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
@@ -286,11 +288,29 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, Now: now, OnFlushError: func(err error) {
 		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
 	}})
-	gw := gateway.New(gateway.Config{Inference: inf, Recorder: usage.recorder, Limiter: limits.New(counters, 0),
-		Ledger: counters, Usage: usage.reports, RecordTimeout: f.record,
+	var limiter gateway.Admitter = limits.New(counters, 0)
+	var ledger gateway.Ledger = counters
+	keys := auth.NewKeys(db, verifier, now)
+	var sharedHealth handlers.SharedHealth
+	var failures handlers.FailureThrottle
+	stopRedis := func() {}
+	if f.redis.url != "" {
+		rs, err := startRedis(ctx, f.redis, usage.reports, counters, verifier, metrics, log)
+		if err != nil {
+			closeUsage(ctx)
+			return nil, nil, err
+		}
+		limiter, sharedHealth, stopRedis = rs.limiter, shared{rs.limiter, rs.bus}, rs.stop
+		ledger = quotaLedger{counters: counters, limiter: rs.limiter, now: now}
+		failures = rs.failures
+		keys.NotifyChanges(rs.bus)
+	}
+	gw := gateway.New(gateway.Config{Inference: inf, Recorder: usage.recorder, Limiter: limiter,
+		Ledger: ledger, Usage: usage.reports, RecordTimeout: f.record,
 		Now: now, Logger: log, InFlight: metrics.InFlight})
 	allow, err := jobs.ParseNets(f.callbackNets)
 	if err != nil {
+		stopRedis()
 		closeUsage(ctx)
 		return nil, nil, &usageError{"--callback-allow-net: " + err.Error()}
 	}
@@ -298,19 +318,21 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 		JobTimeout: f.jobTimeout, LeaseMargin: f.record + jobLeaseSlack, Retention: f.jobRetention,
 		Guard: jobs.NewGuard(allow), Now: now, Logger: log})
 	handler := handlers.NewServer(handlers.Config{
-		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: auth.NewKeys(db, verifier, now), Audit: db, Usage: usage.reports, Jobs: jobMgr,
+		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: usage.reports, Jobs: jobMgr,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
-		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db, Reloader: rl,
+		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db, Reloader: rl, Shared: sharedHealth, AuthFailures: failures,
 		Sessions: auth.NewSessions(db, verifier, auth.SessionOptions{Now: now}),
 	})
 	if f.metricsAddr != "" {
 		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {
+			stopRedis()
 			closeUsage(ctx)
 			return nil, nil, err
 		}
 	}
 	if f.debugAddr != "" {
 		if err := serveDebug(ctx, f.debugAddr, log); err != nil {
+			stopRedis()
 			closeUsage(ctx)
 			return nil, nil, err
 		}
@@ -348,6 +370,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 		stopFlush()     // Run flushes last-used times once more on its way out
 		<-flushDone
 		<-feedDone
+		stopRedis() // after the usage journal: its leases are settled
 	}
 	return handler, stop, nil
 }
