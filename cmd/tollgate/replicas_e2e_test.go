@@ -262,7 +262,7 @@ func TestKilledReplicaFreesItsSlots(t *testing.T) {
 	fake := ollamatest.NewServer(ollamatest.WithFault(ollamatest.Fault{Hold: hold}))
 	defer fake.Close()
 	db := filepath.Join(t.TempDir(), "t.db")
-	doomed := startBinaryOn(t, fake, db, "--redis", url, "--replicas", "2", "--slot-ttl", "2s")
+	doomed := startBinaryOn(t, fake, db, "--redis", url, "--replicas", "2", "--slot-ttl", "2s", "--max-inflight", "8")
 	key := createKey(t, db, "--name", "five", "--max-concurrent", "5")
 	for i := 0; i < 5; i++ {
 		go func() { // cut by the kill: no answer expected

@@ -325,15 +325,20 @@ func (s *Server) Requests() []Request {
 	return out
 }
 
-// LastRequest returns the request the server received last, and false if
-// there is none.
+// LastRequest returns the inference request (/api/generate, /api/chat or
+// /api/embed) the server received last, and false if there is none. The
+// health checks a client makes meanwhile (/api/version, /api/ps,
+// /api/tags) are left out: they are in Requests.
 func (s *Server) LastRequest() (Request, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.recs) == 0 {
-		return Request{}, false
+	for i := len(s.recs) - 1; i >= 0; i-- {
+		switch s.recs[i].path {
+		case "/api/generate", "/api/chat", "/api/embed", "/api/embeddings":
+			return decodeRecord(s.recs[i]), true
+		}
 	}
-	return decodeRecord(s.recs[len(s.recs)-1]), true
+	return Request{}, false
 }
 
 func decodeRecord(rec record) Request {
