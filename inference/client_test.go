@@ -583,8 +583,8 @@ func TestPing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
-	if req := lastRequest(t, srv); req.Method != http.MethodGet || req.Path != "/api/tags" {
-		t.Errorf("Ping sent %s %s, want GET /api/tags", req.Method, req.Path)
+	if reqs := srv.Requests(); len(reqs) != 1 || reqs[0].Method != http.MethodGet || reqs[0].Path != "/api/tags" {
+		t.Errorf("Ping sent %+v, want one GET /api/tags", reqs)
 	}
 	if n := srv.Stats().Requests; n != 1 {
 		t.Errorf("Ping sent %d requests, want 1 per backend", n)
