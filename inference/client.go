@@ -155,6 +155,12 @@ func (c *Client) newBackend(b Backend) *backend {
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
+		// One connection per call in flight, and a stream holds its own
+		// for as long as it runs: small buffers (requests are small JSON,
+		// answers small NDJSON lines; bigger ones take more reads) keep
+		// 10,000 open streams in memory budget (BENCHMARKS.md).
+		WriteBufferSize: 2 << 10,
+		ReadBufferSize:  2 << 10,
 	}
 	var rt http.RoundTripper = tr
 	if c.cfg.auth || u.Hostname() == "ollama.com" {

@@ -20,7 +20,7 @@ import (
 // allocated, and zeroed, on every call. Against a fast backend that was most
 // of the gateway's CPU per request (the allocation, then the GC it drives).
 // stream below is the same code as api.Client.stream (Ollama v0.10.1) with
-// one difference: its scanner starts from a pooled 16 KiB buffer and grows
+// one difference: its scanner starts from a pooled 1 KiB buffer and grows
 // only for a longer line, up to the same 512 KiB limit. Requests, headers,
 // errors and the handling of every line are unchanged. One thing differs on
 // purpose: a read error (a connection that broke, a line over the limit) is
@@ -34,7 +34,7 @@ const maxLineSize = 512 * 1000
 
 var (
 	userAgent = fmt.Sprintf("ollama/%s (%s %s) Go/%s", version.Version, runtime.GOARCH, runtime.GOOS, runtime.Version())
-	linePool  = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+	linePool  = sync.Pool{New: func() any { b := make([]byte, 0, 1<<10); return &b }}
 )
 
 // stream POSTs data as JSON to path and calls fn with each line of the
