@@ -74,6 +74,7 @@ type serverConfig struct {
 	jobs        func(*jobs.Config)
 	jobsStopped bool
 	logTo       func(io.Writer) io.Writer
+	loadEvery   time.Duration
 	tls         bool
 }
 
@@ -109,6 +110,12 @@ func withJobs(mod func(*jobs.Config)) serverOpt { return func(c *serverConfig) {
 // withJobsStopped leaves the job manager unstarted: jobs stay queued until
 // the test calls ts.jobs.Start.
 func withJobsStopped() serverOpt { return func(c *serverConfig) { c.jobsStopped = true } }
+
+// withJournalLoadEvery sets the usage journal's LoadEvery: a long one
+// leaves records in the journal until something flushes it.
+func withJournalLoadEvery(d time.Duration) serverOpt {
+	return func(c *serverConfig) { c.loadEvery = d }
+}
 
 // withLogWriter routes the server log through wrap (which must pass it on
 // to the writer it is given).
@@ -159,7 +166,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	metrics := handlers.NewMetrics()
 	// The usage journal, as serve wires it by default.
 	journal, err := metering.OpenJournal(ctx, cfg.dbPath+".journal", metering.JournalOptions{Store: db,
-		OnRecord: counters.Add, OnLoad: metrics.ObserveBatch, Logger: log})
+		OnRecord: counters.Add, OnLoad: metrics.ObserveBatch, Logger: log, LoadEvery: cfg.loadEvery})
 	if err != nil {
 		t.Fatalf("metering.OpenJournal: %v", err)
 	}

@@ -26,6 +26,7 @@ import (
 	"tollgate/handlers"
 	"tollgate/inference/ollamatest"
 	"tollgate/jobs"
+	"tollgate/metering"
 	"tollgate/storage/sqlite"
 )
 
@@ -485,3 +486,29 @@ func TestJobBilledBeforeCrashNotRunAgain(t *testing.T) {
 }
 
 func (ts *testServer) runner() jobs.Runner { return handlers.JobRunner(ts.gw) }
+
+// A job's usage row is in the database by the time its result is: a
+// process that died in between would otherwise leave a run another
+// instance thinks unbilled (and runs, and bills, again). The journal here
+// loads only when flushed.
+func TestJobUsageIsInTheDatabaseBeforeItsResult(t *testing.T) {
+	fake := newFakeOllama(t)
+	ts := newTestServer(t, fakeCatalog(fake.URL, "5s"), withJournalLoadEvery(time.Hour))
+	// The first record is loaded at once (the loader starts idle); later
+	// ones wait an hour unless flushed.
+	ts.doJSON(t, "POST", "/generate", map[string]any{"model": "chat", "prompt": "warm"}, 200, nil)
+	id := ts.submit(t, map[string]any{"endpoint": "generate", "request": map[string]any{"model": "chat", "prompt": "a"}})
+	if v := ts.waitJob(t, id); v.Status != "succeeded" {
+		t.Fatalf("job %+v", v)
+	}
+	n := 0
+	err := ts.db.ExportEvents(context.Background(), metering.Query{}, func(ev metering.Event) error {
+		if strings.HasPrefix(ev.RequestID, id) {
+			n++
+		}
+		return nil
+	})
+	if err != nil || n != 1 {
+		t.Fatalf("%d usage rows of the job in the database when its result was stored (%v), want 1", n, err)
+	}
+}

@@ -69,11 +69,13 @@ type Config struct {
 	// record timeout after its deadline, so the margin must exceed that:
 	// a lease that ends first lets Recover run (and bill) the job again.
 	LeaseMargin time.Duration
-	// FlushUsage, if set, is called before Recover asks Store.Billed: it
-	// moves usage that is recorded but not yet in the store (the usage
-	// journal, metering.Journal.Flush) into it, so a run billed moments
-	// before its process died is seen as billed. Recover skips a lookup
-	// it cannot trust: the run is looked at again at the next poll.
+	// FlushUsage, if set, moves usage that is recorded but not yet in the
+	// store (the usage journal, metering.Journal.Flush) into it: after a
+	// successful run, before its result is stored (so that another
+	// instance never finds a run whose result is lost but whose usage is
+	// still in this one's journal), and before Recover asks Store.Billed.
+	// Recover skips a lookup it cannot trust: the run is looked at again at
+	// the next poll.
 	FlushUsage func(context.Context) error
 	Retention  time.Duration // final jobs are deleted this long after they end (0: DefaultRetention)
 	Admission  Backoff       // zero: DefaultAdmission
@@ -381,6 +383,14 @@ func (m *Manager) execute(ctx context.Context, j Job, owner string) {
 	cancelled := r.cancelled
 	m.mu.Unlock()
 	cancel()
+	if err == nil && m.cfg.FlushUsage != nil {
+		// The run's usage into the shared database before its result: a
+		// process that dies between the two leaves a run that another
+		// instance's Recover sees as billed, not one it runs again.
+		if ferr := m.cfg.FlushUsage(ctx); ferr != nil {
+			m.log.Warn("jobs: the run's usage is journaled but not yet in the database", "job", j.ID, "error", ferr.Error())
+		}
+	}
 	switch {
 	case err == nil:
 		m.finish(ctx, j, owner, Finish{Status: Succeeded, Result: body})
