@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The hot path's Go benchmarks, with allocations: key verification, the
-# per-key limiter, the gateway's own cost per call, durable metering (group commit into SQLite), request
+# per-key limiter, the gateway's own cost per call, metering (the usage journal's write; group commit
+# into SQLite, which the journal's loader and --usage-journal off use), request
 # decode/encode and the whole /generate chain against the fake Ollama.
 #
 #   bash bench/gobench.sh              # COUNT=1 BENCHTIME=1s
@@ -13,6 +14,6 @@ run() { go test -run '^$' -count "$COUNT" -benchtime "$BENCHTIME" -benchmem -tim
 run -bench 'VerifyCache' ./auth
 run -bench 'Limiter' ./limits
 run -bench 'Gateway' ./gateway
-run -bench 'Recorder' ./metering
-run -bench 'Recorder|InsertEvents|VerifyMissSQLite' ./storage
+run -bench 'Recorder|Journal' ./metering
+run -bench 'Recorder|InsertEvents|VerifyMissSQLite' ./storage/sqlite
 run -bench 'DecodeGenerate|EncodeGenerate|Chain' ./handlers
