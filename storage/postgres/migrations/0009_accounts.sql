@@ -1,0 +1,15 @@
+-- 0009 (PostgreSQL): subscriber accounts, as in sqlite's 0009. An account
+-- owns keys (keys.account_id, NULL for a key without one) and has monthly
+-- quotas shared by all its keys. Times are Unix nanoseconds. Audit rows of
+-- account changes (action account.*) carry the account id in audit.key_id.
+CREATE TABLE accounts (
+	id                 TEXT   NOT NULL PRIMARY KEY,
+	name               TEXT   NOT NULL,
+	stripe_customer_id TEXT   NOT NULL DEFAULT '',
+	plan               TEXT   NOT NULL DEFAULT '',
+	monthly_tokens     BIGINT NOT NULL DEFAULT 0,
+	monthly_requests   BIGINT NOT NULL DEFAULT 0,
+	created_at         BIGINT NOT NULL
+);
+ALTER TABLE keys ADD COLUMN account_id TEXT REFERENCES accounts(id);
+CREATE INDEX keys_account ON keys(account_id);
