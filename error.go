@@ -27,6 +27,7 @@ const (
 	CodePlanNotFound        Code = "plan_not_found"             // 403: the key's plan is not in the catalog
 	CodeSupersededKey       Code = "superseded_key"             // 403
 	CodeCSRFFailed          Code = "csrf_failed"                // 403: a dashboard change without its session's CSRF token
+	CodeAccountNotFound     Code = "account_not_found"          // 404
 	CodeNotFound            Code = "not_found"                  // 404: no such route
 	CodeModelNotFound       Code = "model_not_found"            // 404
 	CodeTaskNotFound        Code = "task_not_found"             // 404
@@ -73,6 +74,7 @@ var statuses = map[Code]int{
 	CodePlanNotFound:        403,
 	CodeSupersededKey:       403,
 	CodeCSRFFailed:          403,
+	CodeAccountNotFound:     404,
 	CodeNotFound:            404,
 	CodeModelNotFound:       404,
 	CodeTaskNotFound:        404,

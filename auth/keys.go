@@ -221,7 +221,7 @@ func (m *Keys) checkAccount(ctx context.Context, id string) error {
 		return nil
 	}
 	if _, err := as.AccountByID(ctx, id); errors.Is(err, ErrAccountNotFound) {
-		return fieldErr("account", "no account has id %q", id)
+		return fieldErr("account_id", "no account has id %q", id)
 	} else if err != nil {
 		return err
 	}
@@ -299,7 +299,7 @@ func (p Patch) apply(k *Key, now time.Time) error {
 	if err := setText(&k.Plan, p.Plan, "plan", MaxPlanLen, false); err != nil {
 		return err
 	}
-	if err := setText(&k.AccountID, p.Account, "account", MaxNameLen, false); err != nil {
+	if err := setText(&k.AccountID, p.Account, "account_id", MaxNameLen, false); err != nil {
 		return err
 	}
 	if p.Limits != nil {

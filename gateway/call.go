@@ -119,7 +119,12 @@ func (cl *call) releaseOnPanic(ctx context.Context) {
 // the Scheduler, waiting in the key's fair queue at most the queue wait.
 // On error nothing is held and no usage is recorded.
 func (g *Gateway) admit(ctx context.Context, c Caller, cp tollgate.Capability, m inference.Model, b budget) (*call, error) {
+	_, acct, err := g.AccountLimits(ctx, c.Key)
+	if err != nil {
+		return nil, err
+	}
 	lease, err := g.limiter.Admit(ctx, limits.Request{KeyID: c.Key.ID, Limits: g.Limits(c.Key),
+		AccountID: c.Key.AccountID, Account: acct,
 		Prompt: b.prompt, Output: b.output, MinOutput: b.minOutput, Now: g.now()})
 	if err != nil {
 		return nil, err
@@ -160,6 +165,7 @@ func (cl *call) finish(ctx context.Context, status int, billed inference.Usage, 
 	ev := metering.Event{
 		RequestID:        cl.caller.RequestID,
 		KeyID:            cl.caller.Key.ID,
+		AccountID:        cl.caller.Key.AccountID,
 		Endpoint:         cl.cp,
 		Model:            cl.model.Name,
 		Surface:          cl.caller.Surface,

@@ -56,10 +56,17 @@ type Admitter interface {
 	State(keyID string, lim tollgate.Limits, now time.Time) limits.State
 }
 
-// Ledger is this month's committed usage per key, in memory;
-// *metering.Counters satisfies it.
+// Ledger is this month's committed usage per key and per account, in
+// memory; *metering.Counters satisfies it.
 type Ledger interface {
 	Month(keyID string) metering.Totals
+	AccountMonth(accountID string) metering.Totals
+}
+
+// Accounts looks up the account owning a key; *auth.AccountCache satisfies
+// it. It returns auth.ErrAccountNotFound for an unknown id.
+type Accounts interface {
+	Account(ctx context.Context, id string) (auth.Account, error)
 }
 
 // UsageStore answers usage reports; *sqlite.DB and *postgres.DB (package storage) satisfy it.
@@ -80,6 +87,9 @@ type Config struct {
 	Limiter   Admitter
 	Ledger    Ledger
 	Usage     UsageStore
+	// Accounts, if set, gives the accounts owning keys, whose monthly
+	// quotas are shared by all their keys. nil: keys' accounts are ignored.
+	Accounts Accounts
 	// Scheduler is the GPU shield: each admitted call takes a backend
 	// slot from it (per-backend max_parallel, a fair queue, overloaded or
 	// too_many_concurrent when it cannot). nil: Inference when it is a
@@ -104,6 +114,7 @@ type Gateway struct {
 	limiter       Admitter
 	ledger        Ledger
 	usage         UsageStore
+	accounts      Accounts
 	sched         Scheduler
 	recordTimeout time.Duration
 	now           func() time.Time
@@ -114,7 +125,7 @@ type Gateway struct {
 // New returns a Gateway for cfg.
 func New(cfg Config) *Gateway {
 	g := &Gateway{inf: cfg.Inference, recorder: cfg.Recorder, limiter: cfg.Limiter, ledger: cfg.Ledger,
-		usage: cfg.Usage, sched: cfg.Scheduler, recordTimeout: cfg.RecordTimeout,
+		usage: cfg.Usage, accounts: cfg.Accounts, sched: cfg.Scheduler, recordTimeout: cfg.RecordTimeout,
 		now: cfg.Now, log: cfg.Logger, inFlight: cfg.InFlight}
 	if s, ok := cfg.Inference.(Scheduler); ok && g.sched == nil {
 		g.sched = s
@@ -157,6 +168,31 @@ func (g *Gateway) Limits(key auth.Key) tollgate.Limits {
 		return key.Limits.Over(p.Limits)
 	}
 	return key.Limits
+}
+
+// AccountLimits returns the monthly quotas of the account owning key,
+// shared by all its keys: the account's own, each unset one taken from the
+// account's plan. A key without an account (or a Gateway without Accounts)
+// gives a zero Account and no limits. An account whose plan has left the
+// catalog is refused with plan_not_found, as a key's is.
+func (g *Gateway) AccountLimits(ctx context.Context, key auth.Key) (auth.Account, tollgate.Limits, error) {
+	if key.AccountID == "" || g.accounts == nil {
+		return auth.Account{}, tollgate.Limits{}, nil
+	}
+	a, err := g.accounts.Account(ctx, key.AccountID)
+	if err != nil {
+		return auth.Account{}, tollgate.Limits{}, err
+	}
+	lim := a.Limits
+	if a.Plan != "" {
+		p, ok := g.inf.Catalog().Plans[a.Plan]
+		if !ok {
+			return a, lim, tollgate.Errorf(tollgate.CodePlanNotFound,
+				"this key's account's plan %q is not in the catalog, so its limits are unknown; ask the operator to restore the plan or move the account to another", a.Plan)
+		}
+		lim = lim.Over(p.Limits)
+	}
+	return a, tollgate.Limits{MonthlyTokens: lim.MonthlyTokens, MonthlyRequests: lim.MonthlyRequests}, nil
 }
 
 // LimitState reports key's rate and tokens-per-minute standing now, for

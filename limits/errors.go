@@ -12,19 +12,25 @@ import (
 // The refusals Admit returns. Messages say what ran out and when to come
 // back; a spent quota is Final (retrying cannot fix it before the reset).
 
-func quotaRequests(limit int64, now time.Time, inFlight bool) error {
-	return quota(inFlight, "this key's monthly request quota ("+itoa(limit)+" requests) is used up"+
+// Whose quota a refusal names.
+const (
+	keyWho     = "this key's"
+	accountWho = "this key's account's"
+)
+
+func quotaRequests(who string, limit int64, now time.Time, inFlight bool) error {
+	return quota(inFlight, who+" monthly request quota ("+itoa(limit)+" requests) is used up"+
 		inFlightNote(inFlight)+"; it resets at "+resetAt(now))
 }
 
-func quotaTokensUsed(limit int64, now time.Time, inFlight bool) error {
-	return quota(inFlight, "this key's monthly token quota ("+itoa(limit)+" tokens) is used up"+
+func quotaTokensUsed(who string, limit int64, now time.Time, inFlight bool) error {
+	return quota(inFlight, who+" monthly token quota ("+itoa(limit)+" tokens) is used up"+
 		inFlightNote(inFlight)+"; it resets at "+resetAt(now))
 }
 
-func quotaTokensShort(need, left int64, now time.Time, inFlight bool) error {
+func quotaTokensShort(who string, need, left int64, now time.Time, inFlight bool) error {
 	return quota(inFlight, "this request may use up to "+itoa(need)+" tokens (its prompt plus the template's overhead) but only "+
-		itoa(left)+" tokens of this key's monthly token quota are left"+inFlightNote(inFlight)+
+		itoa(left)+" tokens of "+who+" monthly token quota are left"+inFlightNote(inFlight)+
 		"; send a shorter prompt, or wait for the reset at "+resetAt(now))
 }
 

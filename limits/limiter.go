@@ -29,10 +29,21 @@ type Ledger interface {
 	Used(keyID string) (requests, tokens int64)
 }
 
+// AccountLedger reports what an account's keys have used in the current
+// month, from committed usage records; *metering.Counters satisfies it.
+type AccountLedger interface {
+	AccountUsed(accountID string) (requests, tokens int64)
+}
+
 // Request is what a request asks to be admitted with.
 type Request struct {
 	KeyID  string
 	Limits tollgate.Limits // the key's effective limits (its own over its plan's)
+	// AccountID is the account owning the key ("" for none), and Account
+	// its effective limits: only MonthlyRequests and MonthlyTokens apply,
+	// shared by all the account's keys, on top of the key's own.
+	AccountID string
+	Account   tollgate.Limits
 	// Prompt bounds the tokens the input can take. It is reserved whole:
 	// a request whose prompt does not fit is refused.
 	Prompt int64
@@ -100,8 +111,15 @@ type Limiter struct {
 	// keeps a table full of active keys from being scanned on every new one.
 	nextPrune int
 
-	mu   sync.Mutex
-	keys map[string]*keyState
+	mu       sync.Mutex
+	keys     map[string]*keyState
+	accounts map[string]*accountState // only accounts with requests in flight
+}
+
+// accountState is what requests in flight have reserved against an
+// account's monthly quotas.
+type accountState struct {
+	resReqs, resTokens int64
 }
 
 type keyState struct {
@@ -121,7 +139,7 @@ func New(ledger Ledger, maxKeys int) *Limiter {
 	if maxKeys <= 0 {
 		maxKeys = 10_000
 	}
-	return &Limiter{ledger: ledger, max: maxKeys, keys: make(map[string]*keyState)}
+	return &Limiter{ledger: ledger, max: maxKeys, keys: make(map[string]*keyState), accounts: make(map[string]*accountState)}
 }
 
 // unlimited is the lease of a key with no limits: nothing to give back.
@@ -141,7 +159,8 @@ func (u unlimited) Settle(context.Context, Settlement) error { return nil }
 // help before the month ends). ctx is not used by the in-memory Limiter.
 func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
 	lim := r.Limits
-	if lim == (tollgate.Limits{}) {
+	acct := r.AccountID != "" && (r.Account.MonthlyRequests > 0 || r.Account.MonthlyTokens > 0)
+	if lim == (tollgate.Limits{}) && !acct {
 		return unlimited{output: r.Output}, nil
 	}
 	l.mu.Lock()
@@ -168,7 +187,50 @@ func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
 	if lim.TokensPerMinute > 0 {
 		k.tokens -= float64(reserve)
 	}
-	return &lease{l: l, keyID: r.KeyID, reserved: reserve, output: output, lowered: output < r.Output}, nil
+	ls := &lease{l: l, keyID: r.KeyID, reserved: reserve, output: output, lowered: output < r.Output}
+	if acct {
+		a := l.accounts[r.AccountID]
+		if a == nil {
+			a = &accountState{}
+			l.accounts[r.AccountID] = a
+		}
+		a.resReqs++
+		a.resTokens += reserve
+		ls.accountID = r.AccountID
+	}
+	return ls, nil
+}
+
+// checkAccount applies the account's monthly quotas to r and returns the
+// output cap they leave (at most output). Callers hold l.mu.
+func (l *Limiter) checkAccount(r Request, output int64) (int64, error) {
+	lim := r.Account
+	if r.AccountID == "" || (lim.MonthlyRequests <= 0 && lim.MonthlyTokens <= 0) {
+		return output, nil
+	}
+	var usedReqs, usedTokens int64
+	if al, ok := l.ledger.(AccountLedger); ok {
+		usedReqs, usedTokens = al.AccountUsed(r.AccountID)
+	}
+	var a accountState
+	if p := l.accounts[r.AccountID]; p != nil {
+		a = *p
+	}
+	if lim.MonthlyRequests > 0 && usedReqs+a.resReqs >= lim.MonthlyRequests {
+		return 0, quotaRequests(accountWho, lim.MonthlyRequests, r.Now, usedReqs < lim.MonthlyRequests)
+	}
+	if lim.MonthlyTokens > 0 {
+		left := lim.MonthlyTokens - usedTokens - a.resTokens
+		inFlight := a.resTokens > 0 && r.Prompt+r.MinOutput <= lim.MonthlyTokens-usedTokens
+		if left <= 0 {
+			return 0, quotaTokensUsed(accountWho, lim.MonthlyTokens, r.Now, inFlight)
+		}
+		if r.Prompt+r.MinOutput > left {
+			return 0, quotaTokensShort(accountWho, r.Prompt+r.MinOutput, left, r.Now, inFlight)
+		}
+		output = min(output, left-r.Prompt)
+	}
+	return output, nil
 }
 
 // check applies the quota, concurrency and tokens-per-minute limits to r and
@@ -183,19 +245,23 @@ func (l *Limiter) check(k *keyState, r Request) (int64, error) {
 		// A refusal is final only when committed usage alone is over the
 		// line: a reservation in flight may still give its share back.
 		if lim.MonthlyRequests > 0 && usedReqs+k.resReqs >= lim.MonthlyRequests {
-			return 0, quotaRequests(lim.MonthlyRequests, r.Now, usedReqs < lim.MonthlyRequests)
+			return 0, quotaRequests(keyWho, lim.MonthlyRequests, r.Now, usedReqs < lim.MonthlyRequests)
 		}
 		if lim.MonthlyTokens > 0 {
 			left := lim.MonthlyTokens - usedTokens - k.resTokens
 			inFlight := k.resTokens > 0 && r.Prompt+r.MinOutput <= lim.MonthlyTokens-usedTokens
 			if left <= 0 {
-				return 0, quotaTokensUsed(lim.MonthlyTokens, r.Now, inFlight)
+				return 0, quotaTokensUsed(keyWho, lim.MonthlyTokens, r.Now, inFlight)
 			}
 			if r.Prompt+r.MinOutput > left {
-				return 0, quotaTokensShort(r.Prompt+r.MinOutput, left, r.Now, inFlight)
+				return 0, quotaTokensShort(keyWho, r.Prompt+r.MinOutput, left, r.Now, inFlight)
 			}
 			output = min(output, left-r.Prompt)
 		}
+	}
+	output, err := l.checkAccount(r, output)
+	if err != nil {
+		return 0, err
 	}
 	if lim.MaxConcurrent > 0 && k.inFlight >= lim.MaxConcurrent {
 		return 0, tooManyConcurrent()
@@ -219,12 +285,13 @@ func (l *Limiter) check(k *keyState, r Request) (int64, error) {
 
 // lease is a reservation on one key.
 type lease struct {
-	l        *Limiter
-	keyID    string
-	reserved int64
-	output   int64
-	lowered  bool
-	once     sync.Once
+	l         *Limiter
+	keyID     string
+	accountID string // "" when no account quota was reserved
+	reserved  int64
+	output    int64
+	lowered   bool
+	once      sync.Once
 }
 
 func (ls *lease) Output() int64 { return ls.output }
@@ -242,6 +309,13 @@ func (ls *lease) Settle(_ context.Context, s Settlement) error {
 func (l *Limiter) settle(ls *lease, s Settlement) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if a := l.accounts[ls.accountID]; ls.accountID != "" && a != nil {
+		a.resReqs = max(0, a.resReqs-1)
+		a.resTokens = max(0, a.resTokens-ls.reserved)
+		if a.resReqs == 0 {
+			delete(l.accounts, ls.accountID)
+		}
+	}
 	k, ok := l.keys[ls.keyID]
 	if !ok {
 		return

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"tollgate"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
@@ -160,4 +161,55 @@ func (q quotaLedger) Month(keyID string) metering.Totals {
 		}
 	}
 	return t
+}
+
+// AccountMonth is this replica's count of an account's usage (Redis keeps
+// no account totals).
+func (q quotaLedger) AccountMonth(accountID string) metering.Totals {
+	return q.counters.AccountMonth(accountID)
+}
+
+// accountsFirst admits a request against its account's monthly quotas with
+// an in-memory limiter, then against its key's limits with the shared
+// (Redis) one. Account quotas are thus checked per replica, against the
+// usage this replica has counted (the month's total at its start plus its
+// own requests): with N replicas an account may go up to N times over
+// before every replica refuses. Keys' limits stay exact across replicas.
+type accountsFirst struct {
+	accounts *limits.Limiter
+	gateway.Admitter
+}
+
+// Admit takes the account's reservation, then the key's; either refusal
+// gives back what was taken.
+func (a accountsFirst) Admit(ctx context.Context, r limits.Request) (limits.Lease, error) {
+	if r.AccountID == "" {
+		return a.Admitter.Admit(ctx, r)
+	}
+	al, err := a.accounts.Admit(ctx, limits.Request{KeyID: "account " + r.AccountID, AccountID: r.AccountID, Account: r.Account,
+		Prompt: r.Prompt, Output: r.Output, MinOutput: r.MinOutput, Now: r.Now})
+	if err != nil {
+		return nil, err
+	}
+	kr := r
+	kr.AccountID, kr.Account, kr.Output = "", tollgate.Limits{}, al.Output()
+	kl, err := a.Admitter.Admit(ctx, kr)
+	if err != nil {
+		_ = al.Settle(context.WithoutCancel(ctx), limits.Settlement{Now: r.Now})
+		return nil, err
+	}
+	return bothLeases{key: kl, account: al}, nil
+}
+
+// bothLeases is a key's lease and its account's, settled together.
+type bothLeases struct{ key, account limits.Lease }
+
+func (b bothLeases) Output() int64 { return b.key.Output() }
+func (b bothLeases) Lowered() bool { return b.key.Lowered() || b.account.Lowered() }
+
+// Settle settles the key's lease, then the account's.
+func (b bothLeases) Settle(ctx context.Context, s limits.Settlement) error {
+	err := b.key.Settle(ctx, s)
+	_ = b.account.Settle(ctx, s)
+	return err
 }
