@@ -141,7 +141,7 @@ func TestAccountQuotaSharedByItsKeys(t *testing.T) {
 
 	// /usage answers for the key and for its account.
 	var u struct {
-		Totals struct{ Requests int64 }
+		Totals  struct{ Requests int64 }
 		Account *struct {
 			ID    string `json:"id"`
 			Month struct {

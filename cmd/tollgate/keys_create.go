@@ -16,6 +16,7 @@ func keysCreate(fs *flag.FlagSet, getenv func(string) string, now func() time.Ti
 	scopes := fs.String("scopes", "generate,embed,predict", "comma list of generate, embed, predict, admin")
 	models := fs.String("models", "", "comma list of public model names the key may use (empty: all)")
 	plan := fs.String("plan", "", "plan from models.yaml whose limits apply")
+	account := fs.String("account", "", "id of the subscriber account owning the key (tollgate accounts list)")
 	var l auth.Limits
 	fs.Float64Var(&l.RequestsPerSecond, "rate", 0, "requests per second (token bucket refill; 0: plan or unlimited)")
 	fs.IntVar(&l.Burst, "burst", 0, "token bucket size")
@@ -26,7 +27,7 @@ func keysCreate(fs *flag.FlagSet, getenv func(string) string, now func() time.Ti
 	expires := fs.String("expires", "", "expiry: a duration from now (720h) or an RFC 3339 time")
 	catalogPath := fs.String("catalog", envOr(getenv, "TOLLGATE_MODELS", "models.yaml"), "models.yaml to check --plan against (env TOLLGATE_MODELS)")
 	return func(ctx context.Context, k *auth.Keys, _ string) (any, string, error) {
-		spec := auth.Spec{Name: *name, Plan: *plan, Limits: l}
+		spec := auth.Spec{Name: *name, Plan: *plan, Account: *account, Limits: l}
 		var err error
 		if spec.Scopes, err = auth.ParseScopes(*scopes); err != nil {
 			return nil, "", &usageError{"--scopes: " + strings.TrimPrefix(err.Error(), "auth: ")}
