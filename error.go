@@ -21,6 +21,7 @@ const (
 	CodeKeyExpired          Code = "key_expired"                // 401
 	CodeKeyRevoked          Code = "key_revoked"                // 401
 	CodeKeyInQuery          Code = "key_in_query"               // 401
+	CodeBudgetExceeded      Code = "budget_exceeded"            // 402: a monthly money budget is spent
 	CodeQuotaExceeded       Code = "quota_exceeded"             // 402
 	CodeInsufficientScope   Code = "insufficient_scope"         // 403
 	CodeModelNotAllowed     Code = "model_not_allowed"          // 403
@@ -68,6 +69,7 @@ var statuses = map[Code]int{
 	CodeKeyExpired:          401,
 	CodeKeyRevoked:          401,
 	CodeKeyInQuery:          401,
+	CodeBudgetExceeded:      402,
 	CodeQuotaExceeded:       402,
 	CodeInsufficientScope:   403,
 	CodeModelNotAllowed:     403,

@@ -150,3 +150,28 @@ func (m Money) String() string {
 	}
 	return fmt.Sprintf("%s%d.%06d", sign, u/MicrosPerUnit, u%MicrosPerUnit)
 }
+
+// MarshalJSON writes m as String does, in a JSON string ("25.000000"), so
+// an amount is never a binary float on the wire.
+func (m Money) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + m.String() + `"`), nil
+}
+
+// UnmarshalJSON reads an amount in currency units, as a JSON string
+// ("25.50") or number (25.5), exactly by ParseMoney's rules (a number is
+// read from its text, never through a float).
+func (m *Money) UnmarshalJSON(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if s == "null" {
+		return nil
+	}
+	if unq, err := strconv.Unquote(s); err == nil {
+		s = unq
+	}
+	v, err := ParseMoney(s)
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}

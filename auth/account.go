@@ -12,8 +12,9 @@ import (
 
 // Account is a subscriber: it owns keys (Key.AccountID) and has monthly
 // quotas of its own, shared by all its keys, on top of each key's limits.
-// Only the monthly fields of Limits (monthly_tokens, monthly_requests) apply
-// to an account; its plan supplies those it leaves unset.
+// Only the monthly fields of Limits (monthly_tokens, monthly_requests,
+// monthly_budget) apply to an account; its plan supplies those it leaves
+// unset.
 type Account struct {
 	ID               string    `json:"id"`   // "acct_" + 16 base62
 	Name             string    `json:"name"` // 1..100 characters
@@ -87,7 +88,7 @@ func (p AccountPatch) apply(a *Account) error {
 	if p.Limits != nil {
 		l := *p.Limits
 		if l.RequestsPerSecond != 0 || l.Burst != 0 || l.TokensPerMinute != 0 || l.MaxConcurrent != 0 {
-			return fieldErr("limits", "an account takes only monthly limits (monthly_tokens, monthly_requests); set rates on its keys or plan")
+			return fieldErr("limits", "an account takes only monthly limits (monthly_tokens, monthly_requests, monthly_budget); set rates on its keys or plan")
 		}
 		if err := validateLimits(l); err != nil {
 			return err

@@ -387,6 +387,7 @@ func validateLimits(l Limits) error {
 		{"limits.max_concurrent", int64(l.MaxConcurrent)},
 		{"limits.monthly_tokens", l.MonthlyTokens},
 		{"limits.monthly_requests", l.MonthlyRequests},
+		{"limits.monthly_budget", int64(l.MonthlyBudget)},
 	} {
 		if f.v < 0 {
 			return fieldErr(f.name, "must not be negative")

@@ -81,6 +81,9 @@ type call struct {
 	lease  limits.Lease
 	slot   *inference.Slot // nil without a Scheduler
 	freed  bool            // the GPU slot was given back
+	// accountBudget is the monthly budget of the key's account at
+	// admission (0: none), for the alerts.
+	accountBudget tollgate.Money
 }
 
 // free gives the GPU slot back, once.
@@ -124,7 +127,7 @@ func (g *Gateway) admit(ctx context.Context, c Caller, cp tollgate.Capability, m
 		return nil, err
 	}
 	lease, err := g.limiter.Admit(ctx, limits.Request{KeyID: c.Key.ID, Limits: g.Limits(c.Key),
-		AccountID: c.Key.AccountID, Account: acct,
+		AccountID: c.Key.AccountID, Account: acct, Price: m.Price,
 		Prompt: b.prompt, Output: b.output, MinOutput: b.minOutput, Now: g.now()})
 	if err != nil {
 		return nil, err
@@ -138,7 +141,7 @@ func (g *Gateway) admit(ctx context.Context, c Caller, cp tollgate.Capability, m
 		}
 	}
 	g.inFlight(1)
-	return &call{g: g, caller: c, cp: cp, model: m, lease: lease, slot: slot}, nil
+	return &call{g: g, caller: c, cp: cp, model: m, lease: lease, slot: slot, accountBudget: acct.MonthlyBudget}, nil
 }
 
 // weight is the fair queue's weight of a key on plan: the plan's (1 when
@@ -191,7 +194,22 @@ func (cl *call) finish(ctx context.Context, status int, billed inference.Usage, 
 	}
 	_ = cl.lease.Settle(detached, limits.Settlement{Tokens: int64(res.Usage.Total()), Now: g.now(),
 		Charged: err == nil && res.Status < 500})
+	if err == nil && ev.Cost > 0 {
+		cl.alert(ev)
+	}
 	return res, callErr
+}
+
+// alert checks the budgets of the call's key and account against what
+// their spending became with ev (the counters already hold it).
+func (cl *call) alert(ev metering.Event) {
+	g := cl.g
+	if b := g.Limits(cl.caller.Key).MonthlyBudget; b > 0 {
+		g.budgetAlerts("key", ev.KeyID, b, g.ledger.Month(ev.KeyID).Cost)
+	}
+	if cl.accountBudget > 0 {
+		g.budgetAlerts("account", ev.AccountID, cl.accountBudget, g.ledger.AccountMonth(ev.AccountID).Cost)
+	}
 }
 
 // finishWhole finishes a call whose answer is delivered whole or not at

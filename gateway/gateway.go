@@ -18,6 +18,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"tollgate"
@@ -101,6 +102,11 @@ type Config struct {
 	RecordTimeout time.Duration
 	Now           func() time.Time // nil: time.Now
 	Logger        *slog.Logger     // nil: discard
+	// OnBudgetAlert, if set, is told when a committed request takes a
+	// key's or an account's spending this month to or past 50, 80 or 100
+	// percent of its monthly budget (scope "key" or
+	// "account", and its id). The gateway also logs it.
+	OnBudgetAlert func(scope, id string, percent int)
 	// InFlight, if set, is told +1 when a call takes a GPU slot and -1
 	// when it gives it back (a metrics gauge).
 	InFlight func(delta int)
@@ -120,13 +126,25 @@ type Gateway struct {
 	now           func() time.Time
 	log           *slog.Logger
 	inFlight      func(int)
+	onBudget      func(scope, id string, percent int)
+
+	alertMu sync.Mutex
+	alerted map[string]budgetAlerted // scope+" "+id -> the highest threshold alerted this month
 }
+
+// budgetAlerted is the highest threshold alerted for one budget, and in
+// which month.
+type budgetAlerted struct {
+	month time.Time
+	pct   int
+}
+
 
 // New returns a Gateway for cfg.
 func New(cfg Config) *Gateway {
 	g := &Gateway{inf: cfg.Inference, recorder: cfg.Recorder, limiter: cfg.Limiter, ledger: cfg.Ledger,
 		usage: cfg.Usage, accounts: cfg.Accounts, sched: cfg.Scheduler, recordTimeout: cfg.RecordTimeout,
-		now: cfg.Now, log: cfg.Logger, inFlight: cfg.InFlight}
+		now: cfg.Now, log: cfg.Logger, inFlight: cfg.InFlight, onBudget: cfg.OnBudgetAlert}
 	if s, ok := cfg.Inference.(Scheduler); ok && g.sched == nil {
 		g.sched = s
 	}
@@ -141,6 +159,9 @@ func New(cfg Config) *Gateway {
 	}
 	if g.inFlight == nil {
 		g.inFlight = func(int) {}
+	}
+	if g.onBudget == nil {
+		g.onBudget = func(string, string, int) {}
 	}
 	return g
 }
@@ -192,7 +213,37 @@ func (g *Gateway) AccountLimits(ctx context.Context, key auth.Key) (auth.Account
 		}
 		lim = lim.Over(p.Limits)
 	}
-	return a, tollgate.Limits{MonthlyTokens: lim.MonthlyTokens, MonthlyRequests: lim.MonthlyRequests}, nil
+	return a, tollgate.Limits{MonthlyTokens: lim.MonthlyTokens, MonthlyRequests: lim.MonthlyRequests, MonthlyBudget: lim.MonthlyBudget}, nil
+}
+
+// budgetAlerts alerts, once a month per budget and threshold on this
+// instance, for each threshold (50, 80, 100 %) of budget that spent has
+// reached.
+func (g *Gateway) budgetAlerts(scope, id string, budget, spent tollgate.Money) {
+	if budget <= 0 {
+		return
+	}
+	month := metering.MonthStart(g.now())
+	g.alertMu.Lock()
+	defer g.alertMu.Unlock()
+	k := scope + " " + id
+	done := g.alerted[k]
+	if !done.month.Equal(month) {
+		done = budgetAlerted{month: month}
+	}
+	for _, pct := range [...]int{50, 80, 100} {
+		line := tollgate.Money((int64(budget)*int64(pct) + 99) / 100) // rounded up: 100 % is the budget itself
+		if pct > done.pct && spent >= line {
+			done.pct = pct
+			g.log.Warn("monthly budget threshold reached", "scope", scope, "id", id, "percent", pct,
+				"spent", spent.String(), "budget", budget.String())
+			g.onBudget(scope, id, pct)
+		}
+	}
+	if g.alerted == nil {
+		g.alerted = make(map[string]budgetAlerted)
+	}
+	g.alerted[k] = done
 }
 
 // LimitState reports key's rate and tokens-per-minute standing now, for

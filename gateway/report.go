@@ -50,6 +50,8 @@ type Quota struct {
 	RemainingTokens   *int64
 	MonthlyRequests   int64
 	RemainingRequests *int64
+	MonthlyBudget     tollgate.Money
+	RemainingBudget   *tollgate.Money
 	ResetsAt          time.Time
 }
 
@@ -92,6 +94,11 @@ func quotaOf(lim tollgate.Limits, used metering.Totals, now time.Time) Quota {
 	if lim.MonthlyRequests > 0 {
 		left := max(0, lim.MonthlyRequests-used.Requests)
 		q.RemainingRequests = &left
+	}
+	if lim.MonthlyBudget > 0 {
+		q.MonthlyBudget = lim.MonthlyBudget
+		left := max(0, lim.MonthlyBudget-used.Cost)
+		q.RemainingBudget = &left
 	}
 	return q
 }

@@ -177,7 +177,8 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	}
 	accounts := auth.NewAccountCache(db, cfg.now)
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: rec, Limiter: limits.New(counters, 0),
-		Ledger: counters, Usage: usage, Accounts: accounts, Logger: log, InFlight: metrics.InFlight, Now: cfg.now})
+		Ledger: counters, Usage: usage, Accounts: accounts, Logger: log, InFlight: metrics.InFlight, Now: cfg.now,
+		OnBudgetAlert: metrics.BudgetAlert})
 	jcfg := jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: 2, Poll: 20 * time.Millisecond, Now: cfg.now, Logger: log,
 		FlushUsage: journal.Flush}
 	if cfg.jobs != nil {

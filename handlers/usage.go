@@ -9,6 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"tollgate"
 	"tollgate/auth"
 	"tollgate/gateway"
 	"tollgate/metering"
@@ -36,11 +37,14 @@ type groupJSON struct {
 }
 
 type quotaJSON struct {
-	MonthlyTokens     int64     `json:"monthly_tokens,omitempty"`
-	RemainingTokens   *int64    `json:"remaining_tokens,omitempty"`
-	MonthlyRequests   int64     `json:"monthly_requests,omitempty"`
-	RemainingRequests *int64    `json:"remaining_requests,omitempty"`
-	ResetsAt          time.Time `json:"resets_at"`
+	MonthlyTokens     int64  `json:"monthly_tokens,omitempty"`
+	RemainingTokens   *int64 `json:"remaining_tokens,omitempty"`
+	MonthlyRequests   int64  `json:"monthly_requests,omitempty"`
+	RemainingRequests *int64 `json:"remaining_requests,omitempty"`
+	// Budgets in the catalog's currency, as decimal strings ("25.000000").
+	MonthlyBudget   tollgate.Money  `json:"monthly_budget,omitzero"`
+	RemainingBudget *tollgate.Money `json:"remaining_budget,omitempty"`
+	ResetsAt        time.Time       `json:"resets_at"`
 }
 
 type usageResponse struct {
@@ -139,7 +143,8 @@ func (s *server) quota(key auth.Key) *quotaJSON { return toQuota(s.gw.Quota(key)
 
 func toQuota(q gateway.Quota) *quotaJSON {
 	return &quotaJSON{MonthlyTokens: q.MonthlyTokens, RemainingTokens: q.RemainingTokens,
-		MonthlyRequests: q.MonthlyRequests, RemainingRequests: q.RemainingRequests, ResetsAt: q.ResetsAt}
+		MonthlyRequests: q.MonthlyRequests, RemainingRequests: q.RemainingRequests,
+		MonthlyBudget: q.MonthlyBudget, RemainingBudget: q.RemainingBudget, ResetsAt: q.ResetsAt}
 }
 
 // ownUsage serves GET /usage: the calling key's usage and remaining quota.

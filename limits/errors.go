@@ -34,6 +34,21 @@ func quotaTokensShort(who string, need, left int64, now time.Time, inFlight bool
 		"; send a shorter prompt, or wait for the reset at "+resetAt(now))
 }
 
+func budgetShort(who string, budget, left, need tollgate.Money, now time.Time, inFlight bool) error {
+	var msg string
+	if left <= 0 {
+		msg = who + " monthly budget (" + budget.String() + ") is spent" + inFlightNote(inFlight) + "; it resets at " + resetAt(now)
+	} else {
+		msg = "this request may cost up to " + need.String() + " (its prompt and its shortest answer) but only " + left.String() +
+			" of " + who + " monthly budget (" + budget.String() + ") is left" + inFlightNote(inFlight) + "; it resets at " + resetAt(now)
+	}
+	e := &tollgate.Error{Code: tollgate.CodeBudgetExceeded, Final: !inFlight, Message: msg}
+	if inFlight {
+		e.RetryAfter = time.Second
+	}
+	return e
+}
+
 // quota is a 402. It is Final (x-should-retry: false) unless requests in
 // flight hold part of the quota and may give it back: then a retry in a
 // second may succeed.

@@ -29,6 +29,14 @@ type Ledger interface {
 	Used(keyID string) (requests, tokens int64)
 }
 
+// CostLedger reports what a key and an account have spent in the current
+// month, from committed usage records; *metering.Counters satisfies it.
+// Without one, money budgets count only the reservations in flight.
+type CostLedger interface {
+	Spent(keyID string) tollgate.Money
+	AccountSpent(accountID string) tollgate.Money
+}
+
 // AccountLedger reports what an account's keys have used in the current
 // month, from committed usage records; *metering.Counters satisfies it.
 type AccountLedger interface {
@@ -44,6 +52,11 @@ type Request struct {
 	// shared by all the account's keys, on top of the key's own.
 	AccountID string
 	Account   tollgate.Limits
+	// Price is what the model charges: with a MonthlyBudget (the key's or
+	// the account's) the request reserves its worst-case cost, Price.Cost
+	// of its prompt bound and granted output cap, and near the end of a
+	// budget its output cap is lowered to what the budget can pay for.
+	Price tollgate.Price
 	// Prompt bounds the tokens the input can take. It is reserved whole:
 	// a request whose prompt does not fit is refused.
 	Prompt int64
@@ -120,6 +133,7 @@ type Limiter struct {
 // account's monthly quotas.
 type accountState struct {
 	resReqs, resTokens int64
+	resCost            tollgate.Money
 }
 
 type keyState struct {
@@ -130,6 +144,7 @@ type keyState struct {
 	inFlight int
 	// reserved by requests in flight, against the monthly quotas
 	resReqs, resTokens int64
+	resCost            tollgate.Money // against the monthly budget
 }
 
 // New returns a Limiter that reads committed month usage from ledger (nil:
@@ -159,7 +174,7 @@ func (u unlimited) Settle(context.Context, Settlement) error { return nil }
 // help before the month ends). ctx is not used by the in-memory Limiter.
 func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
 	lim := r.Limits
-	acct := r.AccountID != "" && (r.Account.MonthlyRequests > 0 || r.Account.MonthlyTokens > 0)
+	acct := r.AccountID != "" && (r.Account.MonthlyRequests > 0 || r.Account.MonthlyTokens > 0 || r.Account.MonthlyBudget > 0)
 	if lim == (tollgate.Limits{}) && !acct {
 		return unlimited{output: r.Output}, nil
 	}
@@ -181,13 +196,15 @@ func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
 		}
 	}
 	reserve := r.Prompt + output
+	cost := r.Price.Cost(r.Prompt, output)
 	k.inFlight++
 	k.resReqs++
 	k.resTokens += reserve
+	k.resCost += cost
 	if lim.TokensPerMinute > 0 {
 		k.tokens -= float64(reserve)
 	}
-	ls := &lease{l: l, keyID: r.KeyID, reserved: reserve, output: output, lowered: output < r.Output}
+	ls := &lease{l: l, keyID: r.KeyID, reserved: reserve, cost: cost, output: output, lowered: output < r.Output}
 	if acct {
 		a := l.accounts[r.AccountID]
 		if a == nil {
@@ -196,6 +213,7 @@ func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
 		}
 		a.resReqs++
 		a.resTokens += reserve
+		a.resCost += cost
 		ls.accountID = r.AccountID
 	}
 	return ls, nil
@@ -205,7 +223,7 @@ func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
 // output cap they leave (at most output). Callers hold l.mu.
 func (l *Limiter) checkAccount(r Request, output int64) (int64, error) {
 	lim := r.Account
-	if r.AccountID == "" || (lim.MonthlyRequests <= 0 && lim.MonthlyTokens <= 0) {
+	if r.AccountID == "" || (lim.MonthlyRequests <= 0 && lim.MonthlyTokens <= 0 && lim.MonthlyBudget <= 0) {
 		return output, nil
 	}
 	var usedReqs, usedTokens int64
@@ -230,7 +248,39 @@ func (l *Limiter) checkAccount(r Request, output int64) (int64, error) {
 		}
 		output = min(output, left-r.Prompt)
 	}
+	if lim.MonthlyBudget > 0 {
+		var spent tollgate.Money
+		if cl, ok := l.ledger.(CostLedger); ok {
+			spent = cl.AccountSpent(r.AccountID)
+		}
+		return fitBudget(accountWho, lim.MonthlyBudget, spent, a.resCost, r, output)
+	}
 	return output, nil
+}
+
+// fitBudget checks that budget, of which spent is committed and reserved is
+// held by requests in flight, can pay for r at its least output, and
+// returns the largest output cap up to output that it can pay for.
+func fitBudget(who string, budget, spent, reserved tollgate.Money, r Request, output int64) (int64, error) {
+	left := budget - spent - reserved
+	need := r.Price.Cost(r.Prompt, r.MinOutput)
+	inFlight := reserved > 0 && need <= budget-spent && spent < budget
+	if left <= 0 || need > left {
+		return 0, budgetShort(who, budget, max(0, left), need, r.Now, inFlight)
+	}
+	if r.Price.Cost(r.Prompt, output) <= left {
+		return output, nil
+	}
+	lo, hi := r.MinOutput, output // Cost(lo) fits, Cost(hi) does not
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		if r.Price.Cost(r.Prompt, mid) <= left {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
 }
 
 // check applies the quota, concurrency and tokens-per-minute limits to r and
@@ -257,6 +307,16 @@ func (l *Limiter) check(k *keyState, r Request) (int64, error) {
 				return 0, quotaTokensShort(keyWho, r.Prompt+r.MinOutput, left, r.Now, inFlight)
 			}
 			output = min(output, left-r.Prompt)
+		}
+	}
+	if lim.MonthlyBudget > 0 {
+		var spent tollgate.Money
+		if cl, ok := l.ledger.(CostLedger); ok {
+			spent = cl.Spent(r.KeyID)
+		}
+		var err error
+		if output, err = fitBudget(keyWho, lim.MonthlyBudget, spent, k.resCost, r, output); err != nil {
+			return 0, err
 		}
 	}
 	output, err := l.checkAccount(r, output)
@@ -289,6 +349,7 @@ type lease struct {
 	keyID     string
 	accountID string // "" when no account quota was reserved
 	reserved  int64
+	cost      tollgate.Money // reserved against the monthly budgets
 	output    int64
 	lowered   bool
 	once      sync.Once
@@ -312,6 +373,7 @@ func (l *Limiter) settle(ls *lease, s Settlement) {
 	if a := l.accounts[ls.accountID]; ls.accountID != "" && a != nil {
 		a.resReqs = max(0, a.resReqs-1)
 		a.resTokens = max(0, a.resTokens-ls.reserved)
+		a.resCost = max(0, a.resCost-ls.cost)
 		if a.resReqs == 0 {
 			delete(l.accounts, ls.accountID)
 		}
@@ -323,6 +385,7 @@ func (l *Limiter) settle(ls *lease, s Settlement) {
 	k.inFlight = max(0, k.inFlight-1)
 	k.resReqs = max(0, k.resReqs-1)
 	k.resTokens = max(0, k.resTokens-ls.reserved)
+	k.resCost = max(0, k.resCost-ls.cost)
 	if k.limits.TokensPerMinute > 0 {
 		k.refill(s.Now)
 		k.tokens = min(float64(k.limits.TokensPerMinute), k.tokens+float64(ls.reserved-s.Tokens))
@@ -375,7 +438,7 @@ func (l *Limiter) get(keyID string, lim tollgate.Limits, now time.Time) *keyStat
 		nk.req = rate.NewLimiter(rate.Limit(lim.RequestsPerSecond), burstOf(lim))
 	}
 	if ok { // limits changed: keep what is in flight and reserved, and what was spent
-		nk.inFlight, nk.resReqs, nk.resTokens = k.inFlight, k.resReqs, k.resTokens
+		nk.inFlight, nk.resReqs, nk.resTokens, nk.resCost = k.inFlight, k.resReqs, k.resTokens, k.resCost
 		if lim.TokensPerMinute > 0 {
 			// Requests in flight settle into the new bucket, so it starts
 			// as far below full as the old one was (or, if there was no

@@ -3,6 +3,8 @@ package metering
 import (
 	"sync"
 	"time"
+
+	"tollgate"
 )
 
 // MonthStart returns the first instant of t's month in UTC.
@@ -152,6 +154,13 @@ func (c *Counters) AccountUsed(id string) (requests, tokens int64) {
 	t := c.AccountMonth(id)
 	return t.Requests, t.TotalTokens()
 }
+
+// Spent returns what keyID's requests cost this month; with AccountSpent
+// it makes Counters a limits.CostLedger.
+func (c *Counters) Spent(keyID string) tollgate.Money { return c.Month(keyID).Cost }
+
+// AccountSpent returns what account id's keys' requests cost this month.
+func (c *Counters) AccountSpent(id string) tollgate.Money { return c.AccountMonth(id).Cost }
 
 func (c *Counters) month(km *keyMonth) Totals {
 	m := MonthStart(c.now())

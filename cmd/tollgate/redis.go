@@ -169,30 +169,34 @@ func (q quotaLedger) AccountMonth(accountID string) metering.Totals {
 	return q.counters.AccountMonth(accountID)
 }
 
-// accountsFirst admits a request against its account's monthly quotas with
-// an in-memory limiter, then against its key's limits with the shared
-// (Redis) one. Account quotas are thus checked per replica, against the
-// usage this replica has counted (the month's total at its start plus its
-// own requests): with N replicas an account may go up to N times over
-// before every replica refuses. Keys' limits stay exact across replicas.
+// accountsFirst admits a request against its money budgets (the key's
+// and its account's) and its account's monthly quotas with an in-memory
+// limiter, then against the rest of its key's limits with the shared
+// (Redis) one. Budgets and account quotas are thus checked per replica,
+// against the usage this replica has counted (the month's total at its
+// start plus its own requests): with N replicas they may be exceeded up to
+// N times before every replica refuses. Keys' other limits stay exact
+// across replicas.
 type accountsFirst struct {
 	accounts *limits.Limiter
 	gateway.Admitter
 }
 
-// Admit takes the account's reservation, then the key's; either refusal
-// gives back what was taken.
+// Admit takes the budget and account reservation, then the key's; either
+// refusal gives back what was taken.
 func (a accountsFirst) Admit(ctx context.Context, r limits.Request) (limits.Lease, error) {
-	if r.AccountID == "" {
+	if r.AccountID == "" && r.Limits.MonthlyBudget == 0 {
 		return a.Admitter.Admit(ctx, r)
 	}
-	al, err := a.accounts.Admit(ctx, limits.Request{KeyID: "account " + r.AccountID, AccountID: r.AccountID, Account: r.Account,
+	al, err := a.accounts.Admit(ctx, limits.Request{KeyID: r.KeyID, Limits: tollgate.Limits{MonthlyBudget: r.Limits.MonthlyBudget},
+		AccountID: r.AccountID, Account: r.Account, Price: r.Price,
 		Prompt: r.Prompt, Output: r.Output, MinOutput: r.MinOutput, Now: r.Now})
 	if err != nil {
 		return nil, err
 	}
 	kr := r
 	kr.AccountID, kr.Account, kr.Output = "", tollgate.Limits{}, al.Output()
+	kr.Limits.MonthlyBudget = 0
 	kl, err := a.Admitter.Admit(ctx, kr)
 	if err != nil {
 		_ = al.Settle(context.WithoutCancel(ctx), limits.Settlement{Now: r.Now})

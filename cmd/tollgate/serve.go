@@ -318,7 +318,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 	}
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: usage.recorder, Limiter: limiter,
 		Ledger: ledger, Usage: usage.reports, Accounts: accountCache, RecordTimeout: f.record,
-		Now: now, Logger: log, InFlight: metrics.InFlight})
+		Now: now, Logger: log, InFlight: metrics.InFlight, OnBudgetAlert: metrics.BudgetAlert})
 	allow, err := jobs.ParseNets(f.callbackNets)
 	if err != nil {
 		stopRedis()

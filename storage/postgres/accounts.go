@@ -11,7 +11,7 @@ import (
 
 var _ auth.AccountStore = (*DB)(nil)
 
-const accountColumns = `id, name, stripe_customer_id, plan, monthly_tokens, monthly_requests, created_at`
+const accountColumns = `id, name, stripe_customer_id, plan, monthly_tokens, monthly_requests, created_at, monthly_budget`
 
 // nullIfEmpty stores "" as NULL (a key without an account).
 func nullIfEmpty(s string) any {
@@ -24,7 +24,7 @@ func nullIfEmpty(s string) any {
 func scanAccount(scan func(...any) error) (auth.Account, error) {
 	var a auth.Account
 	var created int64
-	if err := scan(&a.ID, &a.Name, &a.StripeCustomerID, &a.Plan, &a.Limits.MonthlyTokens, &a.Limits.MonthlyRequests, &created); err != nil {
+	if err := scan(&a.ID, &a.Name, &a.StripeCustomerID, &a.Plan, &a.Limits.MonthlyTokens, &a.Limits.MonthlyRequests, &created, &a.Limits.MonthlyBudget); err != nil {
 		return auth.Account{}, err
 	}
 	a.CreatedAt = fromPtr(&created)
@@ -34,8 +34,8 @@ func scanAccount(scan func(...any) error) (auth.Account, error) {
 // CreateAccount stores a new account and its audit entry in one transaction.
 func (db *DB) CreateAccount(ctx context.Context, a auth.Account, e auth.AuditEntry) error {
 	err := db.withTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO accounts(`+accountColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			a.ID, a.Name, a.StripeCustomerID, a.Plan, a.Limits.MonthlyTokens, a.Limits.MonthlyRequests, a.CreatedAt.UnixNano()); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO accounts(`+accountColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			a.ID, a.Name, a.StripeCustomerID, a.Plan, a.Limits.MonthlyTokens, a.Limits.MonthlyRequests, a.CreatedAt.UnixNano(), a.Limits.MonthlyBudget); err != nil {
 			return err
 		}
 		return insertAudit(ctx, tx, e)
@@ -102,8 +102,8 @@ func (db *DB) UpdateAccount(ctx context.Context, id string, apply func(*auth.Acc
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE accounts SET name = $1, stripe_customer_id = $2, plan = $3,
-			monthly_tokens = $4, monthly_requests = $5 WHERE id = $6`,
-			a.Name, a.StripeCustomerID, a.Plan, a.Limits.MonthlyTokens, a.Limits.MonthlyRequests, id); err != nil {
+			monthly_tokens = $4, monthly_requests = $5, monthly_budget = $6 WHERE id = $7`,
+			a.Name, a.StripeCustomerID, a.Plan, a.Limits.MonthlyTokens, a.Limits.MonthlyRequests, a.Limits.MonthlyBudget, id); err != nil {
 			return err
 		}
 		if err := insertAudit(ctx, tx, e); err != nil {

@@ -84,7 +84,7 @@ func keysRoundTrip(t *testing.T, s storage.Store) {
 	ctx := context.Background()
 	e := newKeyEnv(s)
 	spec := auth.Spec{Name: "acme", Scopes: []auth.Scope{auth.ScopeGenerate, auth.ScopeEmbed}, Models: []string{"llama3.2", "nomic"},
-		Limits:    tollgate.Limits{RequestsPerSecond: 2.5, Burst: 7, TokensPerMinute: 9000, MaxConcurrent: 3, MonthlyTokens: 1 << 40, MonthlyRequests: 20},
+		Limits:    tollgate.Limits{RequestsPerSecond: 2.5, Burst: 7, TokensPerMinute: 9000, MaxConcurrent: 3, MonthlyTokens: 1 << 40, MonthlyRequests: 20, MonthlyBudget: 25_500_000},
 		ExpiresAt: day0.Add(48 * time.Hour)}
 	k, secret := e.create(t, spec)
 	got, err := s.KeyByID(ctx, k.ID)
@@ -750,7 +750,7 @@ func accounts(t *testing.T, s storage.Store) {
 	e := newKeyEnv(s)
 	m := auth.NewAccounts(s, nil, e.clock.Now)
 	a, err := m.Create(ctx, auth.ActorCLI, auth.AccountSpec{Name: "Acme Ltd", StripeCustomerID: "cus_123", Plan: "pro",
-		Limits: tollgate.Limits{MonthlyTokens: 1 << 40, MonthlyRequests: 7}})
+		Limits: tollgate.Limits{MonthlyTokens: 1 << 40, MonthlyRequests: 7, MonthlyBudget: 1_000_001}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -771,8 +771,8 @@ func accounts(t *testing.T, s storage.Store) {
 		t.Fatalf("ListAccounts = %v, %v", list, err)
 	}
 	cus := "cus_456"
-	up, err := m.Update(ctx, "key_admin", b.ID, auth.AccountPatch{StripeCustomerID: &cus, Limits: &tollgate.Limits{MonthlyRequests: 3}})
-	if err != nil || up.StripeCustomerID != "cus_456" || up.Limits.MonthlyRequests != 3 || up.Name != "Beta" {
+	up, err := m.Update(ctx, "key_admin", b.ID, auth.AccountPatch{StripeCustomerID: &cus, Limits: &tollgate.Limits{MonthlyRequests: 3, MonthlyBudget: 42}})
+	if err != nil || up.StripeCustomerID != "cus_456" || up.Limits.MonthlyRequests != 3 || up.Limits.MonthlyBudget != 42 || up.Name != "Beta" {
 		t.Fatalf("Update = %+v, %v", up, err)
 	}
 	if got, _ := s.AccountByID(ctx, b.ID); got != up {
