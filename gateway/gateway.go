@@ -139,7 +139,6 @@ type budgetAlerted struct {
 	pct   int
 }
 
-
 // New returns a Gateway for cfg.
 func New(cfg Config) *Gateway {
 	g := &Gateway{inf: cfg.Inference, recorder: cfg.Recorder, limiter: cfg.Limiter, ledger: cfg.Ledger,

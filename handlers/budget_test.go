@@ -116,7 +116,9 @@ func TestBudgetExactUnderConcurrency(t *testing.T) {
 			}
 			// /usage says what is left.
 			var u struct {
-				Quota   struct{ RemainingBudget string `json:"remaining_budget"` } `json:"quota"`
+				Quota struct {
+					RemainingBudget string `json:"remaining_budget"`
+				} `json:"quota"`
 				Account *struct {
 					Quota struct {
 						MonthlyBudget   string `json:"monthly_budget"`

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"tollgate"
 	"tollgate/auth"
 )
 
@@ -18,11 +19,11 @@ const accountsUsage = `usage: tollgate accounts <subcommand> [flags]
 
 subcommands:
   create --name NAME [--stripe-customer cus_...] [--plan P]
-         [--monthly-tokens N] [--monthly-requests N] [--json]
+         [--monthly-tokens N] [--monthly-requests N] [--monthly-budget 250.00] [--json]
   list [--json]
   show ID [--json]
   update ID [--name NAME] [--stripe-customer cus_...] [--plan P]
-         [--monthly-tokens N] [--monthly-requests N] [--json]
+         [--monthly-tokens N] [--monthly-requests N] [--monthly-budget 250.00] [--json]
 
 A subscriber account owns keys (tollgate keys create --account ID) and has
 monthly quotas shared by all of them, on top of each key's own limits; its
@@ -52,6 +53,7 @@ func accountsCmd(ctx context.Context, args []string, getenv func(string) string,
 	asJSON := fs.Bool("json", false, "print JSON")
 	var name, stripe, plan *string
 	var monthlyTokens, monthlyRequests *int64
+	var monthlyBudget tollgate.Money
 	catalogPath := new(string)
 	if sub == "create" || sub == "update" {
 		name = fs.String("name", "", "the subscriber's name")
@@ -59,6 +61,7 @@ func accountsCmd(ctx context.Context, args []string, getenv func(string) string,
 		plan = fs.String("plan", "", "plan from models.yaml whose monthly limits apply where the account sets none")
 		monthlyTokens = fs.Int64("monthly-tokens", 0, "tokens per calendar month (UTC) for all the account's keys together")
 		monthlyRequests = fs.Int64("monthly-requests", 0, "requests per calendar month (UTC) for all the account's keys together")
+		fs.Func("monthly-budget", "the most a calendar month's (UTC) requests of all the account's keys may cost, in the catalog's currency (e.g. 250.00)", moneyFlag(&monthlyBudget))
 		catalogPath = fs.String("catalog", envOr(getenv, "TOLLGATE_MODELS", "models.yaml"), "models.yaml to check --plan against (env TOLLGATE_MODELS)")
 	}
 	rest, err := parseArgs(fs, args, stdout)
@@ -95,7 +98,7 @@ func accountsCmd(ctx context.Context, args []string, getenv func(string) string,
 	case "create":
 		var a auth.Account
 		a, err = m.Create(ctx, auth.ActorCLI, auth.AccountSpec{Name: *name, StripeCustomerID: *stripe, Plan: *plan,
-			Limits: auth.Limits{MonthlyTokens: *monthlyTokens, MonthlyRequests: *monthlyRequests}})
+			Limits: auth.Limits{MonthlyTokens: *monthlyTokens, MonthlyRequests: *monthlyRequests, MonthlyBudget: monthlyBudget}})
 		out, text = a, fmt.Sprintf("created account %s (%s)\nadd keys with: tollgate keys create --account %s --name NAME\n", a.ID, a.Name, a.ID)
 	case "list":
 		var list []auth.Account
@@ -119,7 +122,7 @@ func accountsCmd(ctx context.Context, args []string, getenv func(string) string,
 		if set["plan"] {
 			p.Plan = plan
 		}
-		if set["monthly-tokens"] || set["monthly-requests"] {
+		if set["monthly-tokens"] || set["monthly-requests"] || set["monthly-budget"] {
 			cur, gerr := m.Get(ctx, id)
 			if gerr != nil {
 				return describeAccountError(gerr, id)
@@ -130,6 +133,9 @@ func accountsCmd(ctx context.Context, args []string, getenv func(string) string,
 			}
 			if set["monthly-requests"] {
 				l.MonthlyRequests = *monthlyRequests
+			}
+			if set["monthly-budget"] {
+				l.MonthlyBudget = monthlyBudget
 			}
 			p.Limits = &l
 		}
@@ -163,10 +169,14 @@ func describeAccountError(err error, id string) error {
 func accountTable(list []auth.Account) string {
 	var sb strings.Builder
 	tw := tabwriter.NewWriter(&sb, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTRIPE CUSTOMER\tPLAN\tMONTHLY TOKENS\tMONTHLY REQUESTS\tCREATED")
+	fmt.Fprintln(tw, "ID\tNAME\tSTRIPE CUSTOMER\tPLAN\tMONTHLY TOKENS\tMONTHLY REQUESTS\tMONTHLY BUDGET\tCREATED")
 	for _, a := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Name, orDash(a.StripeCustomerID), orDash(a.Plan),
-			orUnset(a.Limits.MonthlyTokens), orUnset(a.Limits.MonthlyRequests), fmtTime(a.CreatedAt))
+		budget := "-"
+		if a.Limits.MonthlyBudget > 0 {
+			budget = a.Limits.MonthlyBudget.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Name, orDash(a.StripeCustomerID), orDash(a.Plan),
+			orUnset(a.Limits.MonthlyTokens), orUnset(a.Limits.MonthlyRequests), budget, fmtTime(a.CreatedAt))
 	}
 	tw.Flush()
 	return sb.String()

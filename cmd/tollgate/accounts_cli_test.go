@@ -24,19 +24,20 @@ func TestAccountsCLI(t *testing.T) {
 	if !strings.Contains(r.stdout, a.ID) || !strings.Contains(r.stdout, "Acme Ltd") || !strings.Contains(r.stdout, "cus_123") {
 		t.Fatalf("accounts list:\n%s", r.stdout)
 	}
-	r = mustCLI(t, env(), "accounts", "update", a.ID, "--monthly-tokens", "5000", "--json", "--db", db)
+	r = mustCLI(t, env(), "accounts", "update", a.ID, "--monthly-tokens", "5000", "--monthly-budget", "250.5", "--json", "--db", db)
 	var up auth.Account
-	if err := json.Unmarshal([]byte(r.stdout), &up); err != nil || up.Limits.MonthlyTokens != 5000 || up.Limits.MonthlyRequests != 100 || up.Name != "Acme Ltd" {
+	if err := json.Unmarshal([]byte(r.stdout), &up); err != nil || up.Limits.MonthlyTokens != 5000 || up.Limits.MonthlyRequests != 100 ||
+		up.Limits.MonthlyBudget != 250_500_000 || up.Name != "Acme Ltd" {
 		t.Fatalf("accounts update kept/changed the wrong fields: %q", r.stdout)
 	}
 	r = mustCLI(t, env(), "accounts", "show", a.ID, "--db", db)
-	if !strings.Contains(r.stdout, "5000") {
+	if !strings.Contains(r.stdout, "5000") || !strings.Contains(r.stdout, "250.500000") {
 		t.Fatalf("accounts show:\n%s", r.stdout)
 	}
 
 	var created secretJSON
-	r = mustCLI(t, env(), "keys", "create", "--name", "acme-prod", "--account", a.ID, "--json", "--db", db)
-	if err := json.Unmarshal([]byte(r.stdout), &created); err != nil || created.Info.AccountID != a.ID {
+	r = mustCLI(t, env(), "keys", "create", "--name", "acme-prod", "--account", a.ID, "--monthly-budget", "0.25", "--json", "--db", db)
+	if err := json.Unmarshal([]byte(r.stdout), &created); err != nil || created.Info.AccountID != a.ID || created.Info.Limits.MonthlyBudget != 250_000 {
 		t.Fatalf("keys create --account = %q (%v)", r.stdout, err)
 	}
 	if r := mustCLI(t, env(), "keys", "list", "--db", db); !strings.Contains(r.stdout, a.ID) {
@@ -53,6 +54,8 @@ func TestAccountsCLI(t *testing.T) {
 		{[]string{"accounts", "show"}, 2, "an account id is required"},
 		{[]string{"accounts", "create"}, 2, "--name"},
 		{[]string{"accounts", "frob"}, 2, "unknown subcommand"},
+		{[]string{"keys", "create", "--name", "x", "--monthly-budget", "0.0000001"}, 2, "monthly-budget"},
+		{[]string{"accounts", "create", "--name", "x", "--monthly-budget", "-1"}, 2, "monthly-budget"},
 	} {
 		r := runCLI(env(), append(tc.args, "--db", db)...)
 		if exitCode(r.err) != tc.code || r.err == nil || !strings.Contains(r.err.Error(), tc.want) {

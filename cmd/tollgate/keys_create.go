@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"tollgate"
 	"tollgate/auth"
 )
 
@@ -24,6 +25,7 @@ func keysCreate(fs *flag.FlagSet, getenv func(string) string, now func() time.Ti
 	fs.IntVar(&l.MaxConcurrent, "max-concurrent", 0, "requests in flight at once")
 	fs.Int64Var(&l.MonthlyTokens, "monthly-tokens", 0, "tokens per calendar month (UTC)")
 	fs.Int64Var(&l.MonthlyRequests, "monthly-requests", 0, "requests per calendar month (UTC)")
+	fs.Func("monthly-budget", "the most a calendar month's (UTC) requests may cost, in the catalog's currency (e.g. 25.00)", moneyFlag(&l.MonthlyBudget))
 	expires := fs.String("expires", "", "expiry: a duration from now (720h) or an RFC 3339 time")
 	catalogPath := fs.String("catalog", envOr(getenv, "TOLLGATE_MODELS", "models.yaml"), "models.yaml to check --plan against (env TOLLGATE_MODELS)")
 	return func(ctx context.Context, k *auth.Keys, _ string) (any, string, error) {
@@ -50,6 +52,18 @@ func keysCreate(fs *flag.FlagSet, getenv func(string) string, now func() time.Ti
 		text := fmt.Sprintf("%s\n\ncreated %s (%s), scopes %s.\nStore the key now: Tollgate keeps only its hash and cannot show it again.\n",
 			secret, key.ID, key.Name, auth.JoinScopes(key.Scopes))
 		return secretJSON{ID: key.ID, Key: secret, Info: key}, text, nil
+	}
+}
+
+// moneyFlag parses a flag's amount into *dst exactly (tollgate.ParseMoney).
+func moneyFlag(dst *tollgate.Money) func(string) error {
+	return func(s string) error {
+		m, err := tollgate.ParseMoney(s)
+		if err != nil {
+			return err
+		}
+		*dst = m
+		return nil
 	}
 }
 
