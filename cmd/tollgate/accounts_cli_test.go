@@ -8,6 +8,7 @@ import (
 
 	"tollgate/auth"
 	"tollgate/inference/ollamatest"
+	"tollgate/internal/redistest"
 )
 
 // The operator manages accounts from the command line and puts keys in
@@ -93,5 +94,41 @@ func TestAccountQuotaServedAndAfterRestart(t *testing.T) {
 	r2 := startServeOn(t, r.db, env("TOLLGATE_MODELS", models))
 	if got := post(t, r2.url+"/generate", k1, `{"prompt":"hi"}`); got.status != 402 || !strings.Contains(got.body, "account's") {
 		t.Fatalf("after a restart: %d %s", got.status, got.body)
+	}
+}
+
+// With --redis, budgets and account quotas are still enforced (per
+// replica, README says): a key's budget refuses what it cannot pay for,
+// and an account's quota is shared by its keys.
+func TestBudgetAndAccountQuotaWithRedis(t *testing.T) {
+	url := redistest.URL(t)
+	fake := ollamatest.NewServer(ollamatest.WithReply(ollamatest.Reply{PromptEvalCount: 6, EvalCount: 2}))
+	defer fake.Close()
+	models := writeFile(t, "models.yaml", tinyCatalog(fake.URL, "tiny")+"    price: {input_per_1k: 1, output_per_1k: 0}\n")
+	r := startServe(t, env("TOLLGATE_MODELS", models), "--redis", url)
+	// "hi" is bounded at 66 prompt tokens (2 bytes + the default overhead
+	// of 64): 0.066 reserved, 0.006 spent. After one request 0.064 is left.
+	key := createKey(t, r.db, "--name", "budgeted", "--monthly-budget", "0.070")
+	if got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`); got.status != 200 {
+		t.Fatalf("first request: %d %s", got.status, got.body)
+	}
+	got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`)
+	if got.status != 402 || got.code != "budget_exceeded" || !strings.Contains(got.body, "only 0.064000 of this key's monthly budget (0.070000) is left") {
+		t.Fatalf("second request: %d %s", got.status, got.body)
+	}
+
+	var a auth.Account
+	if err := json.Unmarshal([]byte(cli(t, "accounts", "create", "--name", "Acme", "--monthly-requests", "2", "--json", "--db", r.db)), &a); err != nil {
+		t.Fatal(err)
+	}
+	k1 := createKey(t, r.db, "--name", "acme-1", "--account", a.ID)
+	k2 := createKey(t, r.db, "--name", "acme-2", "--account", a.ID)
+	for _, k := range []string{k1, k2} {
+		if got := post(t, r.url+"/generate", k, `{"prompt":"hi"}`); got.status != 200 {
+			t.Fatalf("account request: %d %s", got.status, got.body)
+		}
+	}
+	if got := post(t, r.url+"/generate", k1, `{"prompt":"hi"}`); got.status != 402 || !strings.Contains(got.body, "account's monthly request quota") {
+		t.Fatalf("third request of a 2-request account: %d %s", got.status, got.body)
 	}
 }

@@ -205,6 +205,14 @@ func (a accountsFirst) Admit(ctx context.Context, r limits.Request) (limits.Leas
 	return bothLeases{key: kl, account: al}, nil
 }
 
+// State is the shared limiter's, for the limits it was given (without
+// the budget, which it does not see).
+func (a accountsFirst) State(keyID string, lim tollgate.Limits, now time.Time) limits.State {
+	lim.MonthlyBudget = 0
+	st := a.Admitter.State(keyID, lim, now)
+	return st
+}
+
 // bothLeases is a key's lease and its account's, settled together.
 type bothLeases struct{ key, account limits.Lease }
 
