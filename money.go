@@ -1,9 +1,11 @@
 package tollgate
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/bits"
+	"reflect"
 	"strconv"
 	"strings"
 )
@@ -170,7 +172,8 @@ func (m *Money) UnmarshalJSON(b []byte) error {
 	}
 	v, err := ParseMoney(s)
 	if err != nil {
-		return err
+		// A type error, so the decoder names the field (Field).
+		return &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[Money]()}
 	}
 	*m = v
 	return nil

@@ -51,6 +51,8 @@ func TestAccountsAdminAPI(t *testing.T) {
 	ts.doError(t, "PATCH", "/admin/accounts/acct_nope", map[string]any{"name": "x"}, http.StatusNotFound, "account_not_found", nil, as(admin)...)
 	ts.doError(t, "POST", "/admin/accounts", map[string]any{"name": "x", "limits": map[string]any{"tokens_per_minute": 5}},
 		http.StatusBadRequest, "invalid_request", []string{"monthly"}, as(admin)...)
+	ts.doError(t, "POST", "/admin/accounts", map[string]any{"name": "x", "limits": map[string]any{"monthly_budget": "-1"}},
+		http.StatusBadRequest, "invalid_request", []string{"monthly_budget"}, as(admin)...)
 	ts.doError(t, "POST", "/admin/accounts", map[string]any{"name": "x", "plan": "nope"},
 		http.StatusBadRequest, "invalid_request", []string{"plan"}, as(admin)...)
 	// Only admins.
