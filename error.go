@@ -21,12 +21,14 @@ const (
 	CodeKeyExpired          Code = "key_expired"                // 401
 	CodeKeyRevoked          Code = "key_revoked"                // 401
 	CodeKeyInQuery          Code = "key_in_query"               // 401
+	CodeBudgetExceeded      Code = "budget_exceeded"            // 402: a monthly money budget is spent
 	CodeQuotaExceeded       Code = "quota_exceeded"             // 402
 	CodeInsufficientScope   Code = "insufficient_scope"         // 403
 	CodeModelNotAllowed     Code = "model_not_allowed"          // 403
 	CodePlanNotFound        Code = "plan_not_found"             // 403: the key's plan is not in the catalog
 	CodeSupersededKey       Code = "superseded_key"             // 403
 	CodeCSRFFailed          Code = "csrf_failed"                // 403: a dashboard change without its session's CSRF token
+	CodeAccountNotFound     Code = "account_not_found"          // 404
 	CodeNotFound            Code = "not_found"                  // 404: no such route
 	CodeModelNotFound       Code = "model_not_found"            // 404
 	CodeTaskNotFound        Code = "task_not_found"             // 404
@@ -67,12 +69,14 @@ var statuses = map[Code]int{
 	CodeKeyExpired:          401,
 	CodeKeyRevoked:          401,
 	CodeKeyInQuery:          401,
+	CodeBudgetExceeded:      402,
 	CodeQuotaExceeded:       402,
 	CodeInsufficientScope:   403,
 	CodeModelNotAllowed:     403,
 	CodePlanNotFound:        403,
 	CodeSupersededKey:       403,
 	CodeCSRFFailed:          403,
+	CodeAccountNotFound:     404,
 	CodeNotFound:            404,
 	CodeModelNotFound:       404,
 	CodeTaskNotFound:        404,

@@ -1,9 +1,11 @@
 package tollgate
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/bits"
+	"reflect"
 	"strconv"
 	"strings"
 )
@@ -149,4 +151,30 @@ func (m Money) String() string {
 		sign, u = "-", uint64(-m) // -MinInt64 wraps to its own magnitude as uint64
 	}
 	return fmt.Sprintf("%s%d.%06d", sign, u/MicrosPerUnit, u%MicrosPerUnit)
+}
+
+// MarshalJSON writes m as String does, in a JSON string ("25.000000"), so
+// an amount is never a binary float on the wire.
+func (m Money) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + m.String() + `"`), nil
+}
+
+// UnmarshalJSON reads an amount in currency units, as a JSON string
+// ("25.50") or number (25.5), exactly by ParseMoney's rules (a number is
+// read from its text, never through a float).
+func (m *Money) UnmarshalJSON(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if s == "null" {
+		return nil
+	}
+	if unq, err := strconv.Unquote(s); err == nil {
+		s = unq
+	}
+	v, err := ParseMoney(s)
+	if err != nil {
+		// A type error, so the decoder names the field (Field).
+		return &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[Money]()}
+	}
+	*m = v
+	return nil
 }

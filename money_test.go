@@ -1,6 +1,7 @@
 package tollgate
 
 import (
+	"encoding/json"
 	"math"
 	"testing"
 )
@@ -125,5 +126,27 @@ func TestMoneyString(t *testing.T) {
 		if err != nil || back != m {
 			t.Errorf("round trip %d -> %q -> %d, %v", m, m.String(), back, err)
 		}
+	}
+}
+
+func TestMoneyJSON(t *testing.T) {
+	var l Limits
+	for in, want := range map[string]Money{`"25.5"`: 25_500_000, `25.5`: 25_500_000, `0.000001`: 1, `"0"`: 0, `null`: 0} {
+		l.MonthlyBudget = 0
+		if err := json.Unmarshal([]byte(`{"monthly_budget":`+in+`}`), &l); err != nil || l.MonthlyBudget != want {
+			t.Errorf("monthly_budget %s = %d, %v; want %d", in, l.MonthlyBudget, err, want)
+		}
+	}
+	for _, bad := range []string{`"-1"`, `-1`, `0.0000001`, `"x"`, `true`} {
+		if err := json.Unmarshal([]byte(`{"monthly_budget":`+bad+`}`), &l); err == nil {
+			t.Errorf("monthly_budget %s accepted", bad)
+		}
+	}
+	b, err := json.Marshal(Limits{MonthlyBudget: 25_500_000})
+	if err != nil || string(b) != `{"monthly_budget":"25.500000"}` {
+		t.Errorf("Marshal = %s, %v", b, err)
+	}
+	if b, _ := json.Marshal(Limits{}); string(b) != `{}` {
+		t.Errorf("Marshal of no budget = %s, want {}", b)
 	}
 }

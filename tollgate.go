@@ -42,6 +42,9 @@ type Limits struct {
 	MaxConcurrent     int     `json:"max_concurrent,omitzero"`
 	MonthlyTokens     int64   `json:"monthly_tokens,omitzero"`
 	MonthlyRequests   int64   `json:"monthly_requests,omitzero"`
+	// MonthlyBudget is the most the requests of a UTC month may cost, in
+	// the catalog's currency (JSON: a decimal such as "25.00").
+	MonthlyBudget Money `json:"monthly_budget,omitzero"`
 }
 
 // MinRequestsPerSecond is the lowest request rate a key or plan may set
@@ -70,6 +73,9 @@ func (l Limits) Over(base Limits) Limits {
 	}
 	if l.MonthlyRequests == 0 {
 		l.MonthlyRequests = base.MonthlyRequests
+	}
+	if l.MonthlyBudget == 0 {
+		l.MonthlyBudget = base.MonthlyBudget
 	}
 	return l
 }

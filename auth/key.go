@@ -24,6 +24,7 @@ type Key struct {
 	Scopes     []Scope   `json:"scopes"`
 	Models     []string  `json:"models,omitempty"` // empty: every model
 	Plan       string    `json:"plan,omitempty"`
+	AccountID  string    `json:"account_id,omitempty"` // the subscriber account owning the key; "" for none
 	Limits     Limits    `json:"limits,omitzero"`
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
 	RevokedAt  time.Time `json:"revoked_at,omitzero"`

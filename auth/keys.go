@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -26,6 +27,7 @@ type Spec struct {
 	Scopes    []Scope   // empty: DefaultScopes
 	Models    []string  // empty: every model
 	Plan      string    // optional plan name from the catalog
+	Account   string    // optional id of the Account owning the key
 	Limits    Limits    // zero fields: unlimited or from the plan
 	ExpiresAt time.Time // zero: never; otherwise must be in the future
 }
@@ -37,6 +39,7 @@ type Patch struct {
 	Scopes    *[]Scope
 	Models    *[]string
 	Plan      *string
+	Account   *string // an account id; "" detaches the key from its account
 	Limits    *Limits
 	ExpiresAt *time.Time
 }
@@ -80,8 +83,11 @@ func (m *Keys) Create(ctx context.Context, actor string, spec Spec) (Key, string
 		spec.Scopes = DefaultScopes()
 	}
 	p := Patch{Name: &spec.Name, Scopes: &spec.Scopes, Models: &spec.Models,
-		Plan: &spec.Plan, Limits: &spec.Limits, ExpiresAt: &spec.ExpiresAt}
+		Plan: &spec.Plan, Limits: &spec.Limits, ExpiresAt: &spec.ExpiresAt, Account: &spec.Account}
 	if err := p.apply(&k, now); err != nil {
+		return Key{}, "", err
+	}
+	if err := m.checkAccount(ctx, k.AccountID); err != nil {
 		return Key{}, "", err
 	}
 	id, err := newID()
@@ -96,6 +102,9 @@ func (m *Keys) Create(ctx context.Context, actor string, spec Spec) (Key, string
 	k.Prefix = stored.Prefix
 	detail := fmt.Sprintf("name=%q scopes=%s models=%s plan=%q prefix=%s",
 		k.Name, JoinScopes(k.Scopes), strings.Join(k.Models, ","), k.Plan, k.Prefix)
+	if k.AccountID != "" {
+		detail += " account=" + k.AccountID
+	}
 	if err := m.store.CreateKey(ctx, k, stored, m.entry(now, actor, ActionCreate, k.ID, detail)); err != nil {
 		return Key{}, "", err
 	}
@@ -193,10 +202,30 @@ func (m *Keys) Update(ctx context.Context, actor, id string, patch Patch) (Key, 
 		return Key{}, err
 	}
 	now := m.now().UTC()
+	if patch.Account != nil {
+		if err := m.checkAccount(ctx, strings.TrimSpace(*patch.Account)); err != nil {
+			return Key{}, err
+		}
+	}
 	a := m.entry(now, actor, ActionUpdate, id, "fields="+strings.Join(patch.fields(), ","))
 	k, err := m.store.UpdateKey(ctx, id, func(k *Key) error { return patch.apply(k, now) }, a)
 	m.invalidate(id)
 	return k, err
+}
+
+// checkAccount refuses an account id that names no account (a
+// *FieldError), when the store keeps accounts.
+func (m *Keys) checkAccount(ctx context.Context, id string) error {
+	as, ok := m.store.(AccountStore)
+	if id == "" || !ok {
+		return nil
+	}
+	if _, err := as.AccountByID(ctx, id); errors.Is(err, ErrAccountNotFound) {
+		return fieldErr("account_id", "no account has id %q", id)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 func (m *Keys) invalidate(id string) {
@@ -239,6 +268,7 @@ func (p Patch) fields() []string {
 	add(p.Scopes != nil, "scopes")
 	add(p.Models != nil, "models")
 	add(p.Plan != nil, "plan")
+	add(p.Account != nil, "account")
 	add(p.Limits != nil, "limits")
 	add(p.ExpiresAt != nil, "expires_at")
 	return f
@@ -267,6 +297,9 @@ func (p Patch) apply(k *Key, now time.Time) error {
 		k.Models = models
 	}
 	if err := setText(&k.Plan, p.Plan, "plan", MaxPlanLen, false); err != nil {
+		return err
+	}
+	if err := setText(&k.AccountID, p.Account, "account_id", MaxNameLen, false); err != nil {
 		return err
 	}
 	if p.Limits != nil {
@@ -354,6 +387,7 @@ func validateLimits(l Limits) error {
 		{"limits.max_concurrent", int64(l.MaxConcurrent)},
 		{"limits.monthly_tokens", l.MonthlyTokens},
 		{"limits.monthly_requests", l.MonthlyRequests},
+		{"limits.monthly_budget", int64(l.MonthlyBudget)},
 	} {
 		if f.v < 0 {
 			return fieldErr(f.name, "must not be negative")

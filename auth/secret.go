@@ -58,10 +58,13 @@ func Generate() (string, error) {
 }
 
 // newID returns a new key id: "key_" + 16 random base62 characters.
-func newID() (string, error) {
-	b := make([]byte, len(idPrefix)+idRandomLen)
-	copy(b, idPrefix)
-	if err := randBase62(b[len(idPrefix):]); err != nil {
+func newID() (string, error) { return newIDWith(idPrefix) }
+
+// newIDWith returns prefix + 16 random base62 characters.
+func newIDWith(prefix string) (string, error) {
+	b := make([]byte, len(prefix)+idRandomLen)
+	copy(b, prefix)
+	if err := randBase62(b[len(prefix):]); err != nil {
 		return "", err
 	}
 	return string(b), nil

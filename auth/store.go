@@ -97,7 +97,7 @@ type KeyStore interface {
 	// never has more than two secrets.
 	RotateKey(ctx context.Context, id string, r Rotation, a AuditEntry) (Key, error)
 	// UpdateKey loads the key, calls apply on it and, if apply returns nil,
-	// stores its Name, Scopes, Models, Plan, Limits and ExpiresAt (other
+	// stores its Name, Scopes, Models, Plan, AccountID, Limits and ExpiresAt (other
 	// fields are not changed) and returns the stored key. An error from
 	// apply is returned as is and nothing is written.
 	UpdateKey(ctx context.Context, id string, apply func(*Key) error, a AuditEntry) (Key, error)

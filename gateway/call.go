@@ -81,6 +81,9 @@ type call struct {
 	lease  limits.Lease
 	slot   *inference.Slot // nil without a Scheduler
 	freed  bool            // the GPU slot was given back
+	// accountBudget is the monthly budget of the key's account at
+	// admission (0: none), for the alerts.
+	accountBudget tollgate.Money
 }
 
 // free gives the GPU slot back, once.
@@ -119,7 +122,12 @@ func (cl *call) releaseOnPanic(ctx context.Context) {
 // the Scheduler, waiting in the key's fair queue at most the queue wait.
 // On error nothing is held and no usage is recorded.
 func (g *Gateway) admit(ctx context.Context, c Caller, cp tollgate.Capability, m inference.Model, b budget) (*call, error) {
+	_, acct, err := g.AccountLimits(ctx, c.Key)
+	if err != nil {
+		return nil, err
+	}
 	lease, err := g.limiter.Admit(ctx, limits.Request{KeyID: c.Key.ID, Limits: g.Limits(c.Key),
+		AccountID: c.Key.AccountID, Account: acct, Price: m.Price,
 		Prompt: b.prompt, Output: b.output, MinOutput: b.minOutput, Now: g.now()})
 	if err != nil {
 		return nil, err
@@ -133,7 +141,7 @@ func (g *Gateway) admit(ctx context.Context, c Caller, cp tollgate.Capability, m
 		}
 	}
 	g.inFlight(1)
-	return &call{g: g, caller: c, cp: cp, model: m, lease: lease, slot: slot}, nil
+	return &call{g: g, caller: c, cp: cp, model: m, lease: lease, slot: slot, accountBudget: acct.MonthlyBudget}, nil
 }
 
 // weight is the fair queue's weight of a key on plan: the plan's (1 when
@@ -160,6 +168,7 @@ func (cl *call) finish(ctx context.Context, status int, billed inference.Usage, 
 	ev := metering.Event{
 		RequestID:        cl.caller.RequestID,
 		KeyID:            cl.caller.Key.ID,
+		AccountID:        cl.caller.Key.AccountID,
 		Endpoint:         cl.cp,
 		Model:            cl.model.Name,
 		Surface:          cl.caller.Surface,
@@ -185,7 +194,22 @@ func (cl *call) finish(ctx context.Context, status int, billed inference.Usage, 
 	}
 	_ = cl.lease.Settle(detached, limits.Settlement{Tokens: int64(res.Usage.Total()), Now: g.now(),
 		Charged: err == nil && res.Status < 500})
+	if err == nil && ev.Cost > 0 {
+		cl.alert(ev)
+	}
 	return res, callErr
+}
+
+// alert checks the budgets of the call's key and account against what
+// their spending became with ev (the counters already hold it).
+func (cl *call) alert(ev metering.Event) {
+	g := cl.g
+	if b := g.Limits(cl.caller.Key).MonthlyBudget; b > 0 {
+		g.budgetAlerts("key", ev.KeyID, b, g.ledger.Month(ev.KeyID).Cost)
+	}
+	if cl.accountBudget > 0 {
+		g.budgetAlerts("account", ev.AccountID, cl.accountBudget, g.ledger.AccountMonth(ev.AccountID).Cost)
+	}
 }
 
 // finishWhole finishes a call whose answer is delivered whole or not at

@@ -18,6 +18,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"tollgate"
@@ -56,10 +57,17 @@ type Admitter interface {
 	State(keyID string, lim tollgate.Limits, now time.Time) limits.State
 }
 
-// Ledger is this month's committed usage per key, in memory;
-// *metering.Counters satisfies it.
+// Ledger is this month's committed usage per key and per account, in
+// memory; *metering.Counters satisfies it.
 type Ledger interface {
 	Month(keyID string) metering.Totals
+	AccountMonth(accountID string) metering.Totals
+}
+
+// Accounts looks up the account owning a key; *auth.AccountCache satisfies
+// it. It returns auth.ErrAccountNotFound for an unknown id.
+type Accounts interface {
+	Account(ctx context.Context, id string) (auth.Account, error)
 }
 
 // UsageStore answers usage reports; *sqlite.DB and *postgres.DB (package storage) satisfy it.
@@ -80,6 +88,9 @@ type Config struct {
 	Limiter   Admitter
 	Ledger    Ledger
 	Usage     UsageStore
+	// Accounts, if set, gives the accounts owning keys, whose monthly
+	// quotas are shared by all their keys. nil: keys' accounts are ignored.
+	Accounts Accounts
 	// Scheduler is the GPU shield: each admitted call takes a backend
 	// slot from it (per-backend max_parallel, a fair queue, overloaded or
 	// too_many_concurrent when it cannot). nil: Inference when it is a
@@ -91,6 +102,11 @@ type Config struct {
 	RecordTimeout time.Duration
 	Now           func() time.Time // nil: time.Now
 	Logger        *slog.Logger     // nil: discard
+	// OnBudgetAlert, if set, is told when a committed request takes a
+	// key's or an account's spending this month to or past 50, 80 or 100
+	// percent of its monthly budget (scope "key" or
+	// "account", and its id). The gateway also logs it.
+	OnBudgetAlert func(scope, id string, percent int)
 	// InFlight, if set, is told +1 when a call takes a GPU slot and -1
 	// when it gives it back (a metrics gauge).
 	InFlight func(delta int)
@@ -104,18 +120,30 @@ type Gateway struct {
 	limiter       Admitter
 	ledger        Ledger
 	usage         UsageStore
+	accounts      Accounts
 	sched         Scheduler
 	recordTimeout time.Duration
 	now           func() time.Time
 	log           *slog.Logger
 	inFlight      func(int)
+	onBudget      func(scope, id string, percent int)
+
+	alertMu sync.Mutex
+	alerted map[string]budgetAlerted // scope+" "+id -> the highest threshold alerted this month
+}
+
+// budgetAlerted is the highest threshold alerted for one budget, and in
+// which month.
+type budgetAlerted struct {
+	month time.Time
+	pct   int
 }
 
 // New returns a Gateway for cfg.
 func New(cfg Config) *Gateway {
 	g := &Gateway{inf: cfg.Inference, recorder: cfg.Recorder, limiter: cfg.Limiter, ledger: cfg.Ledger,
-		usage: cfg.Usage, sched: cfg.Scheduler, recordTimeout: cfg.RecordTimeout,
-		now: cfg.Now, log: cfg.Logger, inFlight: cfg.InFlight}
+		usage: cfg.Usage, accounts: cfg.Accounts, sched: cfg.Scheduler, recordTimeout: cfg.RecordTimeout,
+		now: cfg.Now, log: cfg.Logger, inFlight: cfg.InFlight, onBudget: cfg.OnBudgetAlert}
 	if s, ok := cfg.Inference.(Scheduler); ok && g.sched == nil {
 		g.sched = s
 	}
@@ -130,6 +158,9 @@ func New(cfg Config) *Gateway {
 	}
 	if g.inFlight == nil {
 		g.inFlight = func(int) {}
+	}
+	if g.onBudget == nil {
+		g.onBudget = func(string, string, int) {}
 	}
 	return g
 }
@@ -157,6 +188,61 @@ func (g *Gateway) Limits(key auth.Key) tollgate.Limits {
 		return key.Limits.Over(p.Limits)
 	}
 	return key.Limits
+}
+
+// AccountLimits returns the monthly quotas of the account owning key,
+// shared by all its keys: the account's own, each unset one taken from the
+// account's plan. A key without an account (or a Gateway without Accounts)
+// gives a zero Account and no limits. An account whose plan has left the
+// catalog is refused with plan_not_found, as a key's is.
+func (g *Gateway) AccountLimits(ctx context.Context, key auth.Key) (auth.Account, tollgate.Limits, error) {
+	if key.AccountID == "" || g.accounts == nil {
+		return auth.Account{}, tollgate.Limits{}, nil
+	}
+	a, err := g.accounts.Account(ctx, key.AccountID)
+	if err != nil {
+		return auth.Account{}, tollgate.Limits{}, err
+	}
+	lim := a.Limits
+	if a.Plan != "" {
+		p, ok := g.inf.Catalog().Plans[a.Plan]
+		if !ok {
+			return a, lim, tollgate.Errorf(tollgate.CodePlanNotFound,
+				"this key's account's plan %q is not in the catalog, so its limits are unknown; ask the operator to restore the plan or move the account to another", a.Plan)
+		}
+		lim = lim.Over(p.Limits)
+	}
+	return a, tollgate.Limits{MonthlyTokens: lim.MonthlyTokens, MonthlyRequests: lim.MonthlyRequests, MonthlyBudget: lim.MonthlyBudget}, nil
+}
+
+// budgetAlerts alerts, once a month per budget and threshold on this
+// instance, for each threshold (50, 80, 100 %) of budget that spent has
+// reached.
+func (g *Gateway) budgetAlerts(scope, id string, budget, spent tollgate.Money) {
+	if budget <= 0 {
+		return
+	}
+	month := metering.MonthStart(g.now())
+	g.alertMu.Lock()
+	defer g.alertMu.Unlock()
+	k := scope + " " + id
+	done := g.alerted[k]
+	if !done.month.Equal(month) {
+		done = budgetAlerted{month: month}
+	}
+	for _, pct := range [...]int{50, 80, 100} {
+		line := tollgate.Money((int64(budget)*int64(pct) + 99) / 100) // rounded up: 100 % is the budget itself
+		if pct > done.pct && spent >= line {
+			done.pct = pct
+			g.log.Warn("monthly budget threshold reached", "scope", scope, "id", id, "percent", pct,
+				"spent", spent.String(), "budget", budget.String())
+			g.onBudget(scope, id, pct)
+		}
+	}
+	if g.alerted == nil {
+		g.alerted = make(map[string]budgetAlerted)
+	}
+	g.alerted[k] = done
 }
 
 // LimitState reports key's rate and tokens-per-minute standing now, for

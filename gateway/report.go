@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"time"
+	"tollgate"
 
 	"tollgate/auth"
 	"tollgate/inference"
@@ -49,15 +50,42 @@ type Quota struct {
 	RemainingTokens   *int64
 	MonthlyRequests   int64
 	RemainingRequests *int64
+	MonthlyBudget     tollgate.Money
+	RemainingBudget   *tollgate.Money
 	ResetsAt          time.Time
 }
 
 // Quota reports key's monthly quotas and what is left of them now, from
 // the in-memory counters of committed usage (no database query).
 func (g *Gateway) Quota(key auth.Key) Quota {
+	return quotaOf(g.Limits(key), g.ledger.Month(key.ID), g.now())
+}
+
+// AccountUsage is what /usage tells a key about its account: the account,
+// its keys' committed usage this month, and its shared monthly quotas.
+type AccountUsage struct {
+	Account auth.Account
+	Month   metering.Totals
+	Quota   Quota
+}
+
+// AccountUsage reports on the account owning key, from the in-memory
+// counters (no usage query); ok is false for a key without an account.
+func (g *Gateway) AccountUsage(ctx context.Context, key auth.Key) (u AccountUsage, ok bool, err error) {
+	if key.AccountID == "" || g.accounts == nil {
+		return u, false, nil
+	}
+	a, lim, err := g.AccountLimits(ctx, key)
+	if err != nil && a.ID == "" {
+		return u, false, err
+	}
 	now := g.now()
-	lim := g.Limits(key)
-	used := g.ledger.Month(key.ID)
+	used := g.ledger.AccountMonth(a.ID)
+	return AccountUsage{Account: a, Month: used, Quota: quotaOf(lim, used, now)}, true, nil
+}
+
+// quotaOf is what is left of lim's monthly quotas after used.
+func quotaOf(lim tollgate.Limits, used metering.Totals, now time.Time) Quota {
 	q := Quota{MonthlyTokens: lim.MonthlyTokens, MonthlyRequests: lim.MonthlyRequests, ResetsAt: metering.NextMonthStart(now)}
 	if lim.MonthlyTokens > 0 {
 		left := max(0, lim.MonthlyTokens-used.TotalTokens())
@@ -66,6 +94,11 @@ func (g *Gateway) Quota(key auth.Key) Quota {
 	if lim.MonthlyRequests > 0 {
 		left := max(0, lim.MonthlyRequests-used.Requests)
 		q.RemainingRequests = &left
+	}
+	if lim.MonthlyBudget > 0 {
+		q.MonthlyBudget = lim.MonthlyBudget
+		left := max(0, lim.MonthlyBudget-used.Cost)
+		q.RemainingBudget = &left
 	}
 	return q
 }

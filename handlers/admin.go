@@ -78,7 +78,7 @@ func (s *server) updateKey() gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		patch := auth.Patch{Name: body.Name, Models: body.Models, Plan: body.Plan, Limits: body.Limits, ExpiresAt: body.ExpiresAt}
+		patch := auth.Patch{Name: body.Name, Models: body.Models, Plan: body.Plan, Account: body.AccountID, Limits: body.Limits, ExpiresAt: body.ExpiresAt}
 		if body.Scopes != nil {
 			scopes, err := scopesOf(*body.Scopes)
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 	"tollgate"
@@ -103,6 +104,8 @@ func describeJSONError(err error) error {
 	switch {
 	case errors.As(err, &se):
 		return badRequest("request body is not valid JSON (at byte %d)", se.Offset)
+	case errors.As(err, &te) && te.Type == reflect.TypeFor[tollgate.Money]():
+		return withParam(badRequest("field %q must be a non-negative amount with at most 6 decimal places, such as \"25.00\", not %s", te.Field, te.Value), te.Field)
 	case errors.As(err, &te):
 		if te.Field == "" {
 			return badRequest("request body must be a JSON object, not %s", te.Value)

@@ -182,8 +182,10 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	if err != nil {
 		t.Fatalf("creating a key: %v", err)
 	}
+	accounts := auth.NewAccountCache(db, cfg.now)
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: rec, Limiter: limits.New(counters, 0),
-		Ledger: counters, Usage: usage, Logger: log, InFlight: metrics.InFlight, Now: cfg.now})
+		Ledger: counters, Usage: usage, Accounts: accounts, Logger: log, InFlight: metrics.InFlight, Now: cfg.now,
+		OnBudgetAlert: metrics.BudgetAlert})
 	jcfg := jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: 2, Poll: 20 * time.Millisecond, Now: cfg.now, Logger: log,
 		FlushUsage: journal.Flush}
 	if cfg.jobs != nil {
@@ -203,6 +205,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies, Idempotency: db,
 		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout, Now: cfg.now,
 		Sessions: auth.NewSessions(db, verifier, auth.SessionOptions{Now: cfg.now}),
+		Accounts: auth.NewAccounts(db, accounts, cfg.now),
 	})
 	srv := httptest.NewUnstartedServer(h)
 	if cfg.tls {

@@ -53,6 +53,7 @@ type createKeyRequest struct {
 	Scopes    []string    `json:"scopes"`
 	Models    []string    `json:"models"`
 	Plan      string      `json:"plan"`
+	AccountID string      `json:"account_id"`
 	Limits    auth.Limits `json:"limits"`
 	ExpiresAt *time.Time  `json:"expires_at"`
 	ExpiresIn string      `json:"expires_in"` // e.g. "720h"
@@ -63,6 +64,7 @@ type updateKeyRequest struct {
 	Scopes    *[]string    `json:"scopes"`
 	Models    *[]string    `json:"models"`
 	Plan      *string      `json:"plan"`
+	AccountID *string      `json:"account_id"` // "" detaches the key from its account
 	Limits    *auth.Limits `json:"limits"`
 	ExpiresAt *time.Time   `json:"expires_at"`
 }
@@ -129,7 +131,7 @@ func scopesOf(names []string) ([]auth.Scope, error) {
 }
 
 func (r *createKeyRequest) spec(now time.Time) (auth.Spec, error) {
-	spec := auth.Spec{Name: r.Name, Models: r.Models, Plan: r.Plan, Limits: r.Limits}
+	spec := auth.Spec{Name: r.Name, Models: r.Models, Plan: r.Plan, Account: r.AccountID, Limits: r.Limits}
 	var err error
 	if r.Scopes != nil {
 		if spec.Scopes, err = scopesOf(r.Scopes); err != nil {

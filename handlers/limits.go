@@ -16,6 +16,7 @@ import (
 // call can end with before it reaches Ollama.
 var rejectReasons = map[tollgate.Code]string{
 	tollgate.CodeQuotaExceeded:     rejectQuota,
+	tollgate.CodeBudgetExceeded:    rejectBudget,
 	tollgate.CodeRateLimited:       rejectRate,
 	tollgate.CodeTokensPerMinute:   rejectTokens,
 	tollgate.CodeTooManyConcurrent: rejectConc,

@@ -29,6 +29,7 @@ type Metrics struct {
 	commit     prometheus.Histogram
 	batchFails prometheus.Counter
 	upstream   *prometheus.CounterVec
+	budget     *prometheus.CounterVec
 	// caches of children, see observeRequest
 	reqSeries        sync.Map // reqSeriesKey -> *reqSeries
 	tokenSeries      sync.Map // model -> *tokenSeries
@@ -43,6 +44,7 @@ const (
 	rejectTokens   = "tokens"
 	rejectConc     = "concurrency"
 	rejectQuota    = "quota"
+	rejectBudget   = "budget"
 	rejectOverload = "overload"
 )
 
@@ -73,11 +75,13 @@ func NewMetrics() *Metrics {
 		Help: "Usage batches whose commit attempt failed."})
 	m.upstream = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_ollama_errors_total",
 		Help: "Failed Ollama calls by error code."}, []string{"code"})
+	m.budget = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_budget_alerts_total",
+		Help: "Monthly money budgets whose spending reached a threshold (50, 80, 100 percent), by key or account."}, []string{"scope", "threshold"})
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.firstToken, m.tokens, m.rejections, m.inFlight, m.degraded,
-		m.batchSize, m.commit, m.batchFails, m.upstream, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		m.batchSize, m.commit, m.batchFails, m.upstream, m.budget, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
-	for _, r := range []string{rejectAuth, rejectRate, rejectTokens, rejectConc, rejectQuota, rejectOverload} {
+	for _, r := range []string{rejectAuth, rejectRate, rejectTokens, rejectConc, rejectQuota, rejectBudget, rejectOverload} {
 		m.rejections.WithLabelValues(r) // export zeros so rates work from the start
 	}
 	return m
@@ -135,6 +139,12 @@ func (m *Metrics) LimitsDegraded(d bool) {
 }
 
 func (m *Metrics) reject(reason string) { m.rejections.WithLabelValues(reason).Inc() }
+
+// BudgetAlert counts a monthly budget (scope "key" or "account") whose
+// spending reached percent of it; it fits gateway.Config.OnBudgetAlert.
+func (m *Metrics) BudgetAlert(scope, _ string, percent int) {
+	m.budget.WithLabelValues(scope, strconv.Itoa(percent)).Inc()
+}
 
 // InFlight moves the gauge of inference calls holding a GPU slot; it fits
 // gateway.Config.InFlight.

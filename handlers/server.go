@@ -54,6 +54,9 @@ type Config struct {
 	DB       Pinger
 	Verifier Verifier
 	Keys     KeyManager
+	// Accounts manages subscriber accounts (auth.NewAccounts). Optional:
+	// nil answers the /admin/accounts routes with 404.
+	Accounts AccountManager
 	Audit    AuditLog
 	Usage    UsageExporter // per-request usage export
 	// Sessions keeps dashboard sign-ins (auth.NewSessions). Optional: nil
@@ -98,6 +101,7 @@ type server struct {
 	db           Pinger
 	verifier     Verifier
 	keys         KeyManager
+	accounts     AccountManager
 	audit        AuditLog
 	usage        UsageExporter
 	jobs         *jobs.Manager
@@ -118,7 +122,7 @@ type server struct {
 // NewServer returns the HTTP handler for the whole API. It is safe for
 // concurrent use; it starts no goroutines.
 func NewServer(cfg Config) http.Handler {
-	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, audit: cfg.Audit,
+	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, accounts: cfg.Accounts, audit: cfg.Audit,
 		usage: cfg.Usage, jobs: cfg.Jobs, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now,
 		idem: cfg.Idempotency, fleet: cfg.Fleet, reloader: cfg.Reloader, sessions: cfg.Sessions, shared: cfg.Shared}
 	if f, ok := cfg.Ollama.(Fleet); ok && s.fleet == nil {

@@ -9,7 +9,9 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"tollgate"
 	"tollgate/auth"
+	"tollgate/gateway"
 	"tollgate/metering"
 )
 
@@ -35,11 +37,14 @@ type groupJSON struct {
 }
 
 type quotaJSON struct {
-	MonthlyTokens     int64     `json:"monthly_tokens,omitempty"`
-	RemainingTokens   *int64    `json:"remaining_tokens,omitempty"`
-	MonthlyRequests   int64     `json:"monthly_requests,omitempty"`
-	RemainingRequests *int64    `json:"remaining_requests,omitempty"`
-	ResetsAt          time.Time `json:"resets_at"`
+	MonthlyTokens     int64  `json:"monthly_tokens,omitempty"`
+	RemainingTokens   *int64 `json:"remaining_tokens,omitempty"`
+	MonthlyRequests   int64  `json:"monthly_requests,omitempty"`
+	RemainingRequests *int64 `json:"remaining_requests,omitempty"`
+	// Budgets in the catalog's currency, as decimal strings ("25.000000").
+	MonthlyBudget   tollgate.Money  `json:"monthly_budget,omitzero"`
+	RemainingBudget *tollgate.Money `json:"remaining_budget,omitempty"`
+	ResetsAt        time.Time       `json:"resets_at"`
 }
 
 type usageResponse struct {
@@ -50,6 +55,17 @@ type usageResponse struct {
 	Totals  totalsJSON  `json:"totals"`
 	Groups  []groupJSON `json:"groups,omitempty"`
 	Quota   *quotaJSON  `json:"quota,omitempty"`
+	// Account is the caller's account (GET /usage, keys that have one).
+	Account *accountUsageJSON `json:"account,omitempty"`
+}
+
+// accountUsageJSON is the caller's account in GET /usage: its keys'
+// committed usage this UTC month and its shared monthly quotas.
+type accountUsageJSON struct {
+	ID    string     `json:"id"`
+	Name  string     `json:"name"`
+	Month totalsJSON `json:"month"`
+	Quota *quotaJSON `json:"quota"`
 }
 
 func toTotals(r metering.Row) totalsJSON {
@@ -123,10 +139,12 @@ func (s *server) summarize(ctx context.Context, q metering.Query) (usageResponse
 }
 
 // quota reports the key's monthly allowance and what is left of it.
-func (s *server) quota(key auth.Key) *quotaJSON {
-	q := s.gw.Quota(key)
+func (s *server) quota(key auth.Key) *quotaJSON { return toQuota(s.gw.Quota(key)) }
+
+func toQuota(q gateway.Quota) *quotaJSON {
 	return &quotaJSON{MonthlyTokens: q.MonthlyTokens, RemainingTokens: q.RemainingTokens,
-		MonthlyRequests: q.MonthlyRequests, RemainingRequests: q.RemainingRequests, ResetsAt: q.ResetsAt}
+		MonthlyRequests: q.MonthlyRequests, RemainingRequests: q.RemainingRequests,
+		MonthlyBudget: q.MonthlyBudget, RemainingBudget: q.RemainingBudget, ResetsAt: q.ResetsAt}
 }
 
 // ownUsage serves GET /usage: the calling key's usage and remaining quota.
@@ -146,6 +164,16 @@ func (s *server) ownUsage() gin.HandlerFunc {
 			return
 		}
 		out.Quota = s.quota(ri.key)
+		au, ok, err := s.gw.AccountUsage(c.Request.Context(), ri.key)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		if ok {
+			t := au.Month
+			out.Account = &accountUsageJSON{ID: au.Account.ID, Name: au.Account.Name, Quota: toQuota(au.Quota),
+				Month: toTotals(metering.Row{Requests: t.Requests, PromptTokens: t.PromptTokens, CompletionTokens: t.CompletionTokens, Cost: t.Cost})}
+		}
 		c.JSON(http.StatusOK, out)
 	}
 }

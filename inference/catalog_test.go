@@ -220,6 +220,8 @@ func TestParseBroken(t *testing.T) {
 		{"plan rate infinite", embedder + "plans:\n  free: {requests_per_second: .inf}\n", 6, "plans.free.requests_per_second", "finite, non-negative number"},
 		{"plan rate too low", embedder + "plans:\n  free: {requests_per_second: 0.0001}\n", 6, "plans.free.requests_per_second", "at least 0.001 (one request per 1000 s)"},
 		{"plan unknown field", embedder + "plans:\n  free: {rpm: 5}\n", 6, "plans.free.rpm", "unknown field"},
+		{"plan budget negative", embedder + "plans:\n  free: {monthly_budget: -1}\n", 6, "plans.free.monthly_budget", "non-negative decimal amount"},
+		{"plan budget too fine", embedder + "plans:\n  free: {monthly_budget: 0.0000001}\n", 6, "plans.free.monthly_budget", "at most 6 decimal places"},
 		{"model twice", embedder + "  m: {ollama: n, endpoints: [embed]}\n", 5, "models.m", "appears twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -335,7 +337,7 @@ models:
   some: {ollama: qwen2, endpoints: [generate], backends: [gpu0]}
 plans:
   free: {}
-  pro: {weight: 4}
+  pro: {weight: 4, monthly_budget: 25.5}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +356,7 @@ plans:
 			t.Errorf("%s served by %v, want %v", model, got, want)
 		}
 	}
-	if c.Plans["free"].Weight != 1 || c.Plans["pro"].Weight != 4 {
+	if c.Plans["free"].Weight != 1 || c.Plans["pro"].Weight != 4 || c.Plans["pro"].Limits.MonthlyBudget != 25_500_000 || c.Plans["free"].Limits.MonthlyBudget != 0 {
 		t.Errorf("plans %+v", c.Plans)
 	}
 }

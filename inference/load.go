@@ -439,9 +439,17 @@ func (p *parser) task(n *yaml.Node, field string, c *Catalog) (Task, error) {
 func (p *parser) plan(n *yaml.Node, field string) (Plan, error) {
 	var pl Plan
 	pl.Weight = 1
-	keys := []string{"requests_per_second", "burst", "tokens_per_minute", "max_concurrent", "monthly_tokens", "monthly_requests", "max_num_predict", "max_num_ctx", "weight"}
+	keys := []string{"requests_per_second", "burst", "tokens_per_minute", "max_concurrent", "monthly_tokens", "monthly_requests", "monthly_budget", "max_num_predict", "max_num_ctx", "weight"}
 	err := p.mapping(n, field, keys, func(key string, _, v *yaml.Node) error {
 		f := field + "." + key
+		if key == "monthly_budget" {
+			micros, err := tollgate.ParseMoney(v.Value)
+			if err != nil || v.Kind != yaml.ScalarNode || strings.ContainsAny(v.Value, "eE+") {
+				return p.errf(v, f, "must be a non-negative decimal amount in the catalog's currency with at most 6 decimal places (got %q)", v.Value)
+			}
+			pl.Limits.MonthlyBudget = micros
+			return nil
+		}
 		if key == "requests_per_second" {
 			var x float64
 			if err := v.Decode(&x); err != nil || !(x >= 0) || math.IsInf(x, 0) {

@@ -12,20 +12,41 @@ import (
 // The refusals Admit returns. Messages say what ran out and when to come
 // back; a spent quota is Final (retrying cannot fix it before the reset).
 
-func quotaRequests(limit int64, now time.Time, inFlight bool) error {
-	return quota(inFlight, "this key's monthly request quota ("+itoa(limit)+" requests) is used up"+
+// Whose quota a refusal names.
+const (
+	keyWho     = "this key's"
+	accountWho = "this key's account's"
+)
+
+func quotaRequests(who string, limit int64, now time.Time, inFlight bool) error {
+	return quota(inFlight, who+" monthly request quota ("+itoa(limit)+" requests) is used up"+
 		inFlightNote(inFlight)+"; it resets at "+resetAt(now))
 }
 
-func quotaTokensUsed(limit int64, now time.Time, inFlight bool) error {
-	return quota(inFlight, "this key's monthly token quota ("+itoa(limit)+" tokens) is used up"+
+func quotaTokensUsed(who string, limit int64, now time.Time, inFlight bool) error {
+	return quota(inFlight, who+" monthly token quota ("+itoa(limit)+" tokens) is used up"+
 		inFlightNote(inFlight)+"; it resets at "+resetAt(now))
 }
 
-func quotaTokensShort(need, left int64, now time.Time, inFlight bool) error {
+func quotaTokensShort(who string, need, left int64, now time.Time, inFlight bool) error {
 	return quota(inFlight, "this request may use up to "+itoa(need)+" tokens (its prompt plus the template's overhead) but only "+
-		itoa(left)+" tokens of this key's monthly token quota are left"+inFlightNote(inFlight)+
+		itoa(left)+" tokens of "+who+" monthly token quota are left"+inFlightNote(inFlight)+
 		"; send a shorter prompt, or wait for the reset at "+resetAt(now))
+}
+
+func budgetShort(who string, budget, left, need tollgate.Money, now time.Time, inFlight bool) error {
+	var msg string
+	if left <= 0 {
+		msg = who + " monthly budget (" + budget.String() + ") is spent" + inFlightNote(inFlight) + "; it resets at " + resetAt(now)
+	} else {
+		msg = "this request may cost up to " + need.String() + " (its prompt and its shortest answer) but only " + left.String() +
+			" of " + who + " monthly budget (" + budget.String() + ") is left" + inFlightNote(inFlight) + "; it resets at " + resetAt(now)
+	}
+	e := &tollgate.Error{Code: tollgate.CodeBudgetExceeded, Final: !inFlight, Message: msg}
+	if inFlight {
+		e.RetryAfter = time.Second
+	}
+	return e
 }
 
 // quota is a 402. It is Final (x-should-retry: false) unless requests in

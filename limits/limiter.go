@@ -29,10 +29,34 @@ type Ledger interface {
 	Used(keyID string) (requests, tokens int64)
 }
 
+// CostLedger reports what a key and an account have spent in the current
+// month, from committed usage records; *metering.Counters satisfies it.
+// Without one, money budgets count only the reservations in flight.
+type CostLedger interface {
+	Spent(keyID string) tollgate.Money
+	AccountSpent(accountID string) tollgate.Money
+}
+
+// AccountLedger reports what an account's keys have used in the current
+// month, from committed usage records; *metering.Counters satisfies it.
+type AccountLedger interface {
+	AccountUsed(accountID string) (requests, tokens int64)
+}
+
 // Request is what a request asks to be admitted with.
 type Request struct {
 	KeyID  string
 	Limits tollgate.Limits // the key's effective limits (its own over its plan's)
+	// AccountID is the account owning the key ("" for none), and Account
+	// its effective limits: only MonthlyRequests and MonthlyTokens apply,
+	// shared by all the account's keys, on top of the key's own.
+	AccountID string
+	Account   tollgate.Limits
+	// Price is what the model charges: with a MonthlyBudget (the key's or
+	// the account's) the request reserves its worst-case cost, Price.Cost
+	// of its prompt bound and granted output cap, and near the end of a
+	// budget its output cap is lowered to what the budget can pay for.
+	Price tollgate.Price
 	// Prompt bounds the tokens the input can take. It is reserved whole:
 	// a request whose prompt does not fit is refused.
 	Prompt int64
@@ -100,8 +124,16 @@ type Limiter struct {
 	// keeps a table full of active keys from being scanned on every new one.
 	nextPrune int
 
-	mu   sync.Mutex
-	keys map[string]*keyState
+	mu       sync.Mutex
+	keys     map[string]*keyState
+	accounts map[string]*accountState // only accounts with requests in flight
+}
+
+// accountState is what requests in flight have reserved against an
+// account's monthly quotas.
+type accountState struct {
+	resReqs, resTokens int64
+	resCost            tollgate.Money
 }
 
 type keyState struct {
@@ -112,6 +144,7 @@ type keyState struct {
 	inFlight int
 	// reserved by requests in flight, against the monthly quotas
 	resReqs, resTokens int64
+	resCost            tollgate.Money // against the monthly budget
 }
 
 // New returns a Limiter that reads committed month usage from ledger (nil:
@@ -121,7 +154,7 @@ func New(ledger Ledger, maxKeys int) *Limiter {
 	if maxKeys <= 0 {
 		maxKeys = 10_000
 	}
-	return &Limiter{ledger: ledger, max: maxKeys, keys: make(map[string]*keyState)}
+	return &Limiter{ledger: ledger, max: maxKeys, keys: make(map[string]*keyState), accounts: make(map[string]*accountState)}
 }
 
 // unlimited is the lease of a key with no limits: nothing to give back.
@@ -141,7 +174,8 @@ func (u unlimited) Settle(context.Context, Settlement) error { return nil }
 // help before the month ends). ctx is not used by the in-memory Limiter.
 func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
 	lim := r.Limits
-	if lim == (tollgate.Limits{}) {
+	acct := r.AccountID != "" && (r.Account.MonthlyRequests > 0 || r.Account.MonthlyTokens > 0 || r.Account.MonthlyBudget > 0)
+	if lim == (tollgate.Limits{}) && !acct {
 		return unlimited{output: r.Output}, nil
 	}
 	l.mu.Lock()
@@ -162,13 +196,91 @@ func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
 		}
 	}
 	reserve := r.Prompt + output
+	cost := r.Price.Cost(r.Prompt, output)
 	k.inFlight++
 	k.resReqs++
 	k.resTokens += reserve
+	k.resCost += cost
 	if lim.TokensPerMinute > 0 {
 		k.tokens -= float64(reserve)
 	}
-	return &lease{l: l, keyID: r.KeyID, reserved: reserve, output: output, lowered: output < r.Output}, nil
+	ls := &lease{l: l, keyID: r.KeyID, reserved: reserve, cost: cost, output: output, lowered: output < r.Output}
+	if acct {
+		a := l.accounts[r.AccountID]
+		if a == nil {
+			a = &accountState{}
+			l.accounts[r.AccountID] = a
+		}
+		a.resReqs++
+		a.resTokens += reserve
+		a.resCost += cost
+		ls.accountID = r.AccountID
+	}
+	return ls, nil
+}
+
+// checkAccount applies the account's monthly quotas to r and returns the
+// output cap they leave (at most output). Callers hold l.mu.
+func (l *Limiter) checkAccount(r Request, output int64) (int64, error) {
+	lim := r.Account
+	if r.AccountID == "" || (lim.MonthlyRequests <= 0 && lim.MonthlyTokens <= 0 && lim.MonthlyBudget <= 0) {
+		return output, nil
+	}
+	var usedReqs, usedTokens int64
+	if al, ok := l.ledger.(AccountLedger); ok {
+		usedReqs, usedTokens = al.AccountUsed(r.AccountID)
+	}
+	var a accountState
+	if p := l.accounts[r.AccountID]; p != nil {
+		a = *p
+	}
+	if lim.MonthlyRequests > 0 && usedReqs+a.resReqs >= lim.MonthlyRequests {
+		return 0, quotaRequests(accountWho, lim.MonthlyRequests, r.Now, usedReqs < lim.MonthlyRequests)
+	}
+	if lim.MonthlyTokens > 0 {
+		left := lim.MonthlyTokens - usedTokens - a.resTokens
+		inFlight := a.resTokens > 0 && r.Prompt+r.MinOutput <= lim.MonthlyTokens-usedTokens
+		if left <= 0 {
+			return 0, quotaTokensUsed(accountWho, lim.MonthlyTokens, r.Now, inFlight)
+		}
+		if r.Prompt+r.MinOutput > left {
+			return 0, quotaTokensShort(accountWho, r.Prompt+r.MinOutput, left, r.Now, inFlight)
+		}
+		output = min(output, left-r.Prompt)
+	}
+	if lim.MonthlyBudget > 0 {
+		var spent tollgate.Money
+		if cl, ok := l.ledger.(CostLedger); ok {
+			spent = cl.AccountSpent(r.AccountID)
+		}
+		return fitBudget(accountWho, lim.MonthlyBudget, spent, a.resCost, r, output)
+	}
+	return output, nil
+}
+
+// fitBudget checks that budget, of which spent is committed and reserved is
+// held by requests in flight, can pay for r at its least output, and
+// returns the largest output cap up to output that it can pay for.
+func fitBudget(who string, budget, spent, reserved tollgate.Money, r Request, output int64) (int64, error) {
+	left := budget - spent - reserved
+	need := r.Price.Cost(r.Prompt, r.MinOutput)
+	inFlight := reserved > 0 && need <= budget-spent && spent < budget
+	if left <= 0 || need > left {
+		return 0, budgetShort(who, budget, max(0, left), need, r.Now, inFlight)
+	}
+	if r.Price.Cost(r.Prompt, output) <= left {
+		return output, nil
+	}
+	lo, hi := r.MinOutput, output // Cost(lo) fits, Cost(hi) does not
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		if r.Price.Cost(r.Prompt, mid) <= left {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
 }
 
 // check applies the quota, concurrency and tokens-per-minute limits to r and
@@ -183,19 +295,33 @@ func (l *Limiter) check(k *keyState, r Request) (int64, error) {
 		// A refusal is final only when committed usage alone is over the
 		// line: a reservation in flight may still give its share back.
 		if lim.MonthlyRequests > 0 && usedReqs+k.resReqs >= lim.MonthlyRequests {
-			return 0, quotaRequests(lim.MonthlyRequests, r.Now, usedReqs < lim.MonthlyRequests)
+			return 0, quotaRequests(keyWho, lim.MonthlyRequests, r.Now, usedReqs < lim.MonthlyRequests)
 		}
 		if lim.MonthlyTokens > 0 {
 			left := lim.MonthlyTokens - usedTokens - k.resTokens
 			inFlight := k.resTokens > 0 && r.Prompt+r.MinOutput <= lim.MonthlyTokens-usedTokens
 			if left <= 0 {
-				return 0, quotaTokensUsed(lim.MonthlyTokens, r.Now, inFlight)
+				return 0, quotaTokensUsed(keyWho, lim.MonthlyTokens, r.Now, inFlight)
 			}
 			if r.Prompt+r.MinOutput > left {
-				return 0, quotaTokensShort(r.Prompt+r.MinOutput, left, r.Now, inFlight)
+				return 0, quotaTokensShort(keyWho, r.Prompt+r.MinOutput, left, r.Now, inFlight)
 			}
 			output = min(output, left-r.Prompt)
 		}
+	}
+	if lim.MonthlyBudget > 0 {
+		var spent tollgate.Money
+		if cl, ok := l.ledger.(CostLedger); ok {
+			spent = cl.Spent(r.KeyID)
+		}
+		var err error
+		if output, err = fitBudget(keyWho, lim.MonthlyBudget, spent, k.resCost, r, output); err != nil {
+			return 0, err
+		}
+	}
+	output, err := l.checkAccount(r, output)
+	if err != nil {
+		return 0, err
 	}
 	if lim.MaxConcurrent > 0 && k.inFlight >= lim.MaxConcurrent {
 		return 0, tooManyConcurrent()
@@ -219,12 +345,14 @@ func (l *Limiter) check(k *keyState, r Request) (int64, error) {
 
 // lease is a reservation on one key.
 type lease struct {
-	l        *Limiter
-	keyID    string
-	reserved int64
-	output   int64
-	lowered  bool
-	once     sync.Once
+	l         *Limiter
+	keyID     string
+	accountID string // "" when no account quota was reserved
+	reserved  int64
+	cost      tollgate.Money // reserved against the monthly budgets
+	output    int64
+	lowered   bool
+	once      sync.Once
 }
 
 func (ls *lease) Output() int64 { return ls.output }
@@ -242,6 +370,14 @@ func (ls *lease) Settle(_ context.Context, s Settlement) error {
 func (l *Limiter) settle(ls *lease, s Settlement) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if a := l.accounts[ls.accountID]; ls.accountID != "" && a != nil {
+		a.resReqs = max(0, a.resReqs-1)
+		a.resTokens = max(0, a.resTokens-ls.reserved)
+		a.resCost = max(0, a.resCost-ls.cost)
+		if a.resReqs == 0 {
+			delete(l.accounts, ls.accountID)
+		}
+	}
 	k, ok := l.keys[ls.keyID]
 	if !ok {
 		return
@@ -249,6 +385,7 @@ func (l *Limiter) settle(ls *lease, s Settlement) {
 	k.inFlight = max(0, k.inFlight-1)
 	k.resReqs = max(0, k.resReqs-1)
 	k.resTokens = max(0, k.resTokens-ls.reserved)
+	k.resCost = max(0, k.resCost-ls.cost)
 	if k.limits.TokensPerMinute > 0 {
 		k.refill(s.Now)
 		k.tokens = min(float64(k.limits.TokensPerMinute), k.tokens+float64(ls.reserved-s.Tokens))
@@ -301,7 +438,7 @@ func (l *Limiter) get(keyID string, lim tollgate.Limits, now time.Time) *keyStat
 		nk.req = rate.NewLimiter(rate.Limit(lim.RequestsPerSecond), burstOf(lim))
 	}
 	if ok { // limits changed: keep what is in flight and reserved, and what was spent
-		nk.inFlight, nk.resReqs, nk.resTokens = k.inFlight, k.resReqs, k.resTokens
+		nk.inFlight, nk.resReqs, nk.resTokens, nk.resCost = k.inFlight, k.resReqs, k.resTokens, k.resCost
 		if lim.TokensPerMinute > 0 {
 			// Requests in flight settle into the new bucket, so it starts
 			// as far below full as the old one was (or, if there was no

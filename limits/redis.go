@@ -332,19 +332,19 @@ func (r *Redis) refusal(req Request, v []any) error {
 	lim := req.Limits
 	switch toInt(v[0]) {
 	case 1:
-		err := quotaRequests(lim.MonthlyRequests, req.Now, toInt(v[1]) == 1)
+		err := quotaRequests(keyWho, lim.MonthlyRequests, req.Now, toInt(v[1]) == 1)
 		if toInt(v[1]) == 0 {
 			r.remember(req.KeyID, refusal{until: metering.NextMonthStart(req.Now), lim: lim, err: err})
 		}
 		return err
 	case 2:
-		err := quotaTokensUsed(lim.MonthlyTokens, req.Now, toInt(v[1]) == 1)
+		err := quotaTokensUsed(keyWho, lim.MonthlyTokens, req.Now, toInt(v[1]) == 1)
 		if toInt(v[1]) == 0 {
 			r.remember(req.KeyID, refusal{until: metering.NextMonthStart(req.Now), lim: lim, err: err})
 		}
 		return err
 	case 3:
-		return quotaTokensShort(req.Prompt+req.MinOutput, toInt(v[2]), req.Now, toInt(v[1]) == 1)
+		return quotaTokensShort(keyWho, req.Prompt+req.MinOutput, toInt(v[2]), req.Now, toInt(v[1]) == 1)
 	case 4:
 		return tooManyConcurrent()
 	case 5:
@@ -562,7 +562,7 @@ func (r *Redis) admitLocal(req Request) (Lease, error) {
 	n := int64(r.replicas)
 	if lim.MonthlyRequests > 0 {
 		if base.reqs >= lim.MonthlyRequests {
-			return nil, quotaRequests(lim.MonthlyRequests, req.Now, false)
+			return nil, quotaRequests(keyWho, lim.MonthlyRequests, req.Now, false)
 		}
 		if sh.MonthlyRequests = (lim.MonthlyRequests - base.reqs) / n; sh.MonthlyRequests <= 0 {
 			return nil, errShareUsed
@@ -570,7 +570,7 @@ func (r *Redis) admitLocal(req Request) (Lease, error) {
 	}
 	if lim.MonthlyTokens > 0 {
 		if base.tokens >= lim.MonthlyTokens {
-			return nil, quotaTokensUsed(lim.MonthlyTokens, req.Now, false)
+			return nil, quotaTokensUsed(keyWho, lim.MonthlyTokens, req.Now, false)
 		}
 		if sh.MonthlyTokens = (lim.MonthlyTokens - base.tokens) / n; sh.MonthlyTokens <= 0 {
 			return nil, errShareUsed

@@ -3,6 +3,8 @@ package metering
 import (
 	"sync"
 	"time"
+
+	"tollgate"
 )
 
 // MonthStart returns the first instant of t's month in UTC.
@@ -25,8 +27,9 @@ func NextMonthStart(t time.Time) time.Time {
 type Counters struct {
 	now func() time.Time
 
-	mu   sync.RWMutex
-	keys map[string]*keyMonth
+	mu       sync.RWMutex
+	keys     map[string]*keyMonth
+	accounts map[string]*keyMonth // by account id: the totals of its keys
 }
 
 // keyMonth is one key's totals for one month.
@@ -42,7 +45,7 @@ func NewCounters(now func() time.Time) *Counters {
 	if now == nil {
 		now = time.Now
 	}
-	return &Counters{now: now, keys: make(map[string]*keyMonth)}
+	return &Counters{now: now, keys: make(map[string]*keyMonth), accounts: make(map[string]*keyMonth)}
 }
 
 // Seed replaces all counters with totals for the month containing month,
@@ -55,26 +58,60 @@ func (c *Counters) Seed(month time.Time, totals map[string]Totals) {
 		keys[id] = &keyMonth{month: m, totals: t}
 	}
 	c.mu.Lock()
-	c.keys = keys
+	c.keys, c.accounts = keys, make(map[string]*keyMonth)
 	c.mu.Unlock()
 }
 
-// Add counts a committed event for its key. An event dated in another month
-// than the current one does not count: at the month's start every key begins
-// again at zero.
+// SeedAccounts sets each account's totals to the sum of its keys' current
+// totals, accountOf mapping key ids to account ids (keys without an
+// account left out). Call it after Seed, before serving traffic.
+func (c *Counters) SeedAccounts(accountOf map[string]string) {
+	m := MonthStart(c.now())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	accounts := make(map[string]*keyMonth)
+	for keyID, acct := range accountOf {
+		km := c.keys[keyID]
+		if acct == "" || km == nil || !km.month.Equal(m) {
+			continue
+		}
+		am := accounts[acct]
+		if am == nil {
+			am = &keyMonth{month: m}
+			accounts[acct] = am
+		}
+		am.totals.Requests += km.totals.Requests
+		am.totals.PromptTokens += km.totals.PromptTokens
+		am.totals.CompletionTokens += km.totals.CompletionTokens
+		am.totals.Cost += km.totals.Cost
+	}
+	c.accounts = accounts
+}
+
+// Add counts a committed event for its key, and for its account when it
+// has one. An event dated in another month than the current one does not
+// count: at the month's start every key begins again at zero.
 func (c *Counters) Add(ev Event) {
 	m := MonthStart(c.now())
 	if !MonthStart(ev.Time).Equal(m) {
 		return
 	}
+	c.add(func() map[string]*keyMonth { return c.keys }, ev.KeyID, m, ev)
+	if ev.AccountID != "" {
+		c.add(func() map[string]*keyMonth { return c.accounts }, ev.AccountID, m, ev)
+	}
+}
+
+// add counts ev in the entry id of the map table returns (read under c.mu).
+func (c *Counters) add(table func() map[string]*keyMonth, id string, m time.Time, ev Event) {
 	c.mu.RLock()
-	km := c.keys[ev.KeyID]
+	km := table()[id]
 	c.mu.RUnlock()
 	if km == nil {
 		c.mu.Lock()
-		if km = c.keys[ev.KeyID]; km == nil {
+		if km = table()[id]; km == nil {
 			km = &keyMonth{month: m}
-			c.keys[ev.KeyID] = km
+			table()[id] = km
 		}
 		c.mu.Unlock()
 	}
@@ -96,10 +133,37 @@ func (c *Counters) AddAll(events []Event) {
 // Month returns keyID's totals for the current UTC month (zero for a key with
 // no usage this month).
 func (c *Counters) Month(keyID string) Totals {
-	m := MonthStart(c.now())
 	c.mu.RLock()
 	km := c.keys[keyID]
 	c.mu.RUnlock()
+	return c.month(km)
+}
+
+// AccountMonth returns the totals of account id's keys for the current
+// UTC month, counted from events that carried the account id.
+func (c *Counters) AccountMonth(id string) Totals {
+	c.mu.RLock()
+	km := c.accounts[id]
+	c.mu.RUnlock()
+	return c.month(km)
+}
+
+// AccountUsed is Used for an account; it makes Counters a
+// limits.AccountLedger.
+func (c *Counters) AccountUsed(id string) (requests, tokens int64) {
+	t := c.AccountMonth(id)
+	return t.Requests, t.TotalTokens()
+}
+
+// Spent returns what keyID's requests cost this month; with AccountSpent
+// it makes Counters a limits.CostLedger.
+func (c *Counters) Spent(keyID string) tollgate.Money { return c.Month(keyID).Cost }
+
+// AccountSpent returns what account id's keys' requests cost this month.
+func (c *Counters) AccountSpent(id string) tollgate.Money { return c.AccountMonth(id).Cost }
+
+func (c *Counters) month(km *keyMonth) Totals {
+	m := MonthStart(c.now())
 	if km == nil {
 		return Totals{}
 	}

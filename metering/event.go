@@ -29,6 +29,10 @@ type Event struct {
 	RequestID string
 	// KeyID is the id (never the secret) of the API key that was charged.
 	KeyID string
+	// AccountID is the account owning the key when the request was made
+	// ("" for none). It is not stored with the usage row (an account's
+	// usage is that of its keys): it lets Counters keep account totals.
+	AccountID string
 	// Endpoint is "generate", "embed" or "predict".
 	Endpoint tollgate.Capability
 	// Model is the public model name the client asked for.

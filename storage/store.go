@@ -28,6 +28,7 @@ type Store interface {
 	idempotency.Store
 	jobs.Store
 	auth.SessionStore
+	auth.AccountStore
 
 	// Audit returns the audit trail of one key, or of all if keyID is "".
 	Audit(ctx context.Context, keyID string) ([]auth.AuditEntry, error)

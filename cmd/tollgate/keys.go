@@ -21,9 +21,10 @@ import (
 const keysUsage = `usage: tollgate keys <subcommand> [flags]
 
 subcommands:
-  create --name NAME [--scopes generate,embed,predict,admin] [--models m1,m2] [--plan P]
+  create --name NAME [--scopes generate,embed,predict,admin] [--models m1,m2] [--plan P] [--account ID]
          [--rate R] [--burst B] [--tokens-per-minute N] [--max-concurrent N]
-         [--monthly-tokens N] [--monthly-requests N] [--expires 720h|RFC3339] [--json]
+         [--monthly-tokens N] [--monthly-requests N] [--monthly-budget 25.00]
+         [--expires 720h|RFC3339] [--json]
   list [--json]
   show ID [--json]
   revoke ID [--json]
@@ -147,18 +148,34 @@ func subcommandError(cmd, sub, subs string) string {
 // Create calls nothing but CreateKey; the embedded KeyStore stays nil.
 type openOnCreate struct {
 	auth.KeyStore
+	auth.AccountStore
 	path   string
 	stderr io.Writer
 	db     storage.Store
 }
 
 func (s *openOnCreate) CreateKey(ctx context.Context, k auth.Key, sec auth.StoredSecret, a auth.AuditEntry) error {
-	db, err := openDB(ctx, s.path, true, s.stderr)
-	if err != nil {
-		return err
+	if s.db == nil {
+		db, err := openDB(ctx, s.path, true, s.stderr)
+		if err != nil {
+			return err
+		}
+		s.db = db
 	}
-	s.db = db
-	return db.CreateKey(ctx, k, sec, a)
+	return s.db.CreateKey(ctx, k, sec, a)
+}
+
+// AccountByID checks --account: the database must then exist already (an
+// account lives in it), and stays open for CreateKey.
+func (s *openOnCreate) AccountByID(ctx context.Context, id string) (auth.Account, error) {
+	if s.db == nil {
+		db, err := openDB(ctx, s.path, false, s.stderr)
+		if err != nil {
+			return auth.Account{}, err
+		}
+		s.db = db
+	}
+	return s.db.AccountByID(ctx, id)
 }
 
 // SetWebhookSecret stores the new key's webhook signing secret.
@@ -219,6 +236,8 @@ func parseWithID(fs *flag.FlagSet, args []string, wantID bool, stdout io.Writer)
 func describeKeyError(err error, id string) error {
 	var fe *auth.FieldError
 	switch {
+	case errors.As(err, &fe) && fe.Field == "account_id":
+		return &usageError{"--account: " + fe.Reason}
 	case errors.As(err, &fe):
 		return &usageError{fmt.Sprintf("--%s: %s", strings.ReplaceAll(fe.Field, "_", "-"), fe.Reason)}
 	case errors.Is(err, auth.ErrNotFound):
@@ -232,7 +251,7 @@ func describeKeyError(err error, id string) error {
 func keyTable(keys []auth.Key, now time.Time) string {
 	var sb strings.Builder
 	tw := tabwriter.NewWriter(&sb, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tSCOPES\tMODELS\tPLAN\tSTATUS\tLAST USED\tCREATED")
+	fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tSCOPES\tMODELS\tPLAN\tACCOUNT\tSTATUS\tLAST USED\tCREATED")
 	for _, k := range keys {
 		status := "active"
 		if err := k.Usable(now); err != nil {
@@ -242,8 +261,8 @@ func keyTable(keys []auth.Key, now time.Time) string {
 		if models == "" {
 			models = "*"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, auth.JoinScopes(k.Scopes), models,
-			orDash(k.Plan), status, fmtTime(k.LastUsedAt), fmtTime(k.CreatedAt))
+		fmt.Fprintf(tw, "%s\t%s\t%s…\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, auth.JoinScopes(k.Scopes), models,
+			orDash(k.Plan), orDash(k.AccountID), status, fmtTime(k.LastUsedAt), fmtTime(k.CreatedAt))
 	}
 	tw.Flush()
 	return sb.String()

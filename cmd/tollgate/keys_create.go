@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"tollgate"
 	"tollgate/auth"
 )
 
@@ -16,6 +17,7 @@ func keysCreate(fs *flag.FlagSet, getenv func(string) string, now func() time.Ti
 	scopes := fs.String("scopes", "generate,embed,predict", "comma list of generate, embed, predict, admin")
 	models := fs.String("models", "", "comma list of public model names the key may use (empty: all)")
 	plan := fs.String("plan", "", "plan from models.yaml whose limits apply")
+	account := fs.String("account", "", "id of the subscriber account owning the key (tollgate accounts list)")
 	var l auth.Limits
 	fs.Float64Var(&l.RequestsPerSecond, "rate", 0, "requests per second (token bucket refill; 0: plan or unlimited)")
 	fs.IntVar(&l.Burst, "burst", 0, "token bucket size")
@@ -23,10 +25,11 @@ func keysCreate(fs *flag.FlagSet, getenv func(string) string, now func() time.Ti
 	fs.IntVar(&l.MaxConcurrent, "max-concurrent", 0, "requests in flight at once")
 	fs.Int64Var(&l.MonthlyTokens, "monthly-tokens", 0, "tokens per calendar month (UTC)")
 	fs.Int64Var(&l.MonthlyRequests, "monthly-requests", 0, "requests per calendar month (UTC)")
+	fs.Func("monthly-budget", "the most a calendar month's (UTC) requests may cost, in the catalog's currency (e.g. 25.00)", moneyFlag(&l.MonthlyBudget))
 	expires := fs.String("expires", "", "expiry: a duration from now (720h) or an RFC 3339 time")
 	catalogPath := fs.String("catalog", envOr(getenv, "TOLLGATE_MODELS", "models.yaml"), "models.yaml to check --plan against (env TOLLGATE_MODELS)")
 	return func(ctx context.Context, k *auth.Keys, _ string) (any, string, error) {
-		spec := auth.Spec{Name: *name, Plan: *plan, Limits: l}
+		spec := auth.Spec{Name: *name, Plan: *plan, Account: *account, Limits: l}
 		var err error
 		if spec.Scopes, err = auth.ParseScopes(*scopes); err != nil {
 			return nil, "", &usageError{"--scopes: " + strings.TrimPrefix(err.Error(), "auth: ")}
@@ -49,6 +52,18 @@ func keysCreate(fs *flag.FlagSet, getenv func(string) string, now func() time.Ti
 		text := fmt.Sprintf("%s\n\ncreated %s (%s), scopes %s.\nStore the key now: Tollgate keeps only its hash and cannot show it again.\n",
 			secret, key.ID, key.Name, auth.JoinScopes(key.Scopes))
 		return secretJSON{ID: key.ID, Key: secret, Info: key}, text, nil
+	}
+}
+
+// moneyFlag parses a flag's amount into *dst exactly (tollgate.ParseMoney).
+func moneyFlag(dst *tollgate.Money) func(string) error {
+	return func(s string) error {
+		m, err := tollgate.ParseMoney(s)
+		if err != nil {
+			return err
+		}
+		*dst = m
+		return nil
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"tollgate"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
@@ -160,4 +161,67 @@ func (q quotaLedger) Month(keyID string) metering.Totals {
 		}
 	}
 	return t
+}
+
+// AccountMonth is this replica's count of an account's usage (Redis keeps
+// no account totals).
+func (q quotaLedger) AccountMonth(accountID string) metering.Totals {
+	return q.counters.AccountMonth(accountID)
+}
+
+// accountsFirst admits a request against its money budgets (the key's
+// and its account's) and its account's monthly quotas with an in-memory
+// limiter, then against the rest of its key's limits with the shared
+// (Redis) one. Budgets and account quotas are thus checked per replica,
+// against the usage this replica has counted (the month's total at its
+// start plus its own requests): with N replicas they may be exceeded up to
+// N times before every replica refuses. Keys' other limits stay exact
+// across replicas.
+type accountsFirst struct {
+	accounts *limits.Limiter
+	gateway.Admitter
+}
+
+// Admit takes the budget and account reservation, then the key's; either
+// refusal gives back what was taken.
+func (a accountsFirst) Admit(ctx context.Context, r limits.Request) (limits.Lease, error) {
+	if r.AccountID == "" && r.Limits.MonthlyBudget == 0 {
+		return a.Admitter.Admit(ctx, r)
+	}
+	al, err := a.accounts.Admit(ctx, limits.Request{KeyID: r.KeyID, Limits: tollgate.Limits{MonthlyBudget: r.Limits.MonthlyBudget},
+		AccountID: r.AccountID, Account: r.Account, Price: r.Price,
+		Prompt: r.Prompt, Output: r.Output, MinOutput: r.MinOutput, Now: r.Now})
+	if err != nil {
+		return nil, err
+	}
+	kr := r
+	kr.AccountID, kr.Account, kr.Output = "", tollgate.Limits{}, al.Output()
+	kr.Limits.MonthlyBudget = 0
+	kl, err := a.Admitter.Admit(ctx, kr)
+	if err != nil {
+		_ = al.Settle(context.WithoutCancel(ctx), limits.Settlement{Now: r.Now})
+		return nil, err
+	}
+	return bothLeases{key: kl, account: al}, nil
+}
+
+// State is the shared limiter's, for the limits it was given (without
+// the budget, which it does not see).
+func (a accountsFirst) State(keyID string, lim tollgate.Limits, now time.Time) limits.State {
+	lim.MonthlyBudget = 0
+	st := a.Admitter.State(keyID, lim, now)
+	return st
+}
+
+// bothLeases is a key's lease and its account's, settled together.
+type bothLeases struct{ key, account limits.Lease }
+
+func (b bothLeases) Output() int64 { return b.key.Output() }
+func (b bothLeases) Lowered() bool { return b.key.Lowered() || b.account.Lowered() }
+
+// Settle settles the key's lease, then the account's.
+func (b bothLeases) Settle(ctx context.Context, s limits.Settlement) error {
+	err := b.key.Settle(ctx, s)
+	_ = b.account.Settle(ctx, s)
+	return err
 }

@@ -46,6 +46,7 @@ const topUsage = `usage: tollgate <command> [flags]
 commands:
   serve          run the gateway (default flags: --addr 127.0.0.1:8080 --db tollgate.db --models models.yaml)
   keys           create, list, show, revoke and rotate API keys (tollgate keys -h)
+  accounts       create, list, show and update subscriber accounts (tollgate accounts -h)
   usage          export usage records (json/csv) or print totals per key (tollgate usage -h)
   check-config   validate models.yaml and reach every Ollama backend
   migrate        copy a SQLite deployment into PostgreSQL, for several replicas (tollgate migrate -h)
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, now fun
 		return serve(ctx, rest, getenv, now, stdout, stderr)
 	case "keys":
 		return keysCmd(ctx, rest, getenv, now, stdout, stderr)
+	case "accounts":
+		return accountsCmd(ctx, rest, getenv, now, stdout, stderr)
 	case "usage":
 		return usageCmd(ctx, rest, getenv, now, stdout, stderr)
 	case "check-config":

@@ -285,6 +285,17 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 		return nil, nil, fmt.Errorf("seed quota counters: %w", err)
 	}
 	counters.Seed(month, totals)
+	allKeys, err := db.ListKeys(ctx)
+	if err != nil {
+		closeUsage(ctx)
+		return nil, nil, fmt.Errorf("seed account quota counters: %w", err)
+	}
+	accountOf := make(map[string]string, len(allKeys))
+	for _, k := range allKeys {
+		accountOf[k.ID] = k.AccountID
+	}
+	counters.SeedAccounts(accountOf)
+	accountCache := auth.NewAccountCache(db, now)
 	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, Now: now, OnFlushError: func(err error) {
 		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
 	}})
@@ -300,14 +311,14 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 			closeUsage(ctx)
 			return nil, nil, err
 		}
-		limiter, sharedHealth, stopRedis = rs.limiter, shared{rs.limiter, rs.bus}, rs.stop
+		limiter, sharedHealth, stopRedis = accountsFirst{accounts: limits.New(counters, 0), Admitter: rs.limiter}, shared{rs.limiter, rs.bus}, rs.stop
 		ledger = quotaLedger{counters: counters, limiter: rs.limiter, now: now}
 		failures = rs.failures
 		keys.NotifyChanges(rs.bus)
 	}
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: usage.recorder, Limiter: limiter,
-		Ledger: ledger, Usage: usage.reports, RecordTimeout: f.record,
-		Now: now, Logger: log, InFlight: metrics.InFlight})
+		Ledger: ledger, Usage: usage.reports, Accounts: accountCache, RecordTimeout: f.record,
+		Now: now, Logger: log, InFlight: metrics.InFlight, OnBudgetAlert: metrics.BudgetAlert})
 	allow, err := jobs.ParseNets(f.callbackNets)
 	if err != nil {
 		stopRedis()
@@ -322,6 +333,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
 		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db, Reloader: rl, Shared: sharedHealth, AuthFailures: failures,
 		Sessions: auth.NewSessions(db, verifier, auth.SessionOptions{Now: now}),
+		Accounts: auth.NewAccounts(db, accountCache, now),
 	})
 	if f.metricsAddr != "" {
 		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {

@@ -27,7 +27,7 @@ const KeyChannel = "tollgate_keys"
 const keyColumns = `k.id, k.name, k.prefix, k.scopes, k.models, k.plan,
 	k.requests_per_second, k.burst, k.tokens_per_minute, k.max_concurrent,
 	k.monthly_tokens, k.monthly_requests,
-	k.expires_at, k.revoked_at, k.last_used_at, k.created_at`
+	k.expires_at, k.revoked_at, k.last_used_at, k.created_at, COALESCE(k.account_id, ''), k.monthly_budget`
 
 // querier is what the pool and a transaction share.
 type querier interface {
@@ -42,7 +42,7 @@ func scanKey(scan func(...any) error, extra ...any) (auth.Key, error) {
 	dest := append([]any{&k.ID, &k.Name, &k.Prefix, &scopes, &models, &k.Plan,
 		&k.Limits.RequestsPerSecond, &burst, &k.Limits.TokensPerMinute, &maxConc,
 		&k.Limits.MonthlyTokens, &k.Limits.MonthlyRequests,
-		&expires, &revoked, &used, &created}, extra...)
+		&expires, &revoked, &used, &created, &k.AccountID, &k.Limits.MonthlyBudget}, extra...)
 	if err := scan(dest...); err != nil {
 		return auth.Key{}, err
 	}
@@ -145,12 +145,13 @@ func (db *DB) CreateKey(ctx context.Context, k auth.Key, s auth.StoredSecret, a 
 	err := db.withTx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO keys(id, name, prefix, scopes, models, plan,
 			requests_per_second, burst, tokens_per_minute, max_concurrent, monthly_tokens, monthly_requests,
-			expires_at, revoked_at, last_used_at, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+			expires_at, revoked_at, last_used_at, created_at, account_id, monthly_budget)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 			k.ID, k.Name, k.Prefix, auth.JoinScopes(k.Scopes), strings.Join(k.Models, ","), k.Plan,
 			k.Limits.RequestsPerSecond, int64(k.Limits.Burst), k.Limits.TokensPerMinute, int64(k.Limits.MaxConcurrent),
 			k.Limits.MonthlyTokens, k.Limits.MonthlyRequests,
-			nanosOrNull(k.ExpiresAt), nanosOrNull(k.RevokedAt), nanosOrNull(k.LastUsedAt), k.CreatedAt.UnixNano())
+			nanosOrNull(k.ExpiresAt), nanosOrNull(k.RevokedAt), nanosOrNull(k.LastUsedAt), k.CreatedAt.UnixNano(),
+			nullIfEmpty(k.AccountID), k.Limits.MonthlyBudget)
 		if err != nil {
 			return err
 		}
@@ -280,10 +281,10 @@ func (db *DB) UpdateKey(ctx context.Context, id string, apply func(*auth.Key) er
 		}
 		_, err := tx.Exec(ctx, `UPDATE keys SET name = $1, scopes = $2, models = $3, plan = $4,
 			requests_per_second = $5, burst = $6, tokens_per_minute = $7, max_concurrent = $8,
-			monthly_tokens = $9, monthly_requests = $10, expires_at = $11 WHERE id = $12`,
+			monthly_tokens = $9, monthly_requests = $10, expires_at = $11, account_id = $12, monthly_budget = $13 WHERE id = $14`,
 			k.Name, auth.JoinScopes(k.Scopes), strings.Join(k.Models, ","), k.Plan,
 			k.Limits.RequestsPerSecond, int64(k.Limits.Burst), k.Limits.TokensPerMinute, int64(k.Limits.MaxConcurrent),
-			k.Limits.MonthlyTokens, k.Limits.MonthlyRequests, nanosOrNull(k.ExpiresAt), id)
+			k.Limits.MonthlyTokens, k.Limits.MonthlyRequests, nanosOrNull(k.ExpiresAt), nullIfEmpty(k.AccountID), k.Limits.MonthlyBudget, id)
 		return err
 	})
 }

@@ -21,7 +21,7 @@ var (
 const keyColumns = `k.id, k.name, k.prefix, k.scopes, k.models, k.plan,
 	k.requests_per_second, k.burst, k.tokens_per_minute, k.max_concurrent,
 	k.monthly_tokens, k.monthly_requests,
-	k.expires_at, k.revoked_at, k.last_used_at, k.created_at`
+	k.expires_at, k.revoked_at, k.last_used_at, k.created_at, COALESCE(k.account_id, ''), k.monthly_budget`
 
 // queryRower is what *sql.DB and *sql.Tx share for single-row reads.
 type queryRower interface {
@@ -36,7 +36,7 @@ func scanKey(scan func(...any) error, extra ...any) (auth.Key, error) {
 	dest := append([]any{&k.ID, &k.Name, &k.Prefix, &scopes, &models, &k.Plan,
 		&k.Limits.RequestsPerSecond, &k.Limits.Burst, &k.Limits.TokensPerMinute, &k.Limits.MaxConcurrent,
 		&k.Limits.MonthlyTokens, &k.Limits.MonthlyRequests,
-		&expires, &revoked, &used, &created}, extra...)
+		&expires, &revoked, &used, &created, &k.AccountID, &k.Limits.MonthlyBudget}, extra...)
 	if err := scan(dest...); err != nil {
 		return auth.Key{}, err
 	}
@@ -135,12 +135,13 @@ func (db *DB) CreateKey(ctx context.Context, k auth.Key, s auth.StoredSecret, a 
 	err := db.withTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO keys(id, name, prefix, scopes, models, plan,
 			requests_per_second, burst, tokens_per_minute, max_concurrent, monthly_tokens, monthly_requests,
-			expires_at, revoked_at, last_used_at, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			expires_at, revoked_at, last_used_at, created_at, account_id, monthly_budget)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			k.ID, k.Name, k.Prefix, auth.JoinScopes(k.Scopes), strings.Join(k.Models, ","), k.Plan,
 			k.Limits.RequestsPerSecond, k.Limits.Burst, k.Limits.TokensPerMinute, k.Limits.MaxConcurrent,
 			k.Limits.MonthlyTokens, k.Limits.MonthlyRequests,
-			nanosOrNull(k.ExpiresAt), nanosOrNull(k.RevokedAt), nanosOrNull(k.LastUsedAt), k.CreatedAt.UnixNano())
+			nanosOrNull(k.ExpiresAt), nanosOrNull(k.RevokedAt), nanosOrNull(k.LastUsedAt), k.CreatedAt.UnixNano(),
+			nullIfEmpty(k.AccountID), k.Limits.MonthlyBudget)
 		if err != nil {
 			return err
 		}
@@ -276,10 +277,10 @@ func (db *DB) UpdateKey(ctx context.Context, id string, apply func(*auth.Key) er
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE keys SET name = ?, scopes = ?, models = ?, plan = ?,
 			requests_per_second = ?, burst = ?, tokens_per_minute = ?, max_concurrent = ?,
-			monthly_tokens = ?, monthly_requests = ?, expires_at = ? WHERE id = ?`,
+			monthly_tokens = ?, monthly_requests = ?, expires_at = ?, account_id = ?, monthly_budget = ? WHERE id = ?`,
 			k.Name, auth.JoinScopes(k.Scopes), strings.Join(k.Models, ","), k.Plan,
 			k.Limits.RequestsPerSecond, k.Limits.Burst, k.Limits.TokensPerMinute, k.Limits.MaxConcurrent,
-			k.Limits.MonthlyTokens, k.Limits.MonthlyRequests, nanosOrNull(k.ExpiresAt), id)
+			k.Limits.MonthlyTokens, k.Limits.MonthlyRequests, nanosOrNull(k.ExpiresAt), nullIfEmpty(k.AccountID), k.Limits.MonthlyBudget, id)
 		return err
 	})
 }

@@ -47,6 +47,7 @@ func Run(t *testing.T, open Opener) {
 		{"UsageReportsAndExport", usageReports},
 		{"UsageRecentAndModelFilter", usageRecent},
 		{"Sessions", sessions},
+		{"Accounts", accounts},
 		{"Idempotency", idempotencyLifecycle},
 		{"IdempotencyConcurrentClaims", idempotencyRace},
 		{"JobsLifecycle", jobsLifecycle},
@@ -83,7 +84,7 @@ func keysRoundTrip(t *testing.T, s storage.Store) {
 	ctx := context.Background()
 	e := newKeyEnv(s)
 	spec := auth.Spec{Name: "acme", Scopes: []auth.Scope{auth.ScopeGenerate, auth.ScopeEmbed}, Models: []string{"llama3.2", "nomic"},
-		Limits:    tollgate.Limits{RequestsPerSecond: 2.5, Burst: 7, TokensPerMinute: 9000, MaxConcurrent: 3, MonthlyTokens: 1 << 40, MonthlyRequests: 20},
+		Limits:    tollgate.Limits{RequestsPerSecond: 2.5, Burst: 7, TokensPerMinute: 9000, MaxConcurrent: 3, MonthlyTokens: 1 << 40, MonthlyRequests: 20, MonthlyBudget: 25_500_000},
 		ExpiresAt: day0.Add(48 * time.Hour)}
 	k, secret := e.create(t, spec)
 	got, err := s.KeyByID(ctx, k.ID)
@@ -741,5 +742,76 @@ func sessions(t *testing.T, s storage.Store) {
 	}
 	if _, err := s.SessionByID(ctx, b.ID); !errors.Is(err, auth.ErrNoSession) {
 		t.Fatalf("a deleted session is still there: %v", err)
+	}
+}
+
+func accounts(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	e := newKeyEnv(s)
+	m := auth.NewAccounts(s, nil, e.clock.Now)
+	a, err := m.Create(ctx, auth.ActorCLI, auth.AccountSpec{Name: "Acme Ltd", StripeCustomerID: "cus_123", Plan: "pro",
+		Limits: tollgate.Limits{MonthlyTokens: 1 << 40, MonthlyRequests: 7, MonthlyBudget: 1_000_001}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.AccountByID(ctx, a.ID)
+	if err != nil || got != a || !strings.HasPrefix(a.ID, "acct_") || !got.CreatedAt.Equal(day0) {
+		t.Fatalf("AccountByID = %+v, %v; want %+v", got, err, a)
+	}
+	if _, err := s.AccountByID(ctx, "acct_missing"); !errors.Is(err, auth.ErrAccountNotFound) {
+		t.Fatalf("AccountByID(missing) = %v, want ErrAccountNotFound", err)
+	}
+	e.clock.Advance(time.Second)
+	b, err := m.Create(ctx, auth.ActorCLI, auth.AccountSpec{Name: "Beta"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListAccounts(ctx)
+	if err != nil || len(list) != 2 || list[0].ID != a.ID || list[1].ID != b.ID {
+		t.Fatalf("ListAccounts = %v, %v", list, err)
+	}
+	cus := "cus_456"
+	up, err := m.Update(ctx, "key_admin", b.ID, auth.AccountPatch{StripeCustomerID: &cus, Limits: &tollgate.Limits{MonthlyRequests: 3, MonthlyBudget: 42}})
+	if err != nil || up.StripeCustomerID != "cus_456" || up.Limits.MonthlyRequests != 3 || up.Limits.MonthlyBudget != 42 || up.Name != "Beta" {
+		t.Fatalf("Update = %+v, %v", up, err)
+	}
+	if got, _ := s.AccountByID(ctx, b.ID); got != up {
+		t.Fatalf("after Update AccountByID = %+v, want %+v", got, up)
+	}
+	if _, err := m.Update(ctx, auth.ActorCLI, b.ID, auth.AccountPatch{Limits: &tollgate.Limits{TokensPerMinute: 5}}); !errors.Is(err, auth.ErrInvalid) {
+		t.Fatalf("Update(rate limit on an account) = %v, want ErrInvalid", err)
+	}
+	if _, err := m.Update(ctx, auth.ActorCLI, "acct_missing", auth.AccountPatch{}); !errors.Is(err, auth.ErrAccountNotFound) {
+		t.Fatalf("Update(missing) = %v, want ErrAccountNotFound", err)
+	}
+
+	// Keys: one in the account, one without; the account travels with the
+	// key to the verifier (Credential), and a key can be moved or detached.
+	k, secret := e.create(t, auth.Spec{Name: "acme-prod", Account: a.ID})
+	plain, _ := e.create(t, auth.Spec{Name: "no account"})
+	if k.AccountID != a.ID || plain.AccountID != "" {
+		t.Fatalf("created keys' accounts = %q, %q", k.AccountID, plain.AccountID)
+	}
+	cred, err := s.Credential(ctx, auth.Hash(secret))
+	if err != nil || cred.Key.AccountID != a.ID {
+		t.Fatalf("Credential = %+v, %v; want account %s", cred.Key, err, a.ID)
+	}
+	if got, _ := s.KeyByID(ctx, plain.ID); got.AccountID != "" {
+		t.Fatalf("key without account reads back account %q", got.AccountID)
+	}
+	if _, _, err := e.keys.Create(ctx, auth.ActorCLI, auth.Spec{Name: "x", Account: "acct_missing"}); !errors.Is(err, auth.ErrInvalid) {
+		t.Fatalf("Create with an unknown account = %v, want ErrInvalid", err)
+	}
+	moved, err := e.keys.Update(ctx, auth.ActorCLI, k.ID, auth.Patch{Account: &b.ID})
+	if err != nil || moved.AccountID != b.ID {
+		t.Fatalf("move key = %+v, %v", moved, err)
+	}
+	none := ""
+	if moved, err = e.keys.Update(ctx, auth.ActorCLI, k.ID, auth.Patch{Account: &none}); err != nil || moved.AccountID != "" {
+		t.Fatalf("detach key = %+v, %v", moved, err)
+	}
+	trail, err := s.Audit(ctx, a.ID)
+	if err != nil || len(trail) != 1 || trail[0].Action != auth.ActionAccountCreate {
+		t.Fatalf("Audit(account) = %+v, %v", trail, err)
 	}
 }

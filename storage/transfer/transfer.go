@@ -27,9 +27,10 @@ type table struct {
 
 // tables in copy order: parents before the rows that reference them.
 var tables = []table{
+	{name: "accounts", cols: []string{"id", "name", "stripe_customer_id", "plan", "monthly_tokens", "monthly_requests", "monthly_budget", "created_at"}},
 	{name: "keys", cols: []string{"id", "name", "prefix", "scopes", "models", "plan", "requests_per_second", "burst",
 		"tokens_per_minute", "max_concurrent", "monthly_tokens", "monthly_requests", "expires_at", "revoked_at",
-		"last_used_at", "created_at"}},
+		"last_used_at", "created_at", "account_id", "monthly_budget"}},
 	{name: "key_secrets", cols: []string{"hash", "key_id", "prefix", "created_at", "expires_at"}},
 	{name: "audit", cols: []string{"id", "at", "actor", "action", "key_id", "detail"}},
 	{name: "usage", cols: []string{"request_id", "key_id", "endpoint", "model", "prompt_tokens", "completion_tokens",
