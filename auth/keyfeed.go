@@ -43,17 +43,7 @@ const DefaultFeedDownTTL = time.Second
 // CacheTTL.
 func (v *Verifier) FeedDown() {
 	v.feedDown.Store(true)
-	v.mu.Lock()
-	v.gen++
-	for h, e := range v.pos {
-		delete(v.pos, h)
-		v.retire(e)
-	}
-	clear(v.neg)
-	v.mu.Unlock()
-	v.sfMu.Lock()
-	clear(v.calls)
-	v.sfMu.Unlock()
+	v.InvalidateAll()
 }
 
 // FeedUp restores the normal cache lifetimes after FeedDown. Entries cached
