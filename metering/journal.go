@@ -97,7 +97,8 @@ type Journal struct {
 	seg     *segment   // the segment being written
 	needNL  bool       // a write failed part-way: start the next with '\n'
 	closed  bool
-	written position // end of the last complete write
+	written  position // end of what was written, a torn write included
+	complete position // end of the last record written whole
 
 	abandonOnce sync.Once
 
@@ -153,7 +154,7 @@ func OpenJournal(ctx context.Context, dir string, opts JournalOptions) (*Journal
 	}
 	j.seg = seg
 	j.written = position{seq: 1}
-	j.loaded = j.written
+	j.complete, j.loaded = j.written, j.written
 	go j.run()
 	return j, nil
 }
@@ -216,6 +217,7 @@ func (j *Journal) write(line []byte) error {
 		j.needNL = n > 0
 		return fmt.Errorf("usage journal: %w", err)
 	}
+	j.complete = j.written
 	return nil
 }
 
@@ -225,7 +227,7 @@ func (j *Journal) write(line []byte) error {
 // longer than ctx allows, and ErrJournalClosed after Close.
 func (j *Journal) Flush(ctx context.Context) error {
 	j.mu.Lock()
-	target, closed := j.written, j.closed
+	target, closed := j.complete, j.closed // a torn tail is never loaded: not waited for
 	j.mu.Unlock()
 	if closed {
 		return ErrJournalClosed
@@ -262,7 +264,7 @@ func (j *Journal) Flush(ctx context.Context) error {
 // metrics.
 func (j *Journal) Backlog() (bytes int64, err error) {
 	j.mu.Lock()
-	w := j.written
+	w := j.complete
 	j.mu.Unlock()
 	j.progress.Lock()
 	defer j.progress.Unlock()

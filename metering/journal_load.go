@@ -219,7 +219,7 @@ func (j *Journal) maybeRotate(end position) {
 		return
 	}
 	old := j.seg
-	j.seg, j.written = next, position{seq: next.seq}
+	j.seg, j.written, j.complete = next, position{seq: next.seq}, position{seq: next.seq}
 	j.mu.Unlock()
 	j.advance(position{seq: next.seq})
 	if err := old.remove(); err != nil {
