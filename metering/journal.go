@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -95,7 +96,7 @@ type Journal struct {
 
 	mu      sync.Mutex // guards the fields below and serializes writes
 	seg     *segment   // the segment being written
-	needNL  bool       // a write failed part-way: start the next with '\n'
+	torn    bool       // a write failed part-way and could not be taken back
 	closed  bool
 	written  position // end of what was written, a torn write included
 	complete position // end of the last record written whole
@@ -196,29 +197,50 @@ func (j *Journal) Record(ctx context.Context, ev Event) error {
 
 var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
-// write appends line to the current segment.
+// write appends line to the current segment. A write that fails part-way
+// is taken back (the file truncated to where it began) or, if that fails
+// too, spoiled: the next write first ends the torn line with "#\n", which
+// its checksum cannot match, so a record whose Record failed is never
+// loaded, even when all but its newline reached the file.
 func (j *Journal) write(line []byte) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.closed {
 		return ErrJournalClosed
 	}
-	if j.needNL {
-		n, err := j.seg.w.Write([]byte{'\n'})
+	if j.torn {
+		n, err := j.seg.w.Write(spoil)
 		j.written.off += int64(n)
-		if err != nil {
-			return fmt.Errorf("usage journal: %w", err)
+		if err != nil || n != len(spoil) {
+			return fmt.Errorf("usage journal: %w", orShort(err))
 		}
-		j.needNL = false
+		j.torn = false
 	}
+	start := j.written.off
 	n, err := j.seg.w.Write(line)
 	j.written.off += int64(n)
 	if err != nil {
-		j.needNL = n > 0
+		if n > 0 {
+			if terr := j.seg.w.Truncate(start); terr == nil {
+				j.written.off = start
+			} else {
+				j.torn = true
+			}
+		}
 		return fmt.Errorf("usage journal: %w", err)
 	}
 	j.complete = j.written
 	return nil
+}
+
+// spoil ends a torn line so that it fails its checksum.
+var spoil = []byte("#\n")
+
+func orShort(err error) error {
+	if err == nil {
+		return io.ErrShortWrite
+	}
+	return err
 }
 
 // Flush waits until every event whose Record returned before the call is

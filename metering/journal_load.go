@@ -145,7 +145,7 @@ func (j *Journal) loadAll(buf []byte) error {
 // loadLines stores the events of the complete lines in data, which starts
 // at from, in batches of MaxBatch, and advances the loaded position.
 func (j *Journal) loadLines(data []byte, from position) error {
-	events, bad := parseLines(data, true)
+	events, bad := parseLines(data, false)
 	if bad > 0 {
 		j.opts.Logger.Warn("usage journal: skipped lines that failed their checksum (torn writes)", "file", j.seg.path, "lines", bad)
 	}

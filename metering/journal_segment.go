@@ -169,14 +169,10 @@ func replayFile(ctx context.Context, path string, store BatchStore, maxBatch int
 	if err != nil {
 		return 0, fmt.Errorf("usage journal: read %s: %w", path, err)
 	}
-	if live {
-		if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
-			data = data[:i+1] // a write may be under way past the last newline
-		} else {
-			data = nil
-		}
-	}
-	events, bad := parseLines(data, true)
+	// A line without its newline is never loaded: every Record that
+	// returned nil wrote its newline in the same write, so what follows the
+	// last newline is a write under way (live) or one that failed (dead).
+	events, bad := parseLines(data, false)
 	if bad > 0 {
 		log.Warn("usage journal: skipped lines that failed their checksum (torn writes)", "file", path, "lines", bad)
 	}
@@ -202,8 +198,9 @@ func replayFile(ctx context.Context, path string, store BatchStore, maxBatch int
 }
 
 // parseLines decodes the complete lines in data. With tail, a last line
-// without its newline is decoded too (the file is whole: its writer is
-// gone). It returns the events and how many non-empty lines were bad.
+// without its newline is decoded too (only for a chunk that holds no
+// newline at all: garbage, counted bad). It returns the events and how many
+// non-empty lines were bad.
 func parseLines(data []byte, tail bool) (events []Event, bad int) {
 	for len(data) > 0 {
 		i := bytes.IndexByte(data, '\n')

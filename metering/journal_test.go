@@ -302,8 +302,37 @@ func TestJournalSkipsTornLines(t *testing.T) {
 	if st.count() != 2 || !okA || !okC {
 		t.Fatalf("stored %d events (a %v, c %v); want a and c", st.count(), okA, okC)
 	}
-	if !strings.Contains(logs.String(), "lines=3") {
-		t.Fatalf("log does not count the 3 skipped lines: %s", logs.String())
+	if !strings.Contains(logs.String(), "lines=2") {
+		t.Fatalf("log does not count the 2 skipped lines: %s", logs.String())
+	}
+}
+
+// A record whose write lost only its newline was not acknowledged (every
+// Record that returned nil wrote its newline in the same write): it must
+// never be billed, in a dead process's segment, nor once a later write has
+// ended the torn line.
+func TestJournalNeverLoadsALineWithoutItsNewline(t *testing.T) {
+	dir := t.TempDir()
+	whole := appendLine(nil, testEvent("ok"))
+	unacked := appendLine(nil, testEvent("unacked"))
+	unacked = unacked[:len(unacked)-1] // all but its newline
+	if err := os.WriteFile(filepath.Join(dir, databaseTag("")+"dead-000001"+segmentExt), append(whole, unacked...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spoiled := append(append(append([]byte(nil), whole...), unacked...), spoil...)
+	spoiled = append(spoiled, appendLine(nil, testEvent("after"))...)
+	if err := os.WriteFile(filepath.Join(dir, databaseTag("")+"dead-000002"+segmentExt), spoiled, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := newFakeStore()
+	openJournal(t, dir, JournalOptions{Store: st})
+	if _, ok := st.stored("unacked"); ok {
+		t.Fatal("a record whose write lost its newline was billed")
+	}
+	_, okA := st.stored("ok")
+	_, okB := st.stored("after")
+	if !okA || !okB || st.count() != 2 {
+		t.Fatalf("stored %d events (ok %v, after %v); want the two acknowledged ones", st.count(), okA, okB)
 	}
 }
 
