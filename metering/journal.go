@@ -37,6 +37,11 @@ type JournalOptions struct {
 	// SegmentBytes is the size past which a fully loaded segment file is
 	// replaced by a fresh one and deleted (default 8 MiB).
 	SegmentBytes int64
+	// SegmentAge is the age past which a fully loaded segment is replaced
+	// and deleted whatever its size (default 1 minute), so that records
+	// long stored (and perhaps archived and deleted since) are not in a
+	// file that a restart after kill -9 would load again.
+	SegmentAge time.Duration
 	// AdoptEvery is how often the directory is scanned for segments of
 	// processes that died (default 5s).
 	AdoptEvery time.Duration
@@ -55,6 +60,9 @@ func (o *JournalOptions) defaults() {
 	}
 	if o.SegmentBytes <= 0 {
 		o.SegmentBytes = 8 << 20
+	}
+	if o.SegmentAge <= 0 {
+		o.SegmentAge = time.Minute
 	}
 	if o.AdoptEvery <= 0 {
 		o.AdoptEvery = 5 * time.Second

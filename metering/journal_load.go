@@ -31,6 +31,7 @@ func (j *Journal) run() {
 		case <-j.flushReq:
 		case <-adopt.C:
 			j.adopt()
+			j.nudge() // and look at our own segment's age (maybeRotate)
 			continue
 		case <-j.stop:
 			j.finish(buf)
@@ -200,11 +201,11 @@ func (j *Journal) advance(p position) {
 	j.progress.Unlock()
 }
 
-// maybeRotate replaces the segment with a fresh one once it is past
-// SegmentBytes and fully loaded (nothing written since end), and deletes
-// it. A failure leaves the old segment in use; it is tried again later.
+// maybeRotate replaces the segment with a fresh one once it is fully
+// loaded (nothing written since end) and past SegmentBytes or SegmentAge,
+// and deletes it. A failure leaves the old segment in use; it is tried again later.
 func (j *Journal) maybeRotate(end position) {
-	if end.off < j.opts.SegmentBytes {
+	if end.off == 0 || end.off < j.opts.SegmentBytes && time.Since(j.seg.created) < j.opts.SegmentAge {
 		return
 	}
 	j.mu.Lock()

@@ -22,9 +22,10 @@ import (
 // file's exclusive flock for as long as the file exists; r reads it for the
 // loader.
 type segment struct {
-	seq  int64
-	path string
-	w, r *os.File
+	seq     int64
+	path    string
+	w, r    *os.File
+	created time.Time
 }
 
 const segmentExt = ".jnl"
@@ -72,7 +73,7 @@ func createSegment(dir, prefix string, seq int64) (*segment, error) {
 		w.Close()
 		return nil, err
 	}
-	return &segment{seq: seq, path: path, w: w, r: r}, nil
+	return &segment{seq: seq, path: path, w: w, r: r, created: time.Now()}, nil
 }
 
 // remove deletes a fully loaded segment, still holding its lock so nobody

@@ -479,3 +479,28 @@ func TestJournalKeepsDatabasesApart(t *testing.T) {
 		t.Fatal("database a's own record was not loaded at its next start")
 	}
 }
+
+// A fully loaded segment is replaced after SegmentAge even when small, so a
+// restart after kill -9 does not load records stored (and perhaps archived)
+// long ago.
+func TestJournalRotatesOldLoadedSegments(t *testing.T) {
+	dir := t.TempDir()
+	st := newFakeStore()
+	j := openJournal(t, dir, JournalOptions{Store: st, SegmentAge: 20 * time.Millisecond, LoadEvery: time.Millisecond})
+	if err := j.Record(context.Background(), testEvent("r1")); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, j)
+	first := segments(t, dir)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		time.Sleep(30 * time.Millisecond)
+		j.nudge() // the loader looks again (as a new record would make it)
+		if s := segments(t, dir); len(s) == 1 && s[0] != first[0] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("segment %v not replaced after SegmentAge: %v", first, segments(t, dir))
+		}
+	}
+}
