@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"tollgate/storage/postgres/pgtest"
 )
 
 // lockDB holds SQLite's write lock on db until the returned func is called,
@@ -125,4 +126,26 @@ func TestJournalLeftBehindIsLoadedAtStart(t *testing.T) {
 // crc32cHex is a journal line's checksum of s.
 func crc32cHex(s string) string {
 	return fmt.Sprintf("%08x", crc32.Checksum([]byte(s), crc32.MakeTable(crc32.Castagnoli)))
+}
+
+// tollgate migrate first loads what a killed SQLite server left in its
+// usage journal, so those delivered answers reach PostgreSQL too.
+func TestMigrateCarriesTheJournal(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.NewDatabase(t)
+	db := filepath.Join(t.TempDir(), "t.db")
+	keyID, _ := createKeyWithID(t, db, "--name", "left")
+	ev := fmt.Sprintf("u1\t%q\t%q\t\"generate\"\t\"tiny\"\t\"native\"\t1\t3\t200\t1000\t0\t%d", "req_in_journal", keyID, time.Now().UnixNano())
+	sum := sha256.Sum256([]byte(journalIdentity(db)))
+	seg := filepath.Join(db+".journal", "usage-"+hex.EncodeToString(sum[:4])+"-dead-000001.jnl")
+	if err := os.MkdirAll(filepath.Dir(seg), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(seg, []byte(ev+"\t"+crc32cHex(ev)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, env(), "migrate", "--from", db, "--to", pg)
+	if rows := exportUsage(t, pg); rows["req_in_journal"].Status != 200 || len(rows) != 1 {
+		t.Fatalf("usage in PostgreSQL after migrate: %+v; want the journaled request", rows)
+	}
 }

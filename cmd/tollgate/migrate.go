@@ -13,11 +13,12 @@ import (
 	"tollgate/storage/transfer"
 )
 
-const migrateUsage = `usage: tollgate migrate --from FILE --to postgres://user:password@host:port/database [--replace]
+const migrateUsage = `usage: tollgate migrate --from FILE --to postgres://user:password@host:port/database [--replace] [--usage-journal DIR]
 
 Moves a deployment from its SQLite file to PostgreSQL, for several replicas:
 keys, their secrets, the audit trail, usage, Idempotency-Key records, async
-jobs and webhook secrets. The target is migrated to the current schema, then
+jobs and webhook secrets (and first, into the SQLite file, any usage its
+server journaled but did not load). The target is migrated to the current schema, then
 everything is copied in one transaction, each table's rows are counted on
 both sides, and it commits only if they agree; the counts are printed.
 Stop the servers first: the copy holds the SQLite file's write lock.
@@ -34,6 +35,8 @@ func migrateCmd(ctx context.Context, args []string, getenv func(string) string, 
 	fs.StringVar(&from, "from", "", "the SQLite database file to copy from (must exist)")
 	fs.StringVar(&to, "to", "", "the PostgreSQL database URL to copy to, postgres://user:password@host:port/database")
 	fs.BoolVar(&replace, "replace", false, "delete what the target already holds before copying")
+	var journal string
+	registerJournal(fs, &journal, getenv)
 	rest, err := parseArgs(fs, args, stdout)
 	if err != nil {
 		return err
@@ -56,6 +59,10 @@ func migrateCmd(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	defer src.Close()
+	// Usage a killed server journaled but did not load goes with the rest.
+	if err := replayForReport(ctx, src, from, journal, getenv, stderr); err != nil {
+		return err
+	}
 	dst, err := postgres.Open(ctx, to)
 	if err != nil {
 		return err
