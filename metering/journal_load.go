@@ -52,7 +52,9 @@ func (j *Journal) run() {
 				j.nudge() // retry on our own: no new record may come to wake us
 			}
 		case <-j.flushReq:
-			j.nudge()
+			if err == nil {
+				j.nudge() // a report waits: load now rather than after LoadEvery
+			} // else the back-off stands: reports must not hammer a failing database
 		case <-j.stop:
 			t.Stop()
 			j.finish(buf)
@@ -66,9 +68,7 @@ func (j *Journal) run() {
 // (several instances may share the directory), so their usage reaches the
 // database without waiting for a restart.
 func (j *Journal) adopt() {
-	ctx, cancel := context.WithTimeout(context.Background(), j.opts.CommitTimeout)
-	defer cancel()
-	n, err := replayDir(ctx, j.dir, j.tag, j.opts.Store, j.opts.MaxBatch, false, j.opts.Logger)
+	n, err := replayDir(context.Background(), j.dir, j.tag, j.opts.Store, j.opts.MaxBatch, false, j.opts.Logger)
 	if err != nil {
 		j.opts.Logger.Warn("usage journal: could not load a dead process's segment yet; will retry", "error", err.Error())
 	}

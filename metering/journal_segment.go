@@ -30,6 +30,10 @@ type segment struct {
 
 const segmentExt = ".jnl"
 
+// replayBatchTimeout bounds one batch of a replay (not the whole file: a
+// segment that grew while the database was down may take many batches).
+const replayBatchTimeout = 30 * time.Second
+
 // databaseTag names the database a segment belongs to in its file name:
 // the first 8 hex digits of the SHA-256 of the database's identity, so
 // journals of several databases may share a folder without one database's
@@ -180,7 +184,9 @@ func replayFile(ctx context.Context, path string, store BatchStore, maxBatch int
 	n := 0
 	for start := 0; start < len(events); start += maxBatch {
 		batch := events[start:min(len(events), start+maxBatch)]
-		inserted, err := store.InsertEvents(ctx, batch, nil)
+		bctx, cancel := context.WithTimeout(ctx, replayBatchTimeout)
+		inserted, err := store.InsertEvents(bctx, batch, nil)
+		cancel()
 		if err != nil {
 			return n, fmt.Errorf("usage journal: load %s: %w", filepath.Base(path), err)
 		}

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"tollgate/metering"
 	"tollgate/storage"
 )
@@ -47,13 +49,26 @@ func journalDir(db, flag string, getenv func(string) string) string {
 }
 
 // journalIdentity names db for the journal (see metering.JournalOptions.
-// Database): a SQLite file's absolute path, or PostgreSQL's host, port and
-// database, never a password.
+// Database), the same however it is spelled: a SQLite file's absolute
+// path with symbolic links resolved, or the PostgreSQL server's host, port
+// and database as the driver resolves them (PGHOST and friends, ?host=,
+// default port), never a user or password.
 func journalIdentity(db string) string {
 	if isPostgres(db) {
-		return dbName(db)
+		cfg, err := pgconn.ParseConfig(db)
+		if err != nil {
+			return dbName(db)
+		}
+		return fmt.Sprintf("PostgreSQL %s:%d/%s", cfg.Host, cfg.Port, cfg.Database)
 	}
-	return "SQLite " + absPath(sqlitePath(db))
+	path := absPath(sqlitePath(db))
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+		if real, err := filepath.EvalSymlinks(filepath.Join(dir, filepath.Base(path))); err == nil {
+			return "SQLite " + real
+		}
+		return "SQLite " + filepath.Join(dir, filepath.Base(path))
+	}
+	return "SQLite " + path
 }
 
 // replayForReport loads every usage record still in the journal into db

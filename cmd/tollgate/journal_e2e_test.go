@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 	"tollgate/storage/postgres/pgtest"
@@ -147,5 +148,42 @@ func TestMigrateCarriesTheJournal(t *testing.T) {
 	mustCLI(t, env(), "migrate", "--from", db, "--to", pg)
 	if rows := exportUsage(t, pg); rows["req_in_journal"].Status != 200 || len(rows) != 1 {
 		t.Fatalf("usage in PostgreSQL after migrate: %+v; want the journaled request", rows)
+	}
+}
+
+// The journal names a database the same however --db spells it, and two
+// databases differently, so one's records never go to the other.
+func TestJournalIdentity(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "t.db")
+	if err := os.WriteFile(real, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.db")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	same := [][2]string{
+		{real, link},
+		{real, "sqlite:" + real},
+		{"postgres://u:pw@db.example/billing", "postgres://other:pw2@db.example:5432/billing?sslmode=require"},
+	}
+	for _, p := range same {
+		if a, b := journalIdentity(p[0]), journalIdentity(p[1]); a != b {
+			t.Errorf("%q and %q: identities %q and %q differ", p[0], p[1], a, b)
+		}
+	}
+	differ := [][2]string{
+		{"postgres:///billing?host=/run/pg1", "postgres:///billing?host=/run/pg2"},
+		{"postgres://db.example/billing", "postgres://db.example/other"},
+		{"postgres://db.example:5432/billing", "postgres://db.example:5433/billing"},
+	}
+	for _, p := range differ {
+		if a, b := journalIdentity(p[0]), journalIdentity(p[1]); a == b {
+			t.Errorf("%q and %q: same identity %q", p[0], p[1], a)
+		}
+	}
+	if id := journalIdentity("postgres://u:secretpw@db.example/billing"); strings.Contains(id, "secretpw") || strings.Contains(id, "u:") {
+		t.Errorf("identity %q shows credentials", id)
 	}
 }
