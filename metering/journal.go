@@ -102,10 +102,10 @@ type Journal struct {
 	tag  string // the database's segment name prefix
 	id   string // this process's segment name prefix (tag + time + random)
 
-	mu      sync.Mutex // guards the fields below and serializes writes
-	seg     *segment   // the segment being written
-	torn    bool       // a write failed part-way and could not be taken back
-	closed  bool
+	mu       sync.Mutex // guards the fields below and serializes writes
+	seg      *segment   // the segment being written
+	torn     bool       // a write failed part-way and could not be taken back
+	closed   bool
 	written  position // end of what was written, a torn write included
 	complete position // end of the last record written whole
 
