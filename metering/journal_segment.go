@@ -170,31 +170,12 @@ func replayFile(ctx context.Context, path string, store BatchStore, maxBatch int
 	if live && !includeLive {
 		return 0, nil // its writer loads it
 	}
-	data, err := io.ReadAll(f)
-	if err != nil {
-		return 0, fmt.Errorf("usage journal: read %s: %w", path, err)
-	}
-	// A line without its newline is never loaded: every Record that
-	// returned nil wrote its newline in the same write, so what follows the
-	// last newline is a write under way (live) or one that failed (dead).
-	events, bad := parseLines(data, false)
+	n, bad, err := replayLines(ctx, f, store, maxBatch)
 	if bad > 0 {
 		log.Warn("usage journal: skipped lines that failed their checksum (torn writes)", "file", path, "lines", bad)
 	}
-	n := 0
-	for start := 0; start < len(events); start += maxBatch {
-		batch := events[start:min(len(events), start+maxBatch)]
-		bctx, cancel := context.WithTimeout(ctx, replayBatchTimeout)
-		inserted, err := store.InsertEvents(bctx, batch, nil)
-		cancel()
-		if err != nil {
-			return n, fmt.Errorf("usage journal: load %s: %w", filepath.Base(path), err)
-		}
-		for _, ok := range inserted {
-			if ok {
-				n++
-			}
-		}
+	if err != nil {
+		return n, fmt.Errorf("usage journal: load %s: %w", filepath.Base(path), err)
 	}
 	if !live {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -202,6 +183,62 @@ func replayFile(ctx context.Context, path string, store BatchStore, maxBatch int
 		}
 	}
 	return n, nil
+}
+
+// replayLines stores the events of r's complete lines in batches of
+// maxBatch, reading a chunk at a time, so a segment that grew large while
+// the database was down is loaded in constant memory. A line without its
+// newline is never loaded: every Record that returned nil wrote its newline
+// in the same write, so what follows the last newline is a write under way
+// (a live segment) or one that failed (a dead one). It returns how many
+// events were newly stored and how many lines were bad.
+func replayLines(ctx context.Context, r io.Reader, store BatchStore, maxBatch int) (n, bad int, err error) {
+	buf := make([]byte, readChunk)
+	var carry []byte // the start of a line the last chunk cut
+	batch := make([]Event, 0, maxBatch)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		bctx, cancel := context.WithTimeout(ctx, replayBatchTimeout)
+		inserted, err := store.InsertEvents(bctx, batch, nil)
+		cancel()
+		if err != nil {
+			return err
+		}
+		for _, ok := range inserted {
+			if ok {
+				n++
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for {
+		k, rerr := r.Read(buf)
+		data := append(carry, buf[:k]...)
+		end := bytes.LastIndexByte(data, '\n') + 1
+		evs, b := parseLines(data[:end], false)
+		bad += b
+		for _, ev := range evs {
+			batch = append(batch, ev)
+			if len(batch) == maxBatch {
+				if err := flush(); err != nil {
+					return n, bad, err
+				}
+			}
+		}
+		carry = append(carry[:0:0], data[end:]...)
+		if len(carry) > readChunk {
+			carry, bad = nil, bad+1 // no line is this long: garbage
+		}
+		if rerr == io.EOF {
+			return n, bad, flush()
+		}
+		if rerr != nil {
+			return n, bad, rerr
+		}
+	}
 }
 
 // parseLines decodes the complete lines in data. With tail, a last line

@@ -504,3 +504,31 @@ func TestJournalRotatesOldLoadedSegments(t *testing.T) {
 		}
 	}
 }
+
+// A dead segment larger than one read (it grew while the database was
+// down) loads whole, in batches, lines cut by chunk boundaries included.
+func TestJournalReplaysALargeSegmentInChunks(t *testing.T) {
+	dir := t.TempDir()
+	var b []byte
+	for i := range 8000 {
+		b = appendLine(b, testEvent(fmt.Sprintf("r%05d", i)))
+	}
+	if len(b) < 2*readChunk {
+		t.Fatalf("segment of %d bytes does not span several reads", len(b))
+	}
+	if err := os.WriteFile(filepath.Join(dir, databaseTag("")+"dead-000001"+segmentExt), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := newFakeStore()
+	openJournal(t, dir, JournalOptions{Store: st, MaxBatch: 300})
+	if st.count() != 8000 {
+		t.Fatalf("loaded %d of 8000 records", st.count())
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, batch := range st.batches {
+		if len(batch) > 300 {
+			t.Fatalf("a batch of %d records; MaxBatch is 300", len(batch))
+		}
+	}
+}
