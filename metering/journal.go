@@ -276,6 +276,13 @@ func (j *Journal) Flush(ctx context.Context) error {
 		select {
 		case <-wait:
 		case <-j.done:
+			// Closed: what the last load reached is final.
+			j.progress.Lock()
+			loaded = j.loaded
+			j.progress.Unlock()
+			if !loaded.before(target) {
+				return nil
+			}
 			return ErrJournalClosed
 		case <-ctx.Done():
 			j.progress.Lock()
