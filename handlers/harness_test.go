@@ -64,18 +64,19 @@ func (ts *testServer) flushUsage(t testing.TB) {
 }
 
 type serverConfig struct {
-	maxBody     int64
-	bodyTimeout time.Duration
-	proxies     []string
-	wrap        func(gateway.Inferencer) gateway.Inferencer
-	record      func(gateway.Recorder) gateway.Recorder
-	dbPath      string
-	now         func() time.Time
-	jobs        func(*jobs.Config)
-	jobsStopped bool
-	logTo       func(io.Writer) io.Writer
-	loadEvery   time.Duration
-	tls         bool
+	maxBody       int64
+	bodyTimeout   time.Duration
+	proxies       []string
+	wrap          func(gateway.Inferencer) gateway.Inferencer
+	record        func(gateway.Recorder) gateway.Recorder
+	dbPath        string
+	now           func() time.Time
+	jobs          func(*jobs.Config)
+	jobsStopped   bool
+	logTo         func(io.Writer) io.Writer
+	loadEvery     time.Duration
+	journalHealth handlers.JournalHealth
+	tls           bool
 }
 
 type serverOpt func(*serverConfig)
@@ -110,6 +111,11 @@ func withJobs(mod func(*jobs.Config)) serverOpt { return func(c *serverConfig) {
 // withJobsStopped leaves the job manager unstarted: jobs stay queued until
 // the test calls ts.jobs.Start.
 func withJobsStopped() serverOpt { return func(c *serverConfig) { c.jobsStopped = true } }
+
+// withJournalHealth replaces what /readyz is told of the usage journal.
+func withJournalHealth(h handlers.JournalHealth) serverOpt {
+	return func(c *serverConfig) { c.journalHealth = h }
+}
 
 // withJournalLoadEvery sets the usage journal's LoadEvery: a long one
 // leaves records in the journal until something flushes it.
@@ -173,6 +179,10 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	t.Cleanup(func() { journal.Close(ctx) }) // after the server, before the database
 	var rec gateway.Recorder = journal
 	usage := journal.Reports(db)
+	journalHealth := handlers.JournalHealth(journal.Backlog)
+	if cfg.journalHealth != nil {
+		journalHealth = cfg.journalHealth
+	}
 	if cfg.record != nil {
 		rec = cfg.record(rec)
 	}
@@ -202,7 +212,7 @@ func newTestServer(t testing.TB, catalogYAML string, opts ...serverOpt) *testSer
 	})
 	h := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: ollama, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: usage, Jobs: jm,
-		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies, Idempotency: db,
+		Metrics: metrics, MetricsRoute: true, TrustedProxies: cfg.proxies, Idempotency: db, Journal: journalHealth,
 		Logger: log, MaxBodyBytes: cfg.maxBody, BodyTimeout: cfg.bodyTimeout, Now: cfg.now,
 		Sessions: auth.NewSessions(db, verifier, auth.SessionOptions{Now: cfg.now}),
 		Accounts: auth.NewAccounts(db, accounts, cfg.now),

@@ -37,7 +37,15 @@ type readyResponse struct {
 	// Redis is "ok" or why the replicas' shared state is degraded; absent
 	// when no Redis is configured.
 	Redis string `json:"redis,omitempty"`
+	// UsageJournal is "ok", or how far the usage journal is behind the
+	// database and why; absent without a journal.
+	UsageJournal string `json:"usage_journal,omitempty"`
 }
+
+// JournalHealth reports how many bytes of usage records are journaled but
+// not yet in the database, and the last load error (nil when loading
+// works); *metering.Journal's Backlog fits.
+type JournalHealth func() (bytes int64, err error)
 
 // SharedHealth reports whether the state replicas share (limits in Redis,
 // key-change notifications) is degraded, and why.
@@ -115,6 +123,18 @@ func (s *server) readyz() gin.HandlerFunc {
 				out.Backends = append(out.Backends, readyBackend{Name: b.Name, State: b.State, Since: b.Since.UTC(), Why: b.Why})
 			}
 		}
+		if s.journal != nil {
+			out.UsageJournal = "ok"
+			if n, err := s.journal(); err != nil {
+				// Answers go on (their usage waits in the journal), so
+				// the replica stays in service: degraded, saying why.
+				out.UsageJournal = "usage records are not reaching the database (" + strconv.FormatInt(n, 10) +
+					" bytes waiting in the journal, safe there); loading is retried: " + s.dbProblem(err)
+				if out.Status == statusReady {
+					out.Status = statusDegraded
+				}
+			}
+		}
 		if s.shared != nil {
 			out.Redis = "ok"
 			if d, why := s.shared.Degraded(); d {
@@ -131,6 +151,17 @@ func (s *server) readyz() gin.HandlerFunc {
 		}
 		c.JSON(http.StatusOK, out)
 	}
+}
+
+// dbProblem says why the database failed, as a client may read it: the
+// store's own message for a known code ("PostgreSQL at host:port is not
+// reachable"), else a generic one (the detail is in the log).
+func (s *server) dbProblem(err error) string {
+	if tollgate.ErrorCode(err) != tollgate.CodeInternal {
+		return tollgate.ErrorMessage(err)
+	}
+	s.log.Warn("readyz: usage journal", "error", err.Error())
+	return "the database refused the records (see the log)"
 }
 
 // ollamaProblem says why Ollama is not ready. A Ping that runs out of

@@ -86,6 +86,9 @@ type Config struct {
 	// Shared, when replicas share state through Redis, reports whether
 	// that is degraded (/readyz says so). Optional.
 	Shared SharedHealth
+	// Journal, when usage goes through the usage journal, tells /readyz
+	// whether it reaches the database. Optional.
+	Journal JournalHealth
 }
 
 // DefaultAuthFailures allows 20 failed authentication attempts per client
@@ -117,6 +120,7 @@ type server struct {
 	reloader     Reloader
 	sessions     *auth.Sessions
 	shared       SharedHealth
+	journal      JournalHealth
 }
 
 // NewServer returns the HTTP handler for the whole API. It is safe for
@@ -124,7 +128,7 @@ type server struct {
 func NewServer(cfg Config) http.Handler {
 	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, accounts: cfg.Accounts, audit: cfg.Audit,
 		usage: cfg.Usage, jobs: cfg.Jobs, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now,
-		idem: cfg.Idempotency, fleet: cfg.Fleet, reloader: cfg.Reloader, sessions: cfg.Sessions, shared: cfg.Shared}
+		idem: cfg.Idempotency, fleet: cfg.Fleet, reloader: cfg.Reloader, sessions: cfg.Sessions, shared: cfg.Shared, journal: cfg.Journal}
 	if f, ok := cfg.Ollama.(Fleet); ok && s.fleet == nil {
 		s.fleet = f
 	}

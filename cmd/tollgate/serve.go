@@ -331,7 +331,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 	handler := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: usage.reports, Jobs: jobMgr,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
-		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db, Reloader: rl, Shared: sharedHealth, AuthFailures: failures,
+		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db, Reloader: rl, Shared: sharedHealth, AuthFailures: failures, Journal: usage.backlog,
 		Sessions: auth.NewSessions(db, verifier, auth.SessionOptions{Now: now}),
 		Accounts: auth.NewAccounts(db, accountCache, now),
 	})
@@ -391,6 +391,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 type usageSink struct {
 	recorder gateway.Recorder
 	flush    func(context.Context) error // the journal's Flush; nil without one
+	backlog  handlers.JournalHealth      // the journal's Backlog; nil without one
 	reports  interface {
 		gateway.UsageStore
 		handlers.UsageExporter
@@ -423,7 +424,7 @@ func openUsage(ctx context.Context, db storage.Store, counters *metering.Counter
 	}
 	log.Info("usage journal open", "dir", absPath(dir))
 	metrics.WatchJournal(j.Backlog)
-	return usageSink{recorder: j, flush: j.Flush, reports: j.Reports(db)}, func(ctx context.Context) {
+	return usageSink{recorder: j, flush: j.Flush, backlog: j.Backlog, reports: j.Reports(db)}, func(ctx context.Context) {
 		jctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeWithin)
 		defer cancel()
 		if err := j.Close(jctx); err != nil {
