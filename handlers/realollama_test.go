@@ -219,7 +219,7 @@ func TestRealModelsAndReady(t *testing.T) {
 	var ready map[string]any
 	ts.doJSON(t, "GET", "/readyz", nil, http.StatusOK, &ready)
 	delete(ready, "backends") // the one backend, up
-	if want := map[string]any{"status": "ready", "database": "ok", "ollama": "ok"}; fmt.Sprint(ready) != fmt.Sprint(want) {
+	if want := map[string]any{"status": "ready", "database": "ok", "ollama": "ok", "usage_journal": "ok"}; fmt.Sprint(ready) != fmt.Sprint(want) {
 		t.Errorf("readyz %v, want %v", ready, want)
 	}
 	var health map[string]string
