@@ -1,9 +1,6 @@
 package main
 
 import (
-	"net/http"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,44 +27,12 @@ func TestThreeReplicasOnPostgresAndRedis(t *testing.T) {
 		rs = append(rs, serveOn(t, fake, "--db", pg, "--redis", rurl, "--replicas", "3"))
 	}
 
-	var ok, refused, next atomic.Int64
-	var wg sync.WaitGroup
-	for range 6 {
-		wg.Go(func() {
-			for range 10 {
-				r := rs[next.Add(1)%3]
-				got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`)
-				switch {
-				case got.status == 200:
-					ok.Add(1)
-				case got.status == 402 && got.code == "quota_exceeded":
-					refused.Add(1)
-				default:
-					t.Errorf("unexpected answer %d %s", got.status, got.body)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if ok.Load() != 20 || refused.Load() != 40 {
-		t.Fatalf("answered %d and refused %d of 60, want exactly 20 and 40", ok.Load(), refused.Load())
-	}
+	hammerQuota(t, rs, key)
 	rows := exportUsage(t, pg, "--key", id)
 	if n, _, _ := billedTotals(rows); n != 20 || len(rows) != 20 {
 		t.Fatalf("%d usage rows in PostgreSQL (%d billed), want 20", len(rows), n)
 	}
-	for i, r := range rs {
-		x := send(t, http.DefaultClient, "GET", r.url+"/usage", "", withKey(key))
-		var u struct {
-			Quota struct {
-				RemainingRequests *int64 `json:"remaining_requests"`
-			} `json:"quota"`
-		}
-		wantStatus(t, "GET /usage", x, 200, &u)
-		if u.Quota.RemainingRequests == nil || *u.Quota.RemainingRequests != 0 {
-			t.Errorf("replica %d: /usage quota %+v, want remaining_requests 0", i, u.Quota)
-		}
-	}
+	wantNoRequestsLeft(t, rs, key)
 
 	otherID, other := createKeyWithID(t, pg, "--name", "leaving")
 	for _, r := range rs { // cached everywhere

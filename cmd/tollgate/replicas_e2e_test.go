@@ -39,14 +39,24 @@ func TestReplicasShareMonthlyQuota(t *testing.T) {
 	defer fake.Close()
 	rs := replicaSet(t, 3, fake, url)
 	key := createKey(t, rs[0].db, "--name", "shared", "--monthly-requests", "20")
+	hammerQuota(t, rs, key)
+	if rows := exportUsage(t, rs[0].db); len(rows) != 20 {
+		t.Fatalf("%d usage rows, want 20", len(rows))
+	}
+	wantNoRequestsLeft(t, rs, key)
+}
+
+// hammerQuota sends 60 requests for key, round-robin over rs from 6
+// goroutines, and requires exactly 20 answered and 40 refused as quota
+// exceeded: the key's monthly_requests of 20, held across the replicas.
+func hammerQuota(t *testing.T, rs []*running, key string) {
+	t.Helper()
 	var ok, refused, next atomic.Int64
 	var wg sync.WaitGroup
-	for g := 0; g < 6; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < 10; i++ {
-				r := rs[next.Add(1)%3]
+	for range 6 {
+		wg.Go(func() {
+			for range 10 {
+				r := rs[next.Add(1)%int64(len(rs))]
 				got := post(t, r.url+"/generate", key, `{"prompt":"hi"}`)
 				switch {
 				case got.status == 200:
@@ -57,16 +67,18 @@ func TestReplicasShareMonthlyQuota(t *testing.T) {
 					t.Errorf("unexpected answer %d %s", got.status, got.body)
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if ok.Load() != 20 || refused.Load() != 40 {
 		t.Fatalf("answered %d and refused %d of 60, want exactly 20 and 40", ok.Load(), refused.Load())
 	}
-	if rows := exportUsage(t, rs[0].db); len(rows) != 20 {
-		t.Fatalf("%d usage rows, want 20", len(rows))
-	}
-	// every replica's /usage says none is left, not just its own share
+}
+
+// wantNoRequestsLeft requires every replica's /usage to say key has no
+// request left, not just its own share.
+func wantNoRequestsLeft(t *testing.T, rs []*running, key string) {
+	t.Helper()
 	for i, r := range rs {
 		x := send(t, http.DefaultClient, "GET", r.url+"/usage", "", withKey(key))
 		var u struct {
