@@ -30,8 +30,8 @@ type Event struct {
 	// KeyID is the id (never the secret) of the API key that was charged.
 	KeyID string
 	// AccountID is the account owning the key when the request was made
-	// ("" for none). It is not stored with the usage row (an account's
-	// usage is that of its keys): it lets Counters keep account totals.
+	// ("" for none). It is stored with the usage row, so that usage stays
+	// billed to the account it was made under if the key moves later.
 	AccountID string
 	// Endpoint is "generate", "embed" or "predict".
 	Endpoint tollgate.Capability

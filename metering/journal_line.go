@@ -15,11 +15,16 @@ import (
 // separated by tabs (strings Go-quoted, so they hold no raw tab or newline),
 // and a CRC-32C of everything before it, then '\n':
 //
-//	u1	"req_1"	"key_1"	"generate"	"tiny"	"native"	12	34	200	1500000	420	1767225600000000000	1a2b3c4d
+//	u2	"req_1"	"key_1"	"generate"	"tiny"	"native"	"acct_1"	12	34	200	1500000	420	1767225600000000000	1a2b3c4d
 //
 // The checksum makes a torn or garbled line (a failed write, a power cut)
-// detectable, so it is skipped instead of being loaded wrong.
-const lineVersion = "u1"
+// detectable, so it is skipped instead of being loaded wrong. Lines of
+// version u1 (written before usage rows kept the account: no account field)
+// are still read, with no account.
+const lineVersion = "u2"
+
+// strings is how many quoted fields a line of each version has.
+var lineStrings = map[string]int{"u1": 5, "u2": 6}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -27,7 +32,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func appendLine(b []byte, ev Event) []byte {
 	start := len(b)
 	b = append(b, lineVersion...)
-	for _, s := range [...]string{ev.RequestID, ev.KeyID, string(ev.Endpoint), ev.Model, ev.Surface} {
+	for _, s := range [...]string{ev.RequestID, ev.KeyID, string(ev.Endpoint), ev.Model, ev.Surface, ev.AccountID} {
 		b = append(b, '\t')
 		b = strconv.AppendQuote(b, s)
 	}
@@ -63,22 +68,23 @@ func parseLine(line []byte) (Event, error) {
 		return Event{}, fmt.Errorf("%w: checksum mismatch", errBadLine)
 	}
 	f := bytes.Split(line[:i], []byte{'\t'})
-	if len(f) != 12 || string(f[0]) != lineVersion {
+	ns, ok := lineStrings[string(f[0])]
+	if !ok || len(f) != 1+ns+6 {
 		return Event{}, fmt.Errorf("%w: %d fields", errBadLine, len(f))
 	}
-	var s [5]string
-	for k := range s {
+	var s [6]string
+	for k := range ns {
 		if s[k], err = strconv.Unquote(string(f[1+k])); err != nil {
 			return Event{}, fmt.Errorf("%w: field %d: %v", errBadLine, 1+k, err)
 		}
 	}
 	var n [6]int64
 	for k := range n {
-		if n[k], err = strconv.ParseInt(string(f[6+k]), 10, 64); err != nil {
-			return Event{}, fmt.Errorf("%w: field %d: %v", errBadLine, 6+k, err)
+		if n[k], err = strconv.ParseInt(string(f[1+ns+k]), 10, 64); err != nil {
+			return Event{}, fmt.Errorf("%w: field %d: %v", errBadLine, 1+ns+k, err)
 		}
 	}
-	ev := Event{RequestID: s[0], KeyID: s[1], Endpoint: tollgate.Capability(s[2]), Model: s[3], Surface: s[4],
+	ev := Event{RequestID: s[0], KeyID: s[1], Endpoint: tollgate.Capability(s[2]), Model: s[3], Surface: s[4], AccountID: s[5],
 		PromptTokens: n[0], CompletionTokens: n[1], Status: int(n[2]), Latency: time.Duration(n[3]),
 		Cost: tollgate.Money(n[4]), Time: time.Unix(0, n[5]).UTC()}
 	if err := ev.Validate(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -368,6 +369,7 @@ func TestJournalRotatesLoadedSegments(t *testing.T) {
 func TestJournalLineRoundTrip(t *testing.T) {
 	ev := testEvent("req\twith\"odd\nbytes\x00")
 	ev.Surface = SurfaceOpenAI
+	ev.AccountID = "acct_1"
 	line := appendLine(nil, ev)
 	if bytes.Count(line, []byte{'\n'}) != 1 || line[len(line)-1] != '\n' {
 		t.Fatalf("line %q is not one line", line)
@@ -378,6 +380,23 @@ func TestJournalLineRoundTrip(t *testing.T) {
 	}
 	if got != ev {
 		t.Fatalf("round trip: %+v\nwant %+v", got, ev)
+	}
+}
+
+// A journal written before usage rows kept their account (version u1, no
+// account field) is still loaded after an upgrade, with no account.
+func TestJournalReadsVersion1Lines(t *testing.T) {
+	body := "u1\t\"req_1\"\t\"key_1\"\t\"generate\"\t\"tiny\"\t\"native\"\t12\t34\t200\t1500000\t420\t1767225600000000000"
+	line := fmt.Sprintf("%s\t%08x", body, crc32.Checksum([]byte(body), castagnoli))
+	ev, err := parseLine([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.RequestID != "req_1" || ev.KeyID != "key_1" || ev.AccountID != "" || ev.TotalTokens() != 46 || ev.Cost != 420 || ev.Status != 200 {
+		t.Fatalf("u1 line read as %+v", ev)
+	}
+	if _, err := parseLine([]byte(strings.Replace(line, "u1", "u2", 1))); err == nil {
+		t.Fatal("a u1 line relabelled u2 (one field short) was accepted")
 	}
 }
 

@@ -49,9 +49,9 @@ func (db *DB) InsertEvents(ctx context.Context, events []metering.Event, claim f
 	// batch are duplicates, skipped as a stored one would be.
 	first := make(map[string]int, len(events))
 	var (
-		ids, keys, endpoints, models, surfaces []string
-		prompt, completion, latency, cost, at  []int64
-		status                                 []int32
+		ids, keys, endpoints, models, surfaces, accounts []string
+		prompt, completion, latency, cost, at            []int64
+		status                                           []int32
 	)
 	for i, e := range events {
 		if _, dup := first[e.RequestID]; dup {
@@ -62,13 +62,14 @@ func (db *DB) InsertEvents(ctx context.Context, events []metering.Event, claim f
 		prompt, completion = append(prompt, e.PromptTokens), append(completion, e.CompletionTokens)
 		status, latency = append(status, int32(e.Status)), append(latency, e.Latency.Microseconds())
 		cost, at, surfaces = append(cost, int64(e.Cost)), append(at, e.Time.UnixNano()), append(surfaces, e.SurfaceName())
+		accounts = append(accounts, e.AccountID)
 	}
 	rows, err := tx.Query(ctx, `INSERT INTO usage(request_id, key_id, endpoint, model,
-		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface)
+		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface, account_id)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-			$7::int[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[])
+			$7::int[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[])
 		ON CONFLICT (request_id) DO NOTHING RETURNING request_id`,
-		ids, keys, endpoints, models, prompt, completion, status, latency, cost, at, surfaces)
+		ids, keys, endpoints, models, prompt, completion, status, latency, cost, at, surfaces, accounts)
 	if err != nil {
 		return nil, fmt.Errorf("storage: insert %d usage events: %w", len(events), db.wrap(err))
 	}
@@ -241,7 +242,7 @@ func (db *DB) RecentEvents(ctx context.Context, q metering.Query, limit int) ([]
 
 // eventColumns are the usage columns scanEvent reads, in its order.
 const eventColumns = `request_id, key_id, endpoint, model,
-		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface`
+		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface, account_id`
 
 // scanEvent reads one row of eventColumns.
 func scanEvent(rows pgx.Rows) (metering.Event, error) {
@@ -249,7 +250,7 @@ func scanEvent(rows pgx.Rows) (metering.Event, error) {
 	var latencyUS, createdAt, cost int64
 	var status int32
 	if err := rows.Scan(&e.RequestID, &e.KeyID, &e.Endpoint, &e.Model,
-		&e.PromptTokens, &e.CompletionTokens, &status, &latencyUS, &cost, &createdAt, &e.Surface); err != nil {
+		&e.PromptTokens, &e.CompletionTokens, &status, &latencyUS, &cost, &createdAt, &e.Surface, &e.AccountID); err != nil {
 		return e, err
 	}
 	e.Status, e.Cost = int(status), tollgate.Money(cost)

@@ -14,8 +14,8 @@ import (
 var _ metering.BatchStore = (*DB)(nil)
 
 const insertUsage = `INSERT INTO usage(request_id, key_id, endpoint, model,
-	prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface, account_id)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT(request_id) DO NOTHING`
 
 // InsertEvents stores events in one IMMEDIATE transaction. An event whose
@@ -53,7 +53,7 @@ func (db *DB) InsertEvents(ctx context.Context, events []metering.Event, claim f
 		for i, e := range events {
 			res, err := stmt.ExecContext(ctx, e.RequestID, e.KeyID, e.Endpoint, e.Model,
 				e.PromptTokens, e.CompletionTokens, e.Status, e.Latency.Microseconds(),
-				e.Cost, e.Time.UnixNano(), e.SurfaceName())
+				e.Cost, e.Time.UnixNano(), e.SurfaceName(), e.AccountID)
 			if err != nil {
 				return fmt.Errorf("request %s: %w", e.RequestID, err)
 			}
@@ -189,13 +189,13 @@ func (db *DB) RecentEvents(ctx context.Context, q metering.Query, limit int) ([]
 
 // eventColumns are the usage columns scanEvent reads, in its order.
 const eventColumns = `request_id, key_id, endpoint, model,
-		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface`
+		prompt_tokens, completion_tokens, status, latency_us, cost_micros, created_at, surface, account_id`
 
 func scanEvent(scan func(...any) error) (metering.Event, error) {
 	var e metering.Event
 	var latencyUS, createdAt int64
 	if err := scan(&e.RequestID, &e.KeyID, &e.Endpoint, &e.Model,
-		&e.PromptTokens, &e.CompletionTokens, &e.Status, &latencyUS, &e.Cost, &createdAt, &e.Surface); err != nil {
+		&e.PromptTokens, &e.CompletionTokens, &e.Status, &latencyUS, &e.Cost, &createdAt, &e.Surface, &e.AccountID); err != nil {
 		return e, err
 	}
 	e.Latency = time.Duration(latencyUS) * time.Microsecond

@@ -684,6 +684,7 @@ func usageRecent(t *testing.T, s storage.Store) {
 		event("r3", "ka", "llama", day0.Add(2*time.Minute), 3, 3, 499),
 		event("r4", "kb", "llama", day0.Add(3*time.Minute), 4, 4, 200),
 	}
+	events[2].AccountID = "acct_a" // the account the key had then is kept with the row
 	if _, err := s.InsertEvents(ctx, events, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -698,7 +699,7 @@ func usageRecent(t *testing.T, s storage.Store) {
 	if err != nil || !slices.Equal(ids(got), []string{"r3", "r2"}) {
 		t.Fatalf("recent for ka, 2 = %v, %v; want [r3 r2]", ids(got), err)
 	}
-	if got[0].Status != 499 || got[0].TotalTokens() != 6 || !got[0].Time.Equal(day0.Add(2*time.Minute)) || got[0].Surface != metering.SurfaceOpenAI {
+	if got[0].Status != 499 || got[0].TotalTokens() != 6 || !got[0].Time.Equal(day0.Add(2*time.Minute)) || got[0].Surface != metering.SurfaceOpenAI || got[0].AccountID != "acct_a" || got[1].AccountID != "" {
 		t.Fatalf("recent event read back as %+v", got[0])
 	}
 	got, err = s.RecentEvents(ctx, metering.Query{Model: "llama"}, 10)

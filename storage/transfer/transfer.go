@@ -34,7 +34,7 @@ var tables = []table{
 	{name: "key_secrets", cols: []string{"hash", "key_id", "prefix", "created_at", "expires_at"}},
 	{name: "audit", cols: []string{"id", "at", "actor", "action", "key_id", "detail"}},
 	{name: "usage", cols: []string{"request_id", "key_id", "endpoint", "model", "prompt_tokens", "completion_tokens",
-		"status", "latency_us", "cost_micros", "created_at", "surface"}},
+		"status", "latency_us", "cost_micros", "created_at", "surface", "account_id"}},
 	{name: "idempotency", cols: []string{"key_id", "idem_key", "fingerprint", "owner", "state", "status", "headers", "body", "created_at"}},
 	{name: "jobs", cols: []string{"id", "key_id", "endpoint", "request", "callback_url", "status", "request_id", "attempt",
 		"retries", "recovered", "run_after", "owner", "lease_until", "result", "error", "cancel_requested", "created_at",
