@@ -12,6 +12,7 @@ import (
 
 	"tollgate"
 	"tollgate/auth"
+	"tollgate/billing"
 	"tollgate/idempotency"
 	"tollgate/jobs"
 	"tollgate/metering"
@@ -29,6 +30,7 @@ type Store interface {
 	jobs.Store
 	auth.SessionStore
 	auth.AccountStore
+	billing.Store
 
 	// Audit returns the audit trail of one key, or of all if keyID is "".
 	Audit(ctx context.Context, keyID string) ([]auth.AuditEntry, error)

@@ -48,6 +48,8 @@ func Run(t *testing.T, open Opener) {
 		{"UsageRecentAndModelFilter", usageRecent},
 		{"Sessions", sessions},
 		{"Accounts", accounts},
+		{"BillingExport", billingExport},
+		{"BillingLease", billingLease},
 		{"Idempotency", idempotencyLifecycle},
 		{"IdempotencyConcurrentClaims", idempotencyRace},
 		{"JobsLifecycle", jobsLifecycle},
