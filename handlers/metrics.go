@@ -30,6 +30,8 @@ type Metrics struct {
 	batchFails prometheus.Counter
 	upstream   *prometheus.CounterVec
 	budget     *prometheus.CounterVec
+
+	billingEvents *prometheus.CounterVec
 	// caches of children, see observeRequest
 	reqSeries        sync.Map // reqSeriesKey -> *reqSeries
 	tokenSeries      sync.Map // model -> *tokenSeries
@@ -75,10 +77,12 @@ func NewMetrics() *Metrics {
 		Help: "Usage batches whose commit attempt failed."})
 	m.upstream = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_ollama_errors_total",
 		Help: "Failed Ollama calls by error code."}, []string{"code"})
+	m.billingEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_billing_events_total",
+		Help: "Stripe meter events by outcome: accepted (now or before), failed (sent again later), no_customer (an account's usage without a Stripe customer id, not sent)."}, []string{"outcome"})
 	m.budget = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_budget_alerts_total",
 		Help: "Monthly money budgets whose spending reached a threshold (50, 80, 100 percent), by key or account."}, []string{"scope", "threshold"})
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.firstToken, m.tokens, m.rejections, m.inFlight, m.degraded,
-		m.batchSize, m.commit, m.batchFails, m.upstream, m.budget, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		m.batchSize, m.commit, m.batchFails, m.upstream, m.budget, m.billingEvents, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
 	for _, r := range []string{rejectAuth, rejectRate, rejectTokens, rejectConc, rejectQuota, rejectBudget, rejectOverload} {
@@ -125,6 +129,21 @@ func (m *Metrics) WatchJournal(backlog func() (int64, error)) {
 			return 1
 		}
 		return 0
+	}))
+}
+
+// BillingEvents counts meter events by outcome (accepted, failed,
+// no_customer); it fits billing.Config.OnEvents.
+func (m *Metrics) BillingEvents(outcome string, n int) {
+	m.billingEvents.WithLabelValues(outcome).Add(float64(n))
+}
+
+// WatchBilling exports the usage exporter's lag, read at each scrape:
+// tollgate_billing_lag_seconds. Call it once.
+func (m *Metrics) WatchBilling(lag func() time.Duration) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tollgate_billing_lag_seconds",
+		Help: "How far the Stripe usage export's cursor is behind now (0 before the first export)."}, func() float64 {
+		return lag().Seconds()
 	}))
 }
 

@@ -77,6 +77,10 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"UsageRecord":   usageRecord{},
 		"UsageRecords":  usageRecords{},
 		"InFlight":      inFlightJSON{},
+		// Billing.
+		"Billing":       billingJSON{},
+		"BillingMeters": billingMetersJSON{},
+		"BillingCursor": billingCursorJSON{},
 		// Async jobs.
 		"CreateJobRequest": createJobRequest{},
 		"JobAccepted":      jobAccepted{},

@@ -90,4 +90,5 @@ func addRoutes(r *gin.Engine, s *server) {
 	admin.GET("/usage/export", s.adminExport())
 	admin.GET("/usage/requests", s.recentUsage(false))
 	admin.GET("/inflight", s.inFlight())
+	admin.GET("/billing", s.billingStatus())
 }

@@ -89,6 +89,9 @@ type Config struct {
 	// Journal, when usage goes through the usage journal, tells /readyz
 	// whether it reaches the database. Optional.
 	Journal JournalHealth
+	// Billing is the usage exporter to Stripe, for GET /admin/billing.
+	// Optional: without it the route says the export is off.
+	Billing BillingStatus
 }
 
 // DefaultAuthFailures allows 20 failed authentication attempts per client
@@ -121,6 +124,7 @@ type server struct {
 	sessions     *auth.Sessions
 	shared       SharedHealth
 	journal      JournalHealth
+	billing      BillingStatus
 }
 
 // NewServer returns the HTTP handler for the whole API. It is safe for
@@ -128,7 +132,7 @@ type server struct {
 func NewServer(cfg Config) http.Handler {
 	s := &server{gw: cfg.Gateway, ollama: cfg.Ollama, db: cfg.DB, verifier: cfg.Verifier, keys: cfg.Keys, accounts: cfg.Accounts, audit: cfg.Audit,
 		usage: cfg.Usage, jobs: cfg.Jobs, failures: cfg.AuthFailures, log: cfg.Logger, maxBody: cfg.MaxBodyBytes, bodyTimeout: cfg.BodyTimeout, now: cfg.Now,
-		idem: cfg.Idempotency, fleet: cfg.Fleet, reloader: cfg.Reloader, sessions: cfg.Sessions, shared: cfg.Shared, journal: cfg.Journal}
+		idem: cfg.Idempotency, fleet: cfg.Fleet, reloader: cfg.Reloader, sessions: cfg.Sessions, shared: cfg.Shared, journal: cfg.Journal, billing: cfg.Billing}
 	if f, ok := cfg.Ollama.(Fleet); ok && s.fleet == nil {
 		s.fleet = f
 	}

@@ -1,7 +1,3 @@
-	if ((other == 0)) && [[ -e $SVC_STATE/started-by-test-sh ]]; then
-		rm -f "$SVC_STATE/started-by-test-sh"
-		"$SERVICES" stop || true
-	fi
 #!/usr/bin/env bash
 # The project's test command: runs every test against a real Ollama.
 #
@@ -13,7 +9,9 @@
 # starts (or reuses) PostgreSQL and Redis (scripts/test-services.sh), exports
 # TOLLGATE_TEST_POSTGRES_URL, TOLLGATE_TEST_REDIS_URL and TOLLGATE_REQUIRE_SERVICES=1
 # (and TOLLGATE_REQUIRE_BROWSER=1 when chromium is installed, for the
-# dashboard's browser tests), then runs `go test -race -count=1 ./... "$@"`.
+# dashboard's browser tests), installs stripe-mock (Stripe's mock API, for
+# the usage export's tests) when missing and sets TOLLGATE_REQUIRE_STRIPE=1,
+# then runs `go test -race -count=1 ./... "$@"`.
 # A server this script started is stopped when it exits, unless another
 # scripts/test.sh run is still using it; the same goes for the PostgreSQL and
 # Redis it started.
@@ -85,5 +83,16 @@ fi
 source "$SVC_STATE/env"
 export TOLLGATE_REQUIRE_SERVICES=1
 echo "scripts/test.sh: PostgreSQL at ${TOLLGATE_TEST_POSTGRES_URL%%\?*}, Redis at $TOLLGATE_TEST_REDIS_URL" >&2
+
+# Stripe's mock API server, for the usage export's tests (each test starts
+# its own on a free port). Installed from its Go module when missing.
+STRIPE_MOCK_VERSION=v0.203.0
+if ! command -v stripe-mock >/dev/null; then
+	echo "scripts/test.sh: installing stripe-mock $STRIPE_MOCK_VERSION" >&2
+	go install "github.com/stripe/stripe-mock@$STRIPE_MOCK_VERSION"
+fi
+export TOLLGATE_TEST_STRIPE_MOCK_BIN=${TOLLGATE_TEST_STRIPE_MOCK_BIN:-$(command -v stripe-mock)}
+export TOLLGATE_REQUIRE_STRIPE=1
+echo "scripts/test.sh: stripe-mock at $TOLLGATE_TEST_STRIPE_MOCK_BIN" >&2
 
 go test -race -count=1 ./... "$@"

@@ -88,10 +88,17 @@ func startBinary(t *testing.T, fake *ollamatest.Server) *proc {
 // earlier process's state), with extra serve flags.
 func startBinaryOn(t *testing.T, fake *ollamatest.Server, db string, args ...string) *proc {
 	t.Helper()
+	return startBinaryEnv(t, fake, db, nil, args...)
+}
+
+// startBinaryEnv is startBinaryOn with extra environment variables
+// ("NAME=value").
+func startBinaryEnv(t *testing.T, fake *ollamatest.Server, db string, extraEnv []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{db: db, out: &syncBuffer{}, exited: make(chan struct{})}
 	cat := writeFile(t, "models.yaml", tinyCatalog(fake.URL, "tiny"))
 	p.cmd = exec.Command(tollgateBinary(t), append([]string{"serve", "--addr", "127.0.0.1:0", "--db", db, "--models", cat}, args...)...)
-	p.cmd.Env = []string{"XDG_STATE_HOME=" + stateDir} // where a PostgreSQL server's usage journal goes
+	p.cmd.Env = append([]string{"XDG_STATE_HOME=" + stateDir}, extraEnv...) // where a PostgreSQL server's usage journal goes
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -62,6 +62,7 @@ type serveFlags struct {
 	debugAddr   string
 	proxies     string
 	redis       redisFlags
+	billing     billingFlags
 	tlsCert     string
 	tlsKey      string
 }
@@ -102,6 +103,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	fs.StringVar(&f.callbackNets, "callback-allow-net", getenv("TOLLGATE_CALLBACK_ALLOW_NET"), "comma list of CIDRs job callbacks may reach although private or loopback, also over plain http:// (env TOLLGATE_CALLBACK_ALLOW_NET; default none)")
 	fs.StringVar(&f.tlsCert, "tls-cert", getenv("TOLLGATE_TLS_CERT"), "PEM certificate (chain) file: serve HTTPS; needs --tls-key (env TOLLGATE_TLS_CERT)")
 	f.redis.register(fs, getenv)
+	f.billing.register(fs, getenv)
 	fs.StringVar(&f.tlsKey, "tls-key", getenv("TOLLGATE_TLS_KEY"), "PEM private key file for --tls-cert (env TOLLGATE_TLS_KEY)")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
@@ -328,15 +330,28 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 	jobMgr := jobs.New(jobs.Config{Store: db, Keys: db, Run: handlers.JobRunner(gw), Workers: f.jobWorkers, FlushUsage: usage.flush,
 		JobTimeout: f.jobTimeout, LeaseMargin: f.record + jobLeaseSlack, Retention: f.jobRetention,
 		Guard: jobs.NewGuard(allow), Now: now, Logger: log})
+	exp, err := startBilling(ctx, db, usage.flush, metrics, log, now, f)
+	if err != nil {
+		stopRedis()
+		closeUsage(ctx)
+		return nil, nil, err
+	}
+	var billingStatus handlers.BillingStatus // a nil *billing.Exporter would be a non-nil interface
+	stopBilling := func() {}
+	if exp != nil {
+		billingStatus, stopBilling = exp.exp, exp.stop
+	}
 	handler := handlers.NewServer(handlers.Config{
 		Gateway: gw, Ollama: inf, DB: db, Verifier: verifier, Keys: keys, Audit: db, Usage: usage.reports, Jobs: jobMgr,
 		Metrics: metrics, MetricsRoute: f.metricsAddr == "", TrustedProxies: splitList(f.proxies),
 		Logger: log, MaxBodyBytes: f.maxBody, Now: now, Idempotency: db, Reloader: rl, Shared: sharedHealth, AuthFailures: failures, Journal: usage.backlog,
 		Sessions: auth.NewSessions(db, verifier, auth.SessionOptions{Now: now}),
 		Accounts: auth.NewAccounts(db, accountCache, now),
+		Billing:  billingStatus,
 	})
 	if f.metricsAddr != "" {
 		if err := serveMetrics(ctx, f.metricsAddr, metrics, log); err != nil {
+			stopBilling()
 			stopRedis()
 			closeUsage(ctx)
 			return nil, nil, err
@@ -344,6 +359,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 	}
 	if f.debugAddr != "" {
 		if err := serveDebug(ctx, f.debugAddr, log); err != nil {
+			stopBilling()
 			stopRedis()
 			closeUsage(ctx)
 			return nil, nil, err
@@ -377,6 +393,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 	}()
 	stop := func() {
 		close(stopping)
+		stopBilling()   // gives the export lease up, for a replica or a restart
 		stopJobs()      // waits for a drain already under way
 		closeUsage(ctx) // last: jobs and handlers meter through it
 		stopFlush()     // Run flushes last-used times once more on its way out
