@@ -93,7 +93,7 @@ type Proxy struct {
 	mu      sync.Mutex
 	refuse  int           // calls to refuse with 500 before reaching Stripe
 	lose    int           // calls to accept, then answer 502 as if the answer was lost
-	hold    chan struct{} // when set, meter event calls wait for it to close
+	hold    chan struct{} // when set, answers to accepted events wait for it to close
 	calls   int
 	holding int
 }
@@ -113,7 +113,8 @@ func (p *Proxy) Refuse(n int) { p.mu.Lock(); p.refuse += n; p.mu.Unlock() }
 // Lose makes the next n meter event calls be accepted and answered 502.
 func (p *Proxy) Lose(n int) { p.mu.Lock(); p.lose += n; p.mu.Unlock() }
 
-// Hold makes meter event calls wait until the returned func is called.
+// Hold makes the answers to meter events Stripe accepted wait until the
+// returned func is called (or the caller gives up).
 func (p *Proxy) Hold() (release func()) {
 	ch := make(chan struct{})
 	p.mu.Lock()
@@ -130,7 +131,7 @@ func (p *Proxy) Hold() (release func()) {
 	}
 }
 
-// Calls counts meter event calls; Holding those waiting on Hold now.
+// Calls counts meter event calls; holding those whose answer waits on Hold.
 func (p *Proxy) Calls() (calls, holding int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -155,24 +156,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	p.calls++
-	hold := p.hold
-	if hold != nil {
-		p.holding++
-	}
-	p.mu.Unlock()
-	if hold != nil {
-		select {
-		case <-hold:
-		case <-r.Context().Done():
-		}
-		p.mu.Lock()
-		p.holding--
-		p.mu.Unlock()
-		if r.Context().Err() != nil {
-			return
-		}
-	}
-	p.mu.Lock()
 	refuse, lose := p.refuse > 0, false
 	if refuse {
 		p.refuse--
@@ -204,6 +187,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.upstream.ServeHTTP(rec, r)
 	if rec.status == http.StatusOK {
 		p.Accept(ev)
+	}
+	p.mu.Lock()
+	hold := p.hold
+	if hold != nil {
+		p.holding++
+	}
+	p.mu.Unlock()
+	if hold != nil { // accepted; the answer waits (a process killed now never hears it)
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+		}
+		p.mu.Lock()
+		p.holding--
+		p.mu.Unlock()
 	}
 	if lose {
 		stripeError(w, http.StatusBadGateway, "api_error", "", "the answer was lost (test proxy)")
