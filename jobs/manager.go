@@ -16,6 +16,7 @@ import (
 	"tollgate/auth"
 	"tollgate/gateway"
 	"tollgate/metering"
+	"tollgate/webhook"
 )
 
 // Defaults for Config.
@@ -245,7 +246,7 @@ func (m *Manager) Cancel(ctx context.Context, key auth.Key, id string) (Job, err
 // RotateWebhookSecret gives keyID a new signing secret and returns it; the
 // old one signs nothing from now on.
 func (m *Manager) RotateWebhookSecret(ctx context.Context, keyID string) (string, error) {
-	s := NewWebhookSecret()
+	s := webhook.NewSecret()
 	if err := m.cfg.Store.SetWebhookSecret(ctx, keyID, s, m.now().UTC()); err != nil {
 		return "", err
 	}
