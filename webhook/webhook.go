@@ -107,6 +107,23 @@ func Verify(secret string, h http.Header, body []byte, now time.Time, tolerance 
 	return errors.New("webhook: no signature matches")
 }
 
+// Backoff is an exponential schedule: First, doubling, at most Max, for
+// at most Attempts tries in all.
+type Backoff struct {
+	First    time.Duration
+	Max      time.Duration
+	Attempts int
+}
+
+// After is the wait before try n+1, after n (1-based) tries.
+func (b Backoff) After(n int) time.Duration {
+	d := b.First
+	for i := 1; i < n && d < b.Max; i++ {
+		d *= 2
+	}
+	return min(d, b.Max)
+}
+
 // ParseURL checks the shape every webhook URL must have: at most 2048
 // characters, absolute, http or https, a host, no user name or password.
 // Which schemes and addresses are then allowed is the caller's policy.
