@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +14,7 @@ import (
 	"tollgate/auth/authtest"
 	"tollgate/gateway"
 	"tollgate/webhook"
+	"tollgate/webhook/webhooktest"
 )
 
 // clock is a test clock whose After advances it at once (and notes the
@@ -47,48 +45,6 @@ func (c *clock) waited() []time.Duration {
 	return append([]time.Duration(nil), c.waits...)
 }
 
-// delivery is one request the receiver got.
-type delivery struct {
-	header http.Header
-	body   []byte
-	err    error // of the signature check
-}
-
-// receiver is a real HTTP receiver that checks every signature with the
-// secret against the test clock; answer says what to do with attempt n
-// (1-based): a status, or 0 to hang until the sender gives up.
-type receiver struct {
-	*httptest.Server
-	mu  sync.Mutex
-	got []delivery
-}
-
-func newReceiver(t *testing.T, secret string, now func() time.Time, answer func(n int) int) *receiver {
-	r := &receiver{}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		d := delivery{header: req.Header.Clone(), body: body, err: webhook.Verify(secret, req.Header, body, now(), 5*time.Minute)}
-		r.mu.Lock()
-		r.got = append(r.got, d)
-		n := len(r.got)
-		r.mu.Unlock()
-		status := answer(n)
-		if status == 0 {
-			<-req.Context().Done()
-			return
-		}
-		w.WriteHeader(status)
-	}))
-	t.Cleanup(r.Close)
-	return r
-}
-
-func (r *receiver) deliveries() []delivery {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]delivery(nil), r.got...)
-}
-
 // outcomes collects Config.OnOutcome.
 type outcomes struct {
 	mu  sync.Mutex
@@ -102,18 +58,6 @@ func (o *outcomes) list() []string {
 	defer o.mu.Unlock()
 	return append([]string(nil), o.got...)
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -148,15 +92,16 @@ func alert(c *clock, pct int) gateway.BudgetAlert {
 func TestAlertRetriedWithStableIDUntilDelivered(t *testing.T) {
 	c := newClock()
 	secret := webhook.NewSecret()
-	rcv := newReceiver(t, secret, c.Now, func(n int) int { return [...]int{500, 0, 204}[min(n, 3)-1] })
+	rcv := webhooktest.NewReceiver(t, func(n int) int { return [...]int{500, 0, 204}[min(n, 3)-1] })
 	var out outcomes
-	logs := &syncBuffer{}
+	var logs bytes.Buffer // read after Stop
 	n := start(t, alerts.Config{URL: rcv.URL + "/hooks/budget?token=s3cr3t", Secret: secret, Timeout: 300 * time.Millisecond,
 		Retry: webhook.Backoff{First: 10 * time.Second, Max: time.Minute, Attempts: 5}, Now: c.Now, After: c.After,
-		Logger: slog.New(slog.NewJSONHandler(logs, nil)), OnOutcome: out.add})
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), OnOutcome: out.add})
 	a := alert(c, 80)
 	n.Alert(a)
 	waitFor(t, "delivered", func() bool { return len(out.list()) == 3 })
+	n.Stop(context.Background())
 
 	if got := strings.Join(out.list(), ","); got != "retry,retry,delivered" {
 		t.Errorf("outcomes %s, want retry,retry,delivered", got)
@@ -164,30 +109,30 @@ func TestAlertRetriedWithStableIDUntilDelivered(t *testing.T) {
 	if w := c.waited(); len(w) != 2 || w[0] != 10*time.Second || w[1] != 20*time.Second {
 		t.Errorf("waits between attempts %v, want [10s 20s]", w)
 	}
-	ds := rcv.deliveries()
+	ds := rcv.Deliveries()
 	if len(ds) != 3 {
 		t.Fatalf("%d deliveries, want 3", len(ds))
 	}
-	id := ds[0].header.Get(webhook.HeaderID)
+	id := ds[0].ID()
 	if id != alerts.MessageID(a) || !strings.HasPrefix(id, "msg_") {
 		t.Errorf("webhook-id %q, want %q", id, alerts.MessageID(a))
 	}
 	for i, d := range ds {
-		if d.err != nil {
-			t.Errorf("attempt %d: the signature does not verify with the secret: %v", i+1, d.err)
+		if err := d.Verify(secret, c.Now()); err != nil {
+			t.Errorf("attempt %d: the signature does not verify with the secret: %v", i+1, err)
 		}
-		if d.header.Get(webhook.HeaderID) != id || !bytes.Equal(d.body, ds[0].body) {
-			t.Errorf("attempt %d: webhook-id %q body %s; want the first attempt's %q %s", i+1, d.header.Get(webhook.HeaderID), d.body, id, ds[0].body)
+		if d.ID() != id || !bytes.Equal(d.Body, ds[0].Body) {
+			t.Errorf("attempt %d: webhook-id %q body %s; want the first attempt's %q %s", i+1, d.ID(), d.Body, id, ds[0].Body)
 		}
-		if ct := d.header.Get("Content-Type"); ct != "application/json" {
+		if ct := d.Header.Get("Content-Type"); ct != "application/json" {
 			t.Errorf("Content-Type %q", ct)
 		}
 	}
-	if ds[0].header.Get(webhook.HeaderTimestamp) == ds[2].header.Get(webhook.HeaderTimestamp) {
+	if ds[0].Header.Get(webhook.HeaderTimestamp) == ds[2].Header.Get(webhook.HeaderTimestamp) {
 		t.Error("webhook-timestamp is the same on the first and the third attempt; want each attempt's time")
 	}
 	var body map[string]any
-	if err := json.Unmarshal(ds[0].body, &body); err != nil {
+	if err := json.Unmarshal(ds[0].Body, &body); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]any{"type": "budget.threshold_reached", "timestamp": "2026-12-14T09:30:00Z", "data": map[string]any{
@@ -240,13 +185,14 @@ func TestMessageID(t *testing.T) {
 func TestAlertGivesUp(t *testing.T) {
 	c := newClock()
 	secret := webhook.NewSecret()
-	rcv := newReceiver(t, secret, c.Now, func(int) int { return 503 })
+	rcv := webhooktest.NewReceiver(t, func(int) int { return 503 })
 	var out outcomes
-	logs := &syncBuffer{}
+	var logs bytes.Buffer // read after Stop
 	n := start(t, alerts.Config{URL: rcv.URL, Secret: secret, Retry: webhook.Backoff{First: time.Second, Max: 2 * time.Second, Attempts: 4},
-		Now: c.Now, After: c.After, Logger: slog.New(slog.NewJSONHandler(logs, nil)), OnOutcome: out.add})
+		Now: c.Now, After: c.After, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), OnOutcome: out.add})
 	n.Alert(alert(c, 100))
 	waitFor(t, "given up", func() bool { return len(out.list()) == 4 })
+	n.Stop(context.Background()) // nothing more is sent
 	if got := strings.Join(out.list(), ","); got != "retry,retry,retry,gave_up" {
 		t.Errorf("outcomes %s", got)
 	}
@@ -256,9 +202,8 @@ func TestAlertGivesUp(t *testing.T) {
 	if !strings.Contains(logs.String(), "budget alert webhook not delivered; giving up") {
 		t.Errorf("no give-up line:\n%s", logs.String())
 	}
-	time.Sleep(20 * time.Millisecond) // nothing more is sent
-	if len(rcv.deliveries()) != 4 {
-		t.Errorf("%d deliveries, want 4", len(rcv.deliveries()))
+	if len(rcv.Deliveries()) != 4 {
+		t.Errorf("%d deliveries, want 4", len(rcv.Deliveries()))
 	}
 }
 
@@ -268,7 +213,7 @@ func TestAlertGivesUp(t *testing.T) {
 func TestAlertQueueBoundedAndStop(t *testing.T) {
 	c := newClock()
 	secret := webhook.NewSecret()
-	rcv := newReceiver(t, secret, c.Now, func(int) int { return 0 })
+	rcv := webhooktest.NewReceiver(t, func(int) int { return 0 })
 	var out outcomes
 	n, err := alerts.New(alerts.Config{URL: rcv.URL, Secret: secret, Queue: 2, Timeout: time.Minute, Now: c.Now, After: c.After, OnOutcome: out.add})
 	if err != nil {
@@ -285,7 +230,7 @@ func TestAlertQueueBoundedAndStop(t *testing.T) {
 	if got := strings.Join(out.list(), ","); got != "dropped" {
 		t.Errorf("outcomes %s, want one dropped (the queue holds 2)", got)
 	}
-	waitFor(t, "the first attempt", func() bool { return len(rcv.deliveries()) == 1 })
+	waitFor(t, "the first attempt", func() bool { return len(rcv.Deliveries()) == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	n.Stop(ctx)

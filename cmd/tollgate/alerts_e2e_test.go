@@ -3,12 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,23 +11,10 @@ import (
 	"tollgate/auth/authtest"
 	"tollgate/inference/ollamatest"
 	"tollgate/webhook"
+	"tollgate/webhook/webhooktest"
 )
 
-// alertReceiver is the operator's alert endpoint: it checks each
-// signature with the secret against the server's clock and keeps what it
-// got.
-type alertReceiver struct {
-	*httptest.Server
-	mu  sync.Mutex
-	got []alertDelivery
-}
-
-type alertDelivery struct {
-	id   string
-	body alertBody
-	err  error // of the signature check
-}
-
+// alertBody is a budget alert's JSON body.
 type alertBody struct {
 	Type      string `json:"type"`
 	Timestamp string `json:"timestamp"`
@@ -49,29 +31,6 @@ type alertBody struct {
 	} `json:"data"`
 }
 
-func newAlertReceiver(t *testing.T, secret string, now func() time.Time) *alertReceiver {
-	r := &alertReceiver{}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		raw, _ := io.ReadAll(req.Body)
-		d := alertDelivery{id: req.Header.Get(webhook.HeaderID), err: webhook.Verify(secret, req.Header, raw, now(), 5*time.Minute)}
-		if err := json.Unmarshal(raw, &d.body); err != nil {
-			d.err = errors.Join(d.err, err)
-		}
-		r.mu.Lock()
-		r.got = append(r.got, d)
-		r.mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(r.Close)
-	return r
-}
-
-func (r *alertReceiver) deliveries() []alertDelivery {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]alertDelivery(nil), r.got...)
-}
-
 // Spending through the real server crosses 50, 80 and 100 % of a monthly
 // budget (a key's, then an account's): the operator's receiver gets
 // exactly those three alerts, signed with the secret, each with its own
@@ -82,7 +41,7 @@ func TestBudgetAlertWebhookEndToEnd(t *testing.T) {
 		t.Run(scope, func(t *testing.T) {
 			clock := authtest.NewClock(time.Date(2026, 12, 14, 9, 30, 0, 0, time.UTC))
 			secret := webhook.NewSecret()
-			rcv := newAlertReceiver(t, secret, clock.Now)
+			rcv := webhooktest.NewReceiver(t, nil)
 			// "hi" is bounded at 6 prompt tokens (2 bytes + overhead 4), and
 			// the fake counts 6: each request reserves and costs 0.006.
 			fake := newFake(t, ollamatest.WithReply(ollamatest.Reply{PromptEvalCount: 6, EvalCount: 2}))
@@ -117,7 +76,7 @@ func TestBudgetAlertWebhookEndToEnd(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			ds := rcv.deliveries()
+			ds := rcv.Deliveries()
 			if len(ds) != 3 {
 				t.Fatalf("the receiver got %d alerts, want 3: %+v", len(ds), ds)
 			}
@@ -128,19 +87,23 @@ func TestBudgetAlertWebhookEndToEnd(t *testing.T) {
 			ids := map[string]bool{}
 			for i, d := range ds {
 				pct, spent := []int{50, 80, 100}[i], []string{"0.030000", "0.048000", "0.060000"}[i]
-				b := d.body.Data
-				if d.err != nil {
-					t.Errorf("alert %d: %v", i+1, d.err)
+				if err := d.Verify(secret, clock.Now()); err != nil {
+					t.Errorf("alert %d: %v", i+1, err)
 				}
-				if d.body.Type != "budget.threshold_reached" || d.body.Timestamp != "2026-12-14T09:30:00Z" || b.Scope != scope ||
+				var body alertBody
+				if err := json.Unmarshal(d.Body, &body); err != nil {
+					t.Errorf("alert %d: %s: %v", i+1, d.Body, err)
+				}
+				b := body.Data
+				if body.Type != "budget.threshold_reached" || body.Timestamp != "2026-12-14T09:30:00Z" || b.Scope != scope ||
 					b.ID != id || b.AccountID != accountID || b.Percent != pct || b.Spent != spent || b.Budget != "0.060000" ||
 					b.Currency != "EUR" || b.Month != "2026-12" || b.ResetsAt != "2027-01-01T00:00:00Z" {
-					t.Errorf("alert %d: %+v; want %s %s at %d %%, spent %s of 0.060000 EUR, month 2026-12", i+1, d.body, scope, id, pct, spent)
+					t.Errorf("alert %d: %s; want %s %s at %d %%, spent %s of 0.060000 EUR, month 2026-12", i+1, d.Body, scope, id, pct, spent)
 				}
-				if ids[d.id] || !strings.HasPrefix(d.id, "msg_") {
-					t.Errorf("alert %d: webhook-id %q repeated or malformed", i+1, d.id)
+				if ids[d.ID()] || !strings.HasPrefix(d.ID(), "msg_") {
+					t.Errorf("alert %d: webhook-id %q repeated or malformed", i+1, d.ID())
 				}
-				ids[d.id] = true
+				ids[d.ID()] = true
 			}
 			out := r.out.String()
 			if strings.Contains(out, strings.TrimPrefix(secret, "whsec_")) || strings.Contains(out, "t0ken") {
