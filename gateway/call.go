@@ -205,10 +205,10 @@ func (cl *call) finish(ctx context.Context, status int, billed inference.Usage, 
 func (cl *call) alert(ev metering.Event) {
 	g := cl.g
 	if b := g.Limits(cl.caller.Key).MonthlyBudget; b > 0 {
-		g.budgetAlerts("key", ev.KeyID, b, g.ledger.Month(ev.KeyID).Cost)
+		g.budgetAlerts(BudgetAlert{Scope: "key", ID: ev.KeyID, AccountID: ev.AccountID, Budget: b, Spent: g.ledger.Month(ev.KeyID).Cost})
 	}
 	if cl.accountBudget > 0 {
-		g.budgetAlerts("account", ev.AccountID, cl.accountBudget, g.ledger.AccountMonth(ev.AccountID).Cost)
+		g.budgetAlerts(BudgetAlert{Scope: "account", ID: ev.AccountID, Budget: cl.accountBudget, Spent: g.ledger.AccountMonth(ev.AccountID).Cost})
 	}
 }
 

@@ -104,9 +104,10 @@ type Config struct {
 	Logger        *slog.Logger     // nil: discard
 	// OnBudgetAlert, if set, is told when a committed request takes a
 	// key's or an account's spending this month to or past 50, 80 or 100
-	// percent of its monthly budget (scope "key" or
-	// "account", and its id). The gateway also logs it.
-	OnBudgetAlert func(scope, id string, percent int)
+	// percent of its monthly budget, once per budget, threshold and month
+	// on this instance. It is called with a lock held and must not block.
+	// The gateway also logs it.
+	OnBudgetAlert func(BudgetAlert)
 	// InFlight, if set, is told +1 when a call takes a GPU slot and -1
 	// when it gives it back (a metrics gauge).
 	InFlight func(delta int)
@@ -126,7 +127,7 @@ type Gateway struct {
 	now           func() time.Time
 	log           *slog.Logger
 	inFlight      func(int)
-	onBudget      func(scope, id string, percent int)
+	onBudget      func(BudgetAlert)
 
 	alertMu sync.Mutex
 	alerted map[string]budgetAlerted // scope+" "+id -> the highest threshold alerted this month
@@ -160,7 +161,7 @@ func New(cfg Config) *Gateway {
 		g.inFlight = func(int) {}
 	}
 	if g.onBudget == nil {
-		g.onBudget = func(string, string, int) {}
+		g.onBudget = func(BudgetAlert) {}
 	}
 	return g
 }
@@ -215,28 +216,44 @@ func (g *Gateway) AccountLimits(ctx context.Context, key auth.Key) (auth.Account
 	return a, tollgate.Limits{MonthlyTokens: lim.MonthlyTokens, MonthlyRequests: lim.MonthlyRequests, MonthlyBudget: lim.MonthlyBudget}, nil
 }
 
+// BudgetAlert says that a committed request took a monthly budget's
+// spending to or past one of its thresholds.
+type BudgetAlert struct {
+	Scope     string // "key" or "account"
+	ID        string // the key's or the account's id
+	AccountID string // with Scope "key": the key's account, if it has one
+	Percent   int    // 50, 80 or 100
+	Spent     tollgate.Money
+	Budget    tollgate.Money
+	Currency  string    // the catalog's currency code ("" when unset)
+	Month     time.Time // the first instant of the UTC month; the budget resets a month later
+	At        time.Time // when the threshold was reached
+}
+
 // budgetAlerts alerts, once a month per budget and threshold on this
-// instance, for each threshold (50, 80, 100 %) of budget that spent has
-// reached.
-func (g *Gateway) budgetAlerts(scope, id string, budget, spent tollgate.Money) {
-	if budget <= 0 {
+// instance, for each threshold (50, 80, 100 %) of a.Budget that a.Spent
+// has reached.
+func (g *Gateway) budgetAlerts(a BudgetAlert) {
+	if a.Budget <= 0 {
 		return
 	}
-	month := metering.MonthStart(g.now())
+	a.At = g.now().UTC()
+	a.Month = metering.MonthStart(a.At)
+	a.Currency = g.inf.Catalog().Currency
 	g.alertMu.Lock()
 	defer g.alertMu.Unlock()
-	k := scope + " " + id
+	k := a.Scope + " " + a.ID
 	done := g.alerted[k]
-	if !done.month.Equal(month) {
-		done = budgetAlerted{month: month}
+	if !done.month.Equal(a.Month) {
+		done = budgetAlerted{month: a.Month}
 	}
 	for _, pct := range [...]int{50, 80, 100} {
-		line := tollgate.Money((int64(budget)*int64(pct) + 99) / 100) // rounded up: 100 % is the budget itself
-		if pct > done.pct && spent >= line {
-			done.pct = pct
-			g.log.Warn("monthly budget threshold reached", "scope", scope, "id", id, "percent", pct,
-				"spent", spent.String(), "budget", budget.String())
-			g.onBudget(scope, id, pct)
+		line := tollgate.Money((int64(a.Budget)*int64(pct) + 99) / 100) // rounded up: 100 % is the budget itself
+		if pct > done.pct && a.Spent >= line {
+			done.pct, a.Percent = pct, pct
+			g.log.Warn("monthly budget threshold reached", "scope", a.Scope, "id", a.ID, "percent", pct,
+				"spent", a.Spent.String(), "budget", a.Budget.String())
+			g.onBudget(a)
 		}
 	}
 	if g.alerted == nil {

@@ -10,11 +10,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"tollgate/jobs"
 	"tollgate/metering"
 	"tollgate/storage/sqlite"
+	"tollgate/webhook/webhooktest"
 )
 
 // jobView is GET /jobs/{id}, decoded by the test.
@@ -68,68 +67,41 @@ func (ts *testServer) webhookSecret(t *testing.T) string {
 	return out.WebhookSecret
 }
 
-// delivery is one callback as a receiver got it.
-type delivery struct {
-	id, ts, sig string
-	body        []byte
-}
-
 // verify checks a delivery's signature per Standard Webhooks, written here
 // independently of package jobs: HMAC-SHA256 keyed with the base64-decoded
 // secret after "whsec_", over "id.timestamp.body", base64, prefixed "v1,";
 // the header may hold several space-separated signatures.
-func (d delivery) verify(t *testing.T, secret string) {
+func verify(t *testing.T, d webhooktest.Delivery, secret string) {
 	t.Helper()
+	id, ts, sig := d.ID(), d.Header.Get("webhook-timestamp"), d.Header.Get("webhook-signature")
 	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
 	if err != nil {
 		t.Fatalf("secret: %v", err)
 	}
 	mac := hmac.New(sha256.New, key)
-	io.WriteString(mac, d.id+"."+d.ts+".")
-	mac.Write(d.body)
+	io.WriteString(mac, id+"."+ts+".")
+	mac.Write(d.Body)
 	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	for _, s := range strings.Fields(d.sig) {
+	for _, s := range strings.Fields(sig) {
 		if hmac.Equal([]byte(s), []byte(want)) {
-			ts, err := strconv.ParseInt(d.ts, 10, 64)
-			if err != nil || time.Since(time.Unix(ts, 0)).Abs() > 5*time.Minute {
-				t.Errorf("webhook-timestamp %q is not a current Unix time", d.ts)
+			unix, err := strconv.ParseInt(ts, 10, 64)
+			if err != nil || time.Since(time.Unix(unix, 0)).Abs() > 5*time.Minute {
+				t.Errorf("webhook-timestamp %q is not a current Unix time", ts)
 			}
 			return
 		}
 	}
-	t.Errorf("webhook-signature %q does not verify (want %s)", d.sig, want)
+	t.Errorf("webhook-signature %q does not verify (want %s)", sig, want)
 }
 
-// receiver records callbacks; fail says how many to answer 500 first.
-type receiver struct {
-	*httptest.Server
-	mu   sync.Mutex
-	got  []delivery
-	fail int
-}
-
-func newReceiver(t *testing.T, fail int) *receiver {
-	r := &receiver{fail: fail}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		r.mu.Lock()
-		r.got = append(r.got, delivery{req.Header.Get("webhook-id"), req.Header.Get("webhook-timestamp"), req.Header.Get("webhook-signature"), body})
-		n := len(r.got)
-		r.mu.Unlock()
-		if n <= r.fail {
-			http.Error(w, "not now", http.StatusInternalServerError)
-			return
+// newReceiver records callbacks; fail says how many to answer 500 first.
+func newReceiver(t *testing.T, fail int) *webhooktest.Receiver {
+	return webhooktest.NewReceiver(t, func(n int) int {
+		if n <= fail {
+			return http.StatusInternalServerError
 		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(r.Close)
-	return r
-}
-
-func (r *receiver) deliveries() []delivery {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]delivery(nil), r.got...)
+		return http.StatusNoContent
+	})
 }
 
 // submit posts a job and checks the 202.
@@ -188,11 +160,11 @@ func TestJobWithSignedCallback(t *testing.T) {
 	rcv := newReceiver(t, 0)
 	id := ts.submit(t, map[string]any{"endpoint": "generate", "request": map[string]any{"model": "chat", "prompt": "hi"},
 		"callback_url": rcv.URL + "/hook"})
-	waitFor(t, "the callback", func() bool { return len(rcv.deliveries()) == 1 })
-	d := rcv.deliveries()[0]
-	d.verify(t, secret)
+	waitFor(t, "the callback", func() bool { return len(rcv.Deliveries()) == 1 })
+	d := rcv.Deliveries()[0]
+	verify(t, d, secret)
 	var cb jobView
-	if err := json.Unmarshal(d.body, &cb); err != nil {
+	if err := json.Unmarshal(d.Body, &cb); err != nil {
 		t.Fatal(err)
 	}
 	v := ts.waitJob(t, id)
@@ -234,16 +206,16 @@ func TestJobCallbackRetriedWithOneWebhookID(t *testing.T) {
 		v = ts.waitJob(t, id)
 		return v.Delivery != nil && v.Delivery.State == "delivered"
 	})
-	got := rcv.deliveries()
+	got := rcv.Deliveries()
 	if len(got) != 3 {
 		t.Fatalf("%d deliveries, want 3", len(got))
 	}
 	for _, d := range got {
-		d.verify(t, secret)
-		if d.id != got[0].id || d.id == "" {
-			t.Errorf("webhook-id %q, want %q on every retry", d.id, got[0].id)
+		verify(t, d, secret)
+		if d.ID() != got[0].ID() || d.ID() == "" {
+			t.Errorf("webhook-id %q, want %q on every retry", d.ID(), got[0].ID())
 		}
-		if string(d.body) != string(got[0].body) {
+		if string(d.Body) != string(got[0].Body) {
 			t.Errorf("retry body differs")
 		}
 	}
@@ -275,7 +247,7 @@ func TestJobCallbackToLoopbackRefused(t *testing.T) {
 	if len(v.Delivery.Attempts) != 1 || !strings.Contains(v.Delivery.Attempts[0].Error, "callback refused") {
 		t.Errorf("attempts %+v, want one refused", v.Delivery.Attempts)
 	}
-	if len(rcv.deliveries()) != 0 {
+	if len(rcv.Deliveries()) != 0 {
 		t.Error("the receiver was reached")
 	}
 }

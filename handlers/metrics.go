@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"tollgate/gateway"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +31,7 @@ type Metrics struct {
 	batchFails prometheus.Counter
 	upstream   *prometheus.CounterVec
 	budget     *prometheus.CounterVec
+	alertHooks *prometheus.CounterVec
 
 	billingEvents *prometheus.CounterVec
 	// caches of children, see observeRequest
@@ -81,8 +83,10 @@ func NewMetrics() *Metrics {
 		Help: "Stripe meter events by outcome: accepted (now or before), failed (sent again later), no_customer (an account's usage without a Stripe customer id, not sent)."}, []string{"outcome"})
 	m.budget = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_budget_alerts_total",
 		Help: "Monthly money budgets whose spending reached a threshold (50, 80, 100 percent), by key or account."}, []string{"scope", "threshold"})
+	m.alertHooks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_budget_alert_webhooks_total",
+		Help: "Budget alert webhook deliveries by outcome: delivered, retry (an attempt failed; it is tried again), gave_up, dropped (queue full or shutdown)."}, []string{"outcome"})
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.firstToken, m.tokens, m.rejections, m.inFlight, m.degraded,
-		m.batchSize, m.commit, m.batchFails, m.upstream, m.budget, m.billingEvents, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		m.batchSize, m.commit, m.batchFails, m.upstream, m.budget, m.alertHooks, m.billingEvents, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
 	for _, r := range []string{rejectAuth, rejectRate, rejectTokens, rejectConc, rejectQuota, rejectBudget, rejectOverload} {
@@ -160,10 +164,14 @@ func (m *Metrics) LimitsDegraded(d bool) {
 func (m *Metrics) reject(reason string) { m.rejections.WithLabelValues(reason).Inc() }
 
 // BudgetAlert counts a monthly budget (scope "key" or "account") whose
-// spending reached percent of it; it fits gateway.Config.OnBudgetAlert.
-func (m *Metrics) BudgetAlert(scope, _ string, percent int) {
-	m.budget.WithLabelValues(scope, strconv.Itoa(percent)).Inc()
+// spending reached a threshold; it fits gateway.Config.OnBudgetAlert.
+func (m *Metrics) BudgetAlert(a gateway.BudgetAlert) {
+	m.budget.WithLabelValues(a.Scope, strconv.Itoa(a.Percent)).Inc()
 }
+
+// AlertWebhook counts one budget alert webhook outcome; it fits
+// alerts.Config.OnOutcome.
+func (m *Metrics) AlertWebhook(outcome string) { m.alertHooks.WithLabelValues(outcome).Inc() }
 
 // InFlight moves the gauge of inference calls holding a GPU slot; it fits
 // gateway.Config.InFlight.

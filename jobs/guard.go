@@ -3,13 +3,12 @@ package jobs
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strings"
 	"syscall"
 	"time"
+	"tollgate/webhook"
 )
 
 // Guard is the policy for callback URLs: https only, and never to an
@@ -90,24 +89,12 @@ func (g *Guard) allowed(a netip.Addr) bool {
 // (or http when the operator allowed some networks), no user info, and an
 // IP-literal host not refused. Names are checked at connect time.
 func (g *Guard) CheckURL(raw string) error {
-	if len(raw) > 2048 {
-		return errors.New("at most 2048 characters")
+	u, err := webhook.ParseURL(raw)
+	if err != nil {
+		return err
 	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.Hostname() == "" {
-		return errors.New("must be an absolute https:// URL")
-	}
-	if u.User != nil {
-		return errors.New("must not carry a user name or password")
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if len(g.allow) == 0 {
-			return errors.New("must be https://")
-		}
-	default:
-		return errors.New("must be an absolute https:// URL")
+	if u.Scheme == "http" && len(g.allow) == 0 {
+		return errors.New("must be https://")
 	}
 	if a, err := netip.ParseAddr(u.Hostname()); err == nil {
 		if err := g.check(a, u.Scheme == "http"); err != nil {
@@ -147,24 +134,5 @@ func (g *Guard) control(plain bool) func(network, address string, c syscall.RawC
 // time, uses no proxy (which would connect for it, unchecked) and follows
 // no redirects (a 3xx is a failed attempt).
 func (g *Guard) Client(timeout time.Duration) *http.Client {
-	transport := func(plain bool) *http.Transport {
-		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: g.control(plain)}
-		return &http.Transport{Proxy: nil, DialContext: d.DialContext, ForceAttemptHTTP2: true,
-			TLSHandshakeTimeout: 10 * time.Second, MaxIdleConns: 16, IdleConnTimeout: 90 * time.Second}
-	}
-	secure, plain := transport(false), transport(true)
-	return &http.Client{
-		Timeout: timeout,
-		Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			if r.URL.Scheme == "http" {
-				return plain.RoundTrip(r)
-			}
-			return secure.RoundTrip(r)
-		}),
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	return webhook.NewClient(timeout, g.control)
 }
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -18,18 +18,6 @@ import (
 	"tollgate/storage/sqlite"
 )
 
-// The example of the Standard Webhooks specification.
-func TestSignStandardWebhooksExample(t *testing.T) {
-	got, err := jobs.Sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
-		time.Unix(1614265330, 0), []byte(`{"test": 2432232314}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="; got != want {
-		t.Errorf("Sign = %s, want %s", got, want)
-	}
-}
-
 func TestBlocked(t *testing.T) {
 	for _, c := range []struct {
 		addr    string

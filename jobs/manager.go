@@ -16,6 +16,7 @@ import (
 	"tollgate/auth"
 	"tollgate/gateway"
 	"tollgate/metering"
+	"tollgate/webhook"
 )
 
 // Defaults for Config.
@@ -29,13 +30,8 @@ const (
 	DefaultLeaseMargin = 2 * time.Minute
 )
 
-// Backoff is an exponential schedule: First, doubling, at most Max, for
-// at most Attempts tries in all.
-type Backoff struct {
-	First    time.Duration
-	Max      time.Duration
-	Attempts int
-}
+// Backoff is an exponential schedule (webhook.Backoff).
+type Backoff = webhook.Backoff
 
 // DefaultDelivery is the callback schedule: 13 attempts, the second 30 s
 // after the first, then doubling up to 6 h between two: the last about 20
@@ -45,15 +41,6 @@ var DefaultDelivery = Backoff{First: 30 * time.Second, Max: 6 * time.Hour, Attem
 // DefaultAdmission is the schedule for runs that admission refused (429,
 // 503): 1 s, doubling up to a minute, at most DefaultMaxRetries retries.
 var DefaultAdmission = Backoff{First: time.Second, Max: time.Minute, Attempts: DefaultMaxRetries}
-
-// After is the wait before try n+1, after n (1-based) tries.
-func (b Backoff) After(n int) time.Duration {
-	d := b.First
-	for i := 1; i < n && d < b.Max; i++ {
-		d *= 2
-	}
-	return min(d, b.Max)
-}
 
 // Config holds what a Manager depends on; Store, Keys and Run are required.
 type Config struct {
@@ -245,7 +232,7 @@ func (m *Manager) Cancel(ctx context.Context, key auth.Key, id string) (Job, err
 // RotateWebhookSecret gives keyID a new signing secret and returns it; the
 // old one signs nothing from now on.
 func (m *Manager) RotateWebhookSecret(ctx context.Context, keyID string) (string, error) {
-	s := NewWebhookSecret()
+	s := webhook.NewSecret()
 	if err := m.cfg.Store.SetWebhookSecret(ctx, keyID, s, m.now().UTC()); err != nil {
 		return "", err
 	}

@@ -1,47 +1,13 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
+	"tollgate/webhook"
 )
-
-// WebhookSecretPrefix starts every signing secret (Standard Webhooks).
-const WebhookSecretPrefix = "whsec_"
-
-// NewWebhookSecret returns a new signing secret: whsec_ and the base64 of
-// 32 random bytes.
-func NewWebhookSecret() string {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return WebhookSecretPrefix + base64.StdEncoding.EncodeToString(b[:])
-}
-
-// Sign returns the webhook-signature value for a message: "v1," and the
-// base64 of HMAC-SHA256 over id.timestamp.body, keyed with the secret's
-// decoded bytes (the part after whsec_).
-func Sign(secret, id string, ts time.Time, body []byte) (string, error) {
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, WebhookSecretPrefix))
-	if err != nil {
-		return "", fmt.Errorf("jobs: webhook secret is not base64: %w", err)
-	}
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(id + "." + strconv.FormatInt(ts.Unix(), 10) + "."))
-	mac.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil)), nil
-}
 
 // WebhookID is the webhook-id of a job's callback: the same on every
 // retry, so receivers can drop duplicates.
@@ -98,31 +64,11 @@ func (m *Manager) attempt(j Job) Attempt {
 	if err == nil && secret == "" {
 		err = fmt.Errorf("the key has no webhook signing secret")
 	}
-	var sig string
 	if err == nil {
-		sig, err = Sign(secret, WebhookID(j.ID), at, body)
+		a.Status, err = webhook.Post(ctx, m.cfg.Client, j.CallbackURL, secret, WebhookID(j.ID), at, body)
 	}
 	if err != nil {
 		a.Error = err.Error()
-		return a
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, j.CallbackURL, bytes.NewReader(body))
-	if err != nil {
-		a.Error = err.Error()
-		return a
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "tollgate-webhooks")
-	req.Header.Set("webhook-id", WebhookID(j.ID))
-	req.Header.Set("webhook-timestamp", strconv.FormatInt(at.Unix(), 10))
-	req.Header.Set("webhook-signature", sig)
-	resp, err := m.cfg.Client.Do(req)
-	if err != nil {
-		a.Error = err.Error()
-		return a
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	a.Status = resp.StatusCode
 	return a
 }

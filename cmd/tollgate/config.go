@@ -99,7 +99,12 @@ func checkConfig(ctx context.Context, args []string, getenv func(string) string,
 	fs := newFlags("check-config", checkConfigUsage, stderr)
 	var c common
 	c.register(fs, getenv)
+	var a alertFlags
+	a.register(fs, getenv)
 	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	if err := printAlerts(&a, getenv, stdout); err != nil {
 		return err
 	}
 	cat, from, err := loadCatalog(c.models, explicitFlag(fs, "models", "TOLLGATE_MODELS", getenv), getenv)

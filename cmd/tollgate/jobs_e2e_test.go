@@ -9,8 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"tollgate/jobs"
+	"tollgate/webhook"
 )
 
 // keys create --json prints the key's webhook secret; serve with
@@ -51,7 +50,7 @@ func TestServeJobCallback(t *testing.T) {
 		if err := json.Unmarshal([]byte(sec), &unix); err != nil {
 			t.Fatalf("webhook-timestamp %q", sec)
 		}
-		want, err := jobs.Sign(created.WebhookSecret, r.Header.Get("webhook-id"), time.Unix(unix, 0), body)
+		want, err := webhook.Sign(created.WebhookSecret, r.Header.Get("webhook-id"), time.Unix(unix, 0), body)
 		if err != nil || r.Header.Get("webhook-signature") != want {
 			t.Errorf("signature %q, want %q (%v)", r.Header.Get("webhook-signature"), want, err)
 		}

@@ -12,9 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 	"tollgate/auth/redisnotify"
+	"tollgate/webhook"
 
 	"tollgate/auth"
-	"tollgate/jobs"
 	"tollgate/storage"
 )
 
@@ -193,7 +193,7 @@ func withWebhookSecret(ctx context.Context, s *openOnCreate, out any, text strin
 	if !ok || s.db == nil {
 		return out, text, nil
 	}
-	created.WebhookSecret = jobs.NewWebhookSecret()
+	created.WebhookSecret = webhook.NewSecret()
 	if err := s.db.SetWebhookSecret(ctx, created.ID, created.WebhookSecret, now); err != nil {
 		return nil, "", err
 	}

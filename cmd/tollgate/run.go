@@ -56,10 +56,12 @@ Run "tollgate <command> -h" for a command's flags and the environment
 variables they can come from. Flags go before or after arguments; -- ends them.
 `
 
-const checkConfigUsage = `usage: tollgate check-config [--models FILE]
+const checkConfigUsage = `usage: tollgate check-config [--models FILE] [--alert-webhook-url URL]
 
 Validates the model catalog and reaches every Ollama backend, without serving.
 OLLAMA_HOST (host, host:port or URL) replaces the first backend's URL.
+With --alert-webhook-url, also checks it and its signing secret
+(TOLLGATE_ALERT_WEBHOOK_SECRET), as serve does at start-up.
 `
 
 // run is the whole program: it parses args, reads the environment only

@@ -57,6 +57,7 @@ type serveFlags struct {
 	jobTimeout   time.Duration
 	jobRetention time.Duration
 	callbackNets string
+	alert        alertFlags
 
 	metricsAddr string
 	debugAddr   string
@@ -101,6 +102,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	fs.DurationVar(&f.jobTimeout, "job-timeout", jobs.DefaultJobTimeout, "the longest one async job may run")
 	fs.DurationVar(&f.jobRetention, "job-retention", jobs.DefaultRetention, "finished async jobs and their results are deleted this long after they end")
 	fs.StringVar(&f.callbackNets, "callback-allow-net", getenv("TOLLGATE_CALLBACK_ALLOW_NET"), "comma list of CIDRs job callbacks may reach although private or loopback, also over plain http:// (env TOLLGATE_CALLBACK_ALLOW_NET; default none)")
+	f.alert.register(fs, getenv)
 	fs.StringVar(&f.tlsCert, "tls-cert", getenv("TOLLGATE_TLS_CERT"), "PEM certificate (chain) file: serve HTTPS; needs --tls-key (env TOLLGATE_TLS_CERT)")
 	f.redis.register(fs, getenv)
 	f.billing.register(fs, getenv)
@@ -120,6 +122,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, now f
 	}
 	if _, err := jobs.ParseNets(f.callbackNets); err != nil {
 		return &usageError{"--callback-allow-net: " + err.Error()}
+	}
+	if err := f.alert.load(getenv); err != nil {
+		return err
 	}
 	log, err := newLogger(stdout, f.logLevel)
 	if err != nil {
@@ -318,9 +323,15 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 		failures = rs.failures
 		keys.NotifyChanges(rs.bus)
 	}
+	budget, err := newBudgetHook(f.alert, metrics, log, now)
+	if err != nil {
+		stopRedis()
+		closeUsage(ctx)
+		return nil, nil, err
+	}
 	gw := gateway.New(gateway.Config{Inference: inf, Recorder: usage.recorder, Limiter: limiter,
 		Ledger: ledger, Usage: usage.reports, Accounts: accountCache, RecordTimeout: f.record,
-		Now: now, Logger: log, InFlight: metrics.InFlight, OnBudgetAlert: metrics.BudgetAlert})
+		Now: now, Logger: log, InFlight: metrics.InFlight, OnBudgetAlert: budget.alert})
 	allow, err := jobs.ParseNets(f.callbackNets)
 	if err != nil {
 		stopRedis()
@@ -375,6 +386,7 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 		close(feedDone)
 	}
 	jobMgr.Start()
+	budget.start()
 	// The job workers stop taking work the moment shutdown begins and drain
 	// during the HTTP drain, within the same --drain, not after it: a run
 	// still going when the drain ends is cut and queued again.
@@ -393,10 +405,11 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 	}()
 	stop := func() {
 		close(stopping)
-		stopBilling()   // gives the export lease up, for a replica or a restart
-		stopJobs()      // waits for a drain already under way
-		closeUsage(ctx) // last: jobs and handlers meter through it
-		stopFlush()     // Run flushes last-used times once more on its way out
+		stopBilling()    // gives the export lease up, for a replica or a restart
+		stopJobs()       // waits for a drain already under way
+		budget.stop(ctx) // what requests and jobs alerted gets a last attempt
+		closeUsage(ctx)  // last: jobs and handlers meter through it
+		stopFlush()      // Run flushes last-used times once more on its way out
 		<-flushDone
 		<-feedDone
 		stopRedis() // after the usage journal: its leases are settled
