@@ -21,8 +21,11 @@ import (
 	"testing"
 	"time"
 
+	"tollgate/billing"
 	"tollgate/inference/ollamatest"
+	"tollgate/storage/postgres"
 	"tollgate/storage/postgres/pgtest"
+	"tollgate/storage/sqlite"
 )
 
 // Issue 16, the PostgreSQL half: several replicas on one PostgreSQL
@@ -80,6 +83,21 @@ func TestMigrateSQLiteToPostgresE2E(t *testing.T) {
 	if err := a.stop(t); err != nil {
 		t.Fatal(err)
 	}
+	// The Stripe export had sent everything up to now, with a batch pending.
+	exported := time.Now().UTC().Truncate(time.Second)
+	sdb, err := sqlite.Open(context.Background(), a.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sdb.UpdateBilling(context.Background(), "stripe", func(s *billing.State) error {
+		s.Cursor = billing.Cursor{Before: exported, Seq: 5}
+		s.Pending = &billing.Plan{From: s.Cursor, To: billing.Cursor{Before: exported.Add(time.Minute), Seq: 9}, Interval: time.Minute}
+		s.Owner, s.EventsSent = "host/:8080", 12
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sdb.Close()
 
 	r := mustCLI(t, env(), "migrate", "--from", a.db, "--to", pg)
 	counts := map[string][2]int{}
@@ -110,6 +128,20 @@ func TestMigrateSQLiteToPostgresE2E(t *testing.T) {
 		if gotUsage[id] != w {
 			t.Errorf("usage %s on PostgreSQL = %+v, want %+v", id, gotUsage[id], w)
 		}
+	}
+
+	// The export's cursor moved over, past every copied row, its pending
+	// batch dropped to be planned again on PostgreSQL.
+	pdb, err := postgres.Open(context.Background(), pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := pdb.BillingState(context.Background(), "stripe")
+	horizon, herr := pdb.UsageHorizon(context.Background())
+	pdb.Close()
+	if err != nil || herr != nil || !st.Cursor.Before.Equal(exported) || st.Pending != nil || st.EventsSent != 12 || st.Owner != "" ||
+		st.Cursor.Seq <= 5 || st.Cursor.Seq > horizon {
+		t.Fatalf("billing state on PostgreSQL = %+v (%v, %v), horizon %d; want the cursor at %v past the copied rows, nothing pending", st, err, herr, horizon, exported)
 	}
 
 	// The secrets themselves moved: a server on PostgreSQL knows them.

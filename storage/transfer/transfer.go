@@ -43,6 +43,8 @@ var tables = []table{
 	{name: "job_deliveries", cols: []string{"job_id", "attempt", "at", "status", "error"}},
 	{name: "webhook_secrets", cols: []string{"key_id", "secret", "created_at"}},
 	{name: "sessions", cols: []string{"id", "key_id", "secret_hash", "created_at", "expires_at"}},
+	{name: "billing_exports", cols: []string{"name", "cursor_before", "cursor_seq", "pending_before", "pending_seq",
+		"pending_interval", "owner", "lease_until", "last_export_at", "last_error", "last_error_at", "events_sent", "batches"}},
 }
 
 // Count is one table's rows in the source and, after the copy, the target.
@@ -116,6 +118,14 @@ func Copy(ctx context.Context, src *sqlite.DB, dst *postgres.DB, replace bool) (
 		counts = append(counts, c)
 	}
 	// New audit rows continue after the copied ids.
+	// The Stripe export's cursor counts SQLite's row sequence; in
+	// PostgreSQL every copied row carries this transaction's id, so the
+	// cursor moves just past it: copied rows it had exported stay exported
+	// (by their time), later ones are new. A pending batch is re-planned.
+	if _, err := tx.Exec(ctx, `UPDATE billing_exports SET cursor_seq = pg_current_xact_id()::text::bigint + 1,
+		pending_before = NULL, pending_seq = NULL, pending_interval = NULL, owner = '', lease_until = 0`); err != nil {
+		return nil, fmt.Errorf("billing_exports: %w", err)
+	}
 	if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('audit', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM audit`); err != nil {
 		return nil, fmt.Errorf("audit ids: %w", err)
 	}
