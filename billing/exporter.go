@@ -207,7 +207,13 @@ func (e *Exporter) plan(ctx context.Context) (State, *Plan, bool, error) {
 		if s.Pending != nil {
 			return nil
 		}
-		to := Cursor{Before: due, Seq: max(horizon, s.Cursor.Seq)}
+		if horizon < s.Cursor.Seq {
+			// Only after tollgate migrate: transactions older than the
+			// copy may still commit rows the cursor already counts as
+			// past. Wait until they have ended.
+			return nil
+		}
+		to := Cursor{Before: due, Seq: horizon}
 		if limit := s.Cursor.Before.Add(maxIntervalsPerBatch * e.cfg.Interval); to.Before.After(limit) {
 			to.Before, more = limit, true
 		}
