@@ -149,7 +149,9 @@ func (e *Exporter) Step(ctx context.Context) (more bool, err error) {
 	}
 	n, err := e.send(ctx, *plan)
 	if err != nil {
-		e.recordError(ctx, err)
+		if ctx.Err() == nil { // a shutdown cutting a send short is no failure to show
+			e.recordError(ctx, err)
+		}
 		return false, err
 	}
 	st, err = e.cfg.Store.UpdateBilling(ctx, e.cfg.Name, func(s *State) error {
