@@ -17,31 +17,13 @@ import (
 	"tollgate/storage"
 )
 
-// billingClock is a settable clock for exporters.
-type billingClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *billingClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *billingClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
 var testMeters = billing.Meters{Tokens: "tollgate_tokens", Requests: "tollgate_requests", Cost: "tollgate_cost"}
 
 // billingFixture is a store with three accounts (two with a Stripe
 // customer) and an exporter factory.
 type billingFixture struct {
 	s         storage.Store
-	clock     *billingClock
+	clock     *authtest.Clock
 	acctA     string // cus_A
 	acctB     string // cus_B
 	acctC     string // no customer
@@ -53,7 +35,7 @@ type billingFixture struct {
 
 func newBillingFixture(t *testing.T, s storage.Store) *billingFixture {
 	ctx := context.Background()
-	f := &billingFixture{s: s, clock: &billingClock{t: day0}, want: make(map[string]int64), customers: make(map[string]string)}
+	f := &billingFixture{s: s, clock: authtest.NewClock(day0), want: make(map[string]int64), customers: make(map[string]string)}
 	m := auth.NewAccounts(s, nil, authtest.NewClock(day0).Now)
 	for _, spec := range []auth.AccountSpec{{Name: "A", StripeCustomerID: "cus_A"}, {Name: "B", StripeCustomerID: "cus_B"}, {Name: "C"}} {
 		a, err := m.Create(ctx, auth.ActorCLI, spec)
