@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -105,6 +106,20 @@ func NewProxy(mockURL string) (*Proxy, error) {
 		return nil, err
 	}
 	return &Proxy{Ledger: NewLedger(), upstream: httputil.NewSingleHostReverseProxy(u)}, nil
+}
+
+// StartStripe starts stripe-mock (StartStripeMock) and a Proxy in front of
+// it for the test, and returns the proxy and its URL, the API base to give
+// the sender.
+func StartStripe(t testing.TB) (*Proxy, string) {
+	t.Helper()
+	p, err := NewProxy(StartStripeMock(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return p, srv.URL
 }
 
 // Refuse makes the next n meter event calls fail with 500.

@@ -3,7 +3,6 @@ package stripemeter_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -20,13 +19,8 @@ const testKey = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 // time; a resend of its identifier counts as sent; a refusal is an error
 // that may be retried; the key never appears in an error.
 func TestSendAgainstStripeMock(t *testing.T) {
-	proxy, err := billingtest.NewProxy(billingtest.StartStripeMock(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(proxy)
-	t.Cleanup(srv.Close)
-	s, err := stripemeter.New(stripemeter.Config{Key: testKey, URL: srv.URL, Timeout: 10 * time.Second})
+	proxy, url := billingtest.StartStripe(t)
+	s, err := stripemeter.New(stripemeter.Config{Key: testKey, URL: url, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +55,7 @@ func TestSendAgainstStripeMock(t *testing.T) {
 	// A malformed key is refused (the mock, like Stripe, echoes what it
 	// got): permanent, and the key is not in the message.
 	const badKey = "tollgate-not-a-stripe-key"
-	bad, _ := stripemeter.New(stripemeter.Config{Key: badKey, URL: srv.URL})
+	bad, _ := stripemeter.New(stripemeter.Config{Key: badKey, URL: url})
 	ev3 := ev
 	ev3.Identifier = "tg_89ab"
 	err = bad.Send(ctx, ev3)

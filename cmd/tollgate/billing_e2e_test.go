@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -58,12 +57,7 @@ func metric(t *testing.T, url, series string) float64 {
 // the usage rows of the accounts with a Stripe customer, each interval once,
 // and the secret key is in no output.
 func TestStripeExportSurvivesRefusalsAndKill9(t *testing.T) {
-	proxy, err := billingtest.NewProxy(billingtest.StartStripeMock(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := httptest.NewServer(proxy)
-	t.Cleanup(ps.Close)
+	proxy, stripeURL := billingtest.StartStripe(t)
 	fake := newFake(t)
 	db := filepath.Join(t.TempDir(), "t.db")
 	_, admin := createKeyWithID(t, db, "--name", "admin", "--scopes", "admin")
@@ -90,7 +84,7 @@ func TestStripeExportSurvivesRefusalsAndKill9(t *testing.T) {
 	}
 	env := []string{"STRIPE_SECRET_KEY=" + testStripeKey}
 	priced := writeFile(t, "priced.yaml", tinyCatalog(fake.URL, "tiny")+"    price: {input_per_1k: 1, output_per_1k: 2}\n")
-	args := []string{"--models", priced, "--stripe-api-url", ps.URL, "--stripe-interval", "1s", "--stripe-delay", "2s",
+	args := []string{"--models", priced, "--stripe-api-url", stripeURL, "--stripe-interval", "1s", "--stripe-delay", "2s",
 		"--stripe-requests-event", "tollgate_requests", "--stripe-cost-event", "tollgate_cost"}
 	traffic := func(url string, d time.Duration) time.Time {
 		hc := &http.Client{Timeout: 10 * time.Second}
