@@ -72,6 +72,10 @@ type State struct {
 	LastErrorAt time.Time
 	// EventsSent and Batches count what was sent since the first export.
 	EventsSent, Batches int64
+	// Epoch is mixed into every event identifier; set at the first run,
+	// and anew when tollgate migrate moves the usage to another database,
+	// where sequence numbers mean something else.
+	Epoch string
 }
 
 // Group is one account's usage in one interval of a batch.
@@ -98,8 +102,20 @@ type Store interface {
 	BillingState(ctx context.Context, name string) (State, error)
 	// UpdateBilling applies fn to exporter name's state in one transaction
 	// (fn sees the zero State the first time) and stores the result, unless
-	// fn returns an error, which UpdateBilling returns as is.
+	// fn returns an error, which UpdateBilling returns as is. A result with
+	// no Pending batch forgets, in the same transaction, the identifiers
+	// MarkAccepted stored.
 	UpdateBilling(ctx context.Context, name string, fn func(*State) error) (State, error)
+	// MarkAccepted stores that the billing system accepted the event
+	// identifier of exporter name's pending batch.
+	MarkAccepted(ctx context.Context, name, identifier string) error
+	// AcceptedEvents returns the identifiers MarkAccepted stored for
+	// exporter name's pending batch.
+	AcceptedEvents(ctx context.Context, name string) ([]string, error)
+	// OldestUnexported returns the time of the oldest committed usage row
+	// whose seq is at least seq (the zero time if there is none): with the
+	// cursor's Seq, the oldest usage a batch has yet to send.
+	OldestUnexported(ctx context.Context, seq int64) (time.Time, error)
 	// UsageHorizon returns a seq below which every usage row is committed
 	// and no row will ever be added.
 	UsageHorizon(ctx context.Context) (int64, error)

@@ -15,8 +15,8 @@ func (nopSender) Send(context.Context, Event) error { return nil }
 func TestIdentifierIsStablePerBatchAndDistinctAcross(t *testing.T) {
 	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	to := Cursor{Before: start.Add(time.Minute), Seq: 42}
-	a := Identifier("stripe", "tollgate_tokens", "acct_1", start, to)
-	if a != Identifier("stripe", "tollgate_tokens", "acct_1", start, Cursor{Before: to.Before.In(time.FixedZone("X", 3600)), Seq: 42}) {
+	a := Identifier("stripe", "e1", "tollgate_tokens", "acct_1", start, to)
+	if a != Identifier("stripe", "e1", "tollgate_tokens", "acct_1", start, Cursor{Before: to.Before.In(time.FixedZone("X", 3600)), Seq: 42}) {
 		t.Fatal("the identifier depends on the time zone of the batch end")
 	}
 	if len(a) > 100 || a[:3] != "tg_" {
@@ -24,11 +24,12 @@ func TestIdentifierIsStablePerBatchAndDistinctAcross(t *testing.T) {
 	}
 	seen := map[string]bool{a: true}
 	for _, other := range []string{
-		Identifier("stripe", "tollgate_requests", "acct_1", start, to),
-		Identifier("stripe", "tollgate_tokens", "acct_2", start, to),
-		Identifier("stripe", "tollgate_tokens", "acct_1", start.Add(time.Minute), to),
-		Identifier("stripe", "tollgate_tokens", "acct_1", start, Cursor{Before: to.Before, Seq: 43}), // a later batch
-		Identifier("other", "tollgate_tokens", "acct_1", start, to),
+		Identifier("stripe", "e1", "tollgate_requests", "acct_1", start, to),
+		Identifier("stripe", "e1", "tollgate_tokens", "acct_2", start, to),
+		Identifier("stripe", "e1", "tollgate_tokens", "acct_1", start.Add(time.Minute), to),
+		Identifier("stripe", "e1", "tollgate_tokens", "acct_1", start, Cursor{Before: to.Before, Seq: 43}), // a later batch
+		Identifier("other", "e1", "tollgate_tokens", "acct_1", start, to),
+		Identifier("stripe", "e2", "tollgate_tokens", "acct_1", start, to), // after tollgate migrate
 	} {
 		if seen[other] {
 			t.Fatalf("two different events share identifier %s", other)

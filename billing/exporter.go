@@ -35,7 +35,7 @@ type Config struct {
 	// how often a batch is sent (0 = one minute).
 	Interval time.Duration
 	// Delay is how long after an interval ends it is sent, so that records
-	// still on their way to the database arrive first (0 = 10 s).
+	// still on their way to the database arrive first (0: at once).
 	// Records later still are sent in a later batch, never lost.
 	Delay time.Duration
 	// Since is where the very first export starts (zero: the interval the
@@ -58,14 +58,16 @@ type Config struct {
 	// Parallel is how many events are sent at once (0 = 4).
 	Parallel int
 	// OnEvents, if set, counts events by outcome: "accepted", "failed",
-	// or "no_customer" (an account's usage without a Stripe customer id).
+	// or "no_customer" (an account's interval of usage without a Stripe
+	// customer id, counted once its batch is done).
 	OnEvents func(outcome string, n int)
 	Now      func() time.Time // nil = time.Now
 	Logger   *slog.Logger     // nil = discard
 }
 
 // maxIntervalsPerBatch bounds a batch when the cursor is far behind (after
-// downtime, or a Since long ago): catching up takes several batches.
+// downtime, or a Since long ago): catching up takes several batches, sent
+// one after the other.
 const maxIntervalsPerBatch = 60
 
 // Exporter sends committed usage to a Sender exactly once; see the package
@@ -76,10 +78,9 @@ type Exporter struct {
 
 	mu       sync.Mutex
 	leader   bool
-	planKey  Cursor          // the To of the plan accepted belongs to
-	accepted map[string]bool // identifiers of planKey's batch already accepted
 	noCust   map[string]bool // accounts already logged as having no customer id
 	cursor   Cursor          // last known cursor, for Lag
+	oldest   time.Time       // oldest usage not yet sent, as last read
 	next     time.Time       // when Run tries again
 	failures int             // consecutive failed steps
 }
@@ -100,9 +101,6 @@ func New(cfg Config) (*Exporter, error) {
 	}
 	if cfg.Interval == 0 {
 		cfg.Interval = time.Minute
-	}
-	if cfg.Delay == 0 {
-		cfg.Delay = 10 * time.Second
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 5 * time.Minute
@@ -129,25 +127,26 @@ func New(cfg Config) (*Exporter, error) {
 }
 
 // Identifier is the identifier of the event for one account, interval and
-// event name in the batch ending at to: the same on every resend of that
-// batch, different in any other batch.
-func Identifier(exporter, eventName, accountID string, start time.Time, to Cursor) string {
-	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%d\x00%d\x00%d",
-		exporter, eventName, accountID, start.UnixNano(), to.Before.UnixNano(), to.Seq))
+// event name in the batch ending at to, for an exporter and epoch: the same
+// on every resend of that batch, different in any other batch.
+func Identifier(exporter, epoch, eventName, accountID string, start time.Time, to Cursor) string {
+	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%d\x00%d\x00%d",
+		exporter, epoch, eventName, accountID, start.UnixNano(), to.Before.UnixNano(), to.Seq))
 	return "tg_" + hex.EncodeToString(h[:16])
 }
 
 // Step does one round: it takes (or renews) the lease, plans a batch unless
 // one is pending, sends its events and moves the cursor. It reports whether
-// more usage is already due (the batch was capped), and returns
-// ErrNotLeader when another process exports. A failed send leaves the
-// batch pending, to be sent again identically.
+// more usage is already due (the batch was capped, or a pending batch was
+// finished), and returns ErrNotLeader when another process exports. A
+// failed send leaves the batch pending, to be sent again identically,
+// without the events already accepted.
 func (e *Exporter) Step(ctx context.Context) (more bool, err error) {
-	st, plan, more, err := e.plan(ctx)
+	st, plan, err := e.plan(ctx)
 	if err != nil || plan == nil {
 		return false, err
 	}
-	n, err := e.send(ctx, *plan)
+	n, noCust, err := e.send(ctx, st, *plan)
 	if err != nil {
 		if ctx.Err() == nil { // a shutdown cutting a send short is no failure to show
 			e.recordError(ctx, err)
@@ -171,17 +170,39 @@ func (e *Exporter) Step(ctx context.Context) (more bool, err error) {
 		e.setLeader(!errors.Is(err, ErrNotLeader))
 		return false, fmt.Errorf("billing: advance the cursor: %w", err)
 	}
-	e.mu.Lock()
-	e.cursor, e.accepted = st.Cursor, nil
-	e.mu.Unlock()
+	if noCust > 0 && e.cfg.OnEvents != nil {
+		e.cfg.OnEvents("no_customer", noCust)
+	}
+	e.observe(ctx, st.Cursor)
 	e.log.Info("billing: batch exported", "exporter", e.cfg.Name, "events", n,
 		"before", st.Cursor.Before.Format(time.RFC3339), "seq", st.Cursor.Seq)
-	return more, nil
+	return st.Cursor.Before.Before(e.due()), nil
 }
 
-// plan claims the lease and returns the batch to send: the pending one, or
-// a new one (stored as pending first); nil when nothing is due.
-func (e *Exporter) plan(ctx context.Context) (State, *Plan, bool, error) {
+// due is where the cursor's time should be now: the end of the last
+// interval that ended Delay ago.
+func (e *Exporter) due() time.Time {
+	return Floor(e.cfg.Now().UTC().Add(-e.cfg.Delay), e.cfg.Interval)
+}
+
+// observe keeps the cursor and the oldest usage not yet sent, for Lag.
+func (e *Exporter) observe(ctx context.Context, c Cursor) {
+	oldest, err := e.cfg.Store.OldestUnexported(ctx, c.Seq)
+	if err != nil {
+		e.log.Warn("billing: read the oldest usage not yet sent", "error", err.Error())
+	}
+	e.mu.Lock()
+	e.cursor = c
+	if err == nil {
+		e.oldest = oldest
+	}
+	e.mu.Unlock()
+}
+
+// plan claims the lease and returns the state and the batch to send: the
+// pending one, or a new one (stored as pending first); nil when nothing is
+// due.
+func (e *Exporter) plan(ctx context.Context) (State, *Plan, error) {
 	if e.cfg.Flush != nil {
 		if err := e.cfg.Flush(ctx); err != nil {
 			e.log.Warn("billing: usage journal not flushed; planning with what is in the database", "error", err.Error())
@@ -189,16 +210,18 @@ func (e *Exporter) plan(ctx context.Context) (State, *Plan, bool, error) {
 	}
 	horizon, err := e.cfg.Store.UsageHorizon(ctx)
 	if err != nil {
-		return State{}, nil, false, fmt.Errorf("billing: usage horizon: %w", err)
+		return State{}, nil, fmt.Errorf("billing: usage horizon: %w", err)
 	}
 	now := e.cfg.Now().UTC()
-	due := Floor(now.Add(-e.cfg.Delay), e.cfg.Interval)
-	var more bool
+	due := e.due()
 	st, err := e.cfg.Store.UpdateBilling(ctx, e.cfg.Name, func(s *State) error {
 		if s.Owner != "" && s.Owner != e.cfg.Owner && now.Before(s.LeaseUntil) {
 			return ErrNotLeader
 		}
 		s.Owner, s.LeaseUntil = e.cfg.Owner, now.Add(e.cfg.Lease)
+		if s.Epoch == "" {
+			s.Epoch = randomHex(8)
+		}
 		if s.Cursor.Equal(Cursor{}) { // the first run
 			start := e.cfg.Since.UTC()
 			if start.IsZero() || start.After(due) {
@@ -217,7 +240,7 @@ func (e *Exporter) plan(ctx context.Context) (State, *Plan, bool, error) {
 		}
 		to := Cursor{Before: due, Seq: horizon}
 		if limit := s.Cursor.Before.Add(maxIntervalsPerBatch * e.cfg.Interval); to.Before.After(limit) {
-			to.Before, more = limit, true
+			to.Before = limit
 		}
 		if to.Before.Before(s.Cursor.Before) {
 			to.Before = s.Cursor.Before
@@ -233,22 +256,31 @@ func (e *Exporter) plan(ctx context.Context) (State, *Plan, bool, error) {
 		if !errors.Is(err, ErrNotLeader) {
 			err = fmt.Errorf("billing: plan a batch: %w", err)
 		}
-		return st, nil, false, err
+		return st, nil, err
 	}
-	e.mu.Lock()
-	e.cursor = st.Cursor
-	e.mu.Unlock()
-	return st, st.Pending, more, nil
+	if st.Pending == nil {
+		e.observe(ctx, st.Cursor)
+	}
+	return st, st.Pending, nil
 }
 
-// events turns a batch's groups into meter events.
-func (e *Exporter) events(groups []Group, p Plan) []Event {
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// events turns a batch's groups into meter events, and counts the groups
+// without a customer.
+func (e *Exporter) events(groups []Group, st State, p Plan) ([]Event, int) {
 	now := e.cfg.Now().UTC()
 	oldest := now.Add(-35*24*time.Hour + time.Hour) // Stripe takes timestamps up to 35 days old
 	var out []Event
+	noCust := 0
 	for _, g := range groups {
 		if g.CustomerID == "" {
 			e.noCustomer(g)
+			noCust++
 			continue
 		}
 		ts := g.Start
@@ -266,20 +298,17 @@ func (e *Exporter) events(groups []Group, p Plan) []Event {
 				continue
 			}
 			out = append(out, Event{
-				Identifier: Identifier(e.cfg.Name, m.name, g.AccountID, g.Start, p.To),
+				Identifier: Identifier(e.cfg.Name, st.Epoch, m.name, g.AccountID, g.Start, p.To),
 				EventName:  m.name, CustomerID: g.CustomerID, Value: m.value, Timestamp: ts,
 			})
 		}
 	}
-	return out
+	return out, noCust
 }
 
 // noCustomer logs, once per account and process, usage that has no Stripe
 // customer to go to.
 func (e *Exporter) noCustomer(g Group) {
-	if e.cfg.OnEvents != nil {
-		e.cfg.OnEvents("no_customer", 1)
-	}
 	e.mu.Lock()
 	seen := e.noCust[g.AccountID]
 	e.noCust[g.AccountID] = true
@@ -290,70 +319,113 @@ func (e *Exporter) noCustomer(g Group) {
 	}
 }
 
-// send sends every event of p not yet accepted, Parallel at a time, and
-// returns how many events the batch has, or the first failure.
-func (e *Exporter) send(ctx context.Context, p Plan) (int, error) {
+// send sends every event of p that the billing system has not accepted
+// yet, Parallel at a time, storing each acceptance, and renewing the lease
+// as it goes. It returns how many events the batch has and how many of its
+// groups have no customer, or the first failure.
+func (e *Exporter) send(ctx context.Context, st State, p Plan) (events, noCust int, err error) {
 	groups, err := e.cfg.Store.BillingGroups(ctx, p)
 	if err != nil {
-		return 0, fmt.Errorf("billing: sum usage: %w", err)
+		return 0, 0, fmt.Errorf("billing: sum usage: %w", err)
 	}
-	evs := e.events(groups, p)
-	e.mu.Lock()
-	if !e.planKey.Equal(p.To) || e.accepted == nil {
-		e.planKey, e.accepted = p.To, make(map[string]bool)
+	evs, noCust := e.events(groups, st, p)
+	done, err := e.cfg.Store.AcceptedEvents(ctx, e.cfg.Name)
+	if err != nil {
+		return 0, 0, fmt.Errorf("billing: read accepted events: %w", err)
 	}
-	e.mu.Unlock()
+	accepted := make(map[string]bool, len(done))
+	for _, id := range done {
+		accepted[id] = true
+	}
 	var (
-		wg    sync.WaitGroup
-		errMu sync.Mutex
-		first error
-		sem   = make(chan struct{}, e.cfg.Parallel)
+		wg      sync.WaitGroup
+		errMu   sync.Mutex
+		first   error
+		sem     = make(chan struct{}, e.cfg.Parallel)
+		renewed = e.cfg.Now()
 	)
+	fail := func(err error) {
+		errMu.Lock()
+		if first == nil {
+			first = err
+		}
+		errMu.Unlock()
+	}
+	failed := func() bool {
+		errMu.Lock()
+		defer errMu.Unlock()
+		return first != nil
+	}
 	for _, ev := range evs {
-		e.mu.Lock()
-		done := e.accepted[ev.Identifier]
-		e.mu.Unlock()
-		if done {
+		if accepted[ev.Identifier] {
 			continue
 		}
+		if e.cfg.Now().Sub(renewed) > e.cfg.Lease/3 {
+			if err := e.renew(ctx); err != nil {
+				fail(err)
+				break
+			}
+			renewed = e.cfg.Now()
+		}
 		sem <- struct{}{}
+		if failed() { // stop at the first failure: the batch is sent again anyway
+			<-sem
+			break
+		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			err := e.cfg.Sender.Send(ctx, ev)
-			outcome := "accepted"
-			if err != nil {
-				outcome = "failed"
-				errMu.Lock()
-				if first == nil {
-					first = err
+			if err := e.cfg.Sender.Send(ctx, ev); err != nil {
+				fail(err)
+				if e.cfg.OnEvents != nil {
+					e.cfg.OnEvents("failed", 1)
 				}
-				errMu.Unlock()
-			} else {
-				e.mu.Lock()
-				e.accepted[ev.Identifier] = true
-				e.mu.Unlock()
+				return
 			}
 			if e.cfg.OnEvents != nil {
-				e.cfg.OnEvents(outcome, 1)
+				e.cfg.OnEvents("accepted", 1)
+			}
+			if err := e.cfg.Store.MarkAccepted(ctx, e.cfg.Name, ev.Identifier); err != nil {
+				// Sent again later; within its deduplication window the
+				// billing system refuses it as a duplicate.
+				e.log.Warn("billing: store an accepted event", "identifier", ev.Identifier, "error", err.Error())
 			}
 		}()
 	}
 	wg.Wait()
 	if first != nil {
-		return 0, fmt.Errorf("billing: send meter events: %w", first)
+		return 0, 0, fmt.Errorf("billing: send meter events: %w", first)
 	}
-	return len(evs), nil
+	return len(evs), noCust, nil
+}
+
+// renew extends this process's lease, or returns ErrNotLeader if another
+// process holds it now.
+func (e *Exporter) renew(ctx context.Context) error {
+	_, err := e.cfg.Store.UpdateBilling(ctx, e.cfg.Name, func(s *State) error {
+		if s.Owner != e.cfg.Owner {
+			return ErrNotLeader
+		}
+		s.LeaseUntil = e.cfg.Now().UTC().Add(e.cfg.Lease)
+		return nil
+	})
+	if err != nil {
+		e.setLeader(!errors.Is(err, ErrNotLeader))
+	}
+	return err
 }
 
 // recordError stores the failure for GET /admin/billing and logs it.
 func (e *Exporter) recordError(ctx context.Context, err error) {
 	e.log.Error("billing: export failed; the batch stays pending and is sent again", "exporter", e.cfg.Name, "error", err.Error())
 	_, uerr := e.cfg.Store.UpdateBilling(ctx, e.cfg.Name, func(s *State) error {
+		if s.Owner != e.cfg.Owner { // a newer leader's state is not this process's to change
+			return ErrNotLeader
+		}
 		s.LastError, s.LastErrorAt = err.Error(), e.cfg.Now().UTC()
 		return nil
 	})
-	if uerr != nil {
+	if uerr != nil && !errors.Is(uerr, ErrNotLeader) {
 		e.log.Error("billing: store the export error", "error", uerr.Error())
 	}
 }

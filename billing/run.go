@@ -84,7 +84,9 @@ type Status struct {
 	// Leader says whether this process holds the export lease.
 	Leader bool
 	State  State
-	// Lag is how far the cursor is behind now.
+	// Lag is the age of the oldest usage not sent yet: how far the
+	// cursor's time is behind now, or further when older usage waits
+	// (committed late, or held back on PostgreSQL by a long transaction).
 	Lag time.Duration
 	// NextAttempt is when this process tries next (zero before its first).
 	NextAttempt time.Time
@@ -96,24 +98,40 @@ func (e *Exporter) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
+	var oldest time.Time
+	if !st.Cursor.Before.IsZero() {
+		if oldest, err = e.cfg.Store.OldestUnexported(ctx, st.Cursor.Seq); err != nil {
+			return Status{}, err
+		}
+	}
 	e.mu.Lock()
 	s := Status{Name: e.cfg.Name, Meters: e.cfg.Meters, Interval: e.cfg.Interval, Delay: e.cfg.Delay,
 		Leader: e.leader, State: st, NextAttempt: e.next}
 	e.mu.Unlock()
-	if !st.Cursor.Before.IsZero() {
-		s.Lag = e.cfg.Now().Sub(st.Cursor.Before)
-	}
+	s.Lag = lag(e.cfg.Now(), st.Cursor, oldest)
 	return s, nil
 }
 
-// Lag is how far the last cursor this process saw is behind now (0 before
-// it saw one); for a metric.
+// Lag is Status's Lag as this process last saw it while it held the lease
+// (0 otherwise); for a metric, read at each scrape without a query.
 func (e *Exporter) Lag() time.Duration {
 	e.mu.Lock()
-	c := e.cursor
-	e.mu.Unlock()
+	defer e.mu.Unlock()
+	if !e.leader {
+		return 0
+	}
+	return lag(e.cfg.Now(), e.cursor, e.oldest)
+}
+
+// lag is the age of the oldest usage not sent: before the cursor's time,
+// or the oldest row past its seq if that is older.
+func lag(now time.Time, c Cursor, oldest time.Time) time.Duration {
 	if c.Before.IsZero() {
 		return 0
 	}
-	return e.cfg.Now().Sub(c.Before)
+	from := c.Before
+	if !oldest.IsZero() && oldest.Before(from) {
+		from = oldest
+	}
+	return max(now.Sub(from), 0)
 }

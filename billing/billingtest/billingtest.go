@@ -20,6 +20,7 @@ import (
 type Ledger struct {
 	mu         sync.Mutex
 	events     map[string]billing.Event
+	forgotten  []billing.Event // kept before Forget: still billed, no longer deduplicated
 	duplicates int
 }
 
@@ -39,6 +40,18 @@ func (l *Ledger) Accept(ev billing.Event) (duplicate bool) {
 	return false
 }
 
+// Forget ends the deduplication window for every event kept so far, as
+// Stripe's (at least 24 hours) ends: they stay billed, and the same
+// identifier sent again is billed again.
+func (l *Ledger) Forget() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ev := range l.events {
+		l.forgotten = append(l.forgotten, ev)
+	}
+	l.events = make(map[string]billing.Event)
+}
+
 // Duplicates counts the resends refused.
 func (l *Ledger) Duplicates() int {
 	l.mu.Lock()
@@ -46,10 +59,12 @@ func (l *Ledger) Duplicates() int {
 	return l.duplicates
 }
 
-// Events returns the kept events ordered by customer, event name and time.
+// Events returns the kept events (also those forgotten) ordered by
+// customer, event name and time.
 func (l *Ledger) Events() []billing.Event {
 	l.mu.Lock()
-	out := make([]billing.Event, 0, len(l.events))
+	out := make([]billing.Event, 0, len(l.events)+len(l.forgotten))
+	out = append(out, l.forgotten...)
 	for _, ev := range l.events {
 		out = append(out, ev)
 	}

@@ -42,7 +42,8 @@ var _ billing.Sender = (*Sender)(nil)
 
 // New returns a Sender, or an error when cfg has no key.
 func New(cfg Config) (*Sender, error) {
-	if strings.TrimSpace(cfg.Key) == "" {
+	cfg.Key = strings.TrimSpace(cfg.Key) // a key file's trailing newline would make every call fail
+	if cfg.Key == "" {
 		return nil, errors.New("stripemeter: no Stripe secret key (STRIPE_SECRET_KEY)")
 	}
 	if cfg.Timeout == 0 {
@@ -86,12 +87,18 @@ func (s *Sender) Send(ctx context.Context, ev billing.Event) error {
 		return nil
 	}
 	st := se.HTTPStatusCode
+	msg := fmt.Sprintf("stripe: %d %s: %s", st, se.Type, s.redact(se.Msg))
+	if st == http.StatusBadRequest && strings.Contains(strings.ToLower(se.Msg), "identifier") {
+		// Perhaps a duplicate worded in a way Duplicate does not know: the
+		// batch would stay pending for good. Say so plainly.
+		msg += " (if this says the identifier was already used, the event is in Stripe: report this message to the Tollgate developers)"
+	}
 	return &billing.SendError{
 		Status: st,
 		// 409 (a concurrent request with the same idempotency key) and 429
 		// (rate limited) pass; other 4xx stay until the operator acts.
 		Permanent: st >= 400 && st < 500 && st != http.StatusConflict && st != http.StatusTooManyRequests,
-		Message:   fmt.Sprintf("stripe: %d %s: %s", st, se.Type, s.redact(se.Msg)),
+		Message:   msg,
 	}
 }
 
@@ -102,7 +109,7 @@ func Duplicate(status int, code, msg string) bool {
 		return false
 	}
 	m := strings.ToLower(msg)
-	return code == "duplicate_meter_event" ||
+	return code == "duplicate_meter_event" || code == "resource_already_exists" ||
 		(strings.Contains(m, "identifier") && strings.Contains(m, "already exists"))
 }
 

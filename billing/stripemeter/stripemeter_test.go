@@ -75,6 +75,7 @@ func TestDuplicateRecognisesStripesRefusal(t *testing.T) {
 	}{
 		{400, "", "An event already exists with identifier tg_1.", true},
 		{400, "duplicate_meter_event", "", true},
+		{400, "resource_already_exists", "", true},
 		{400, "", "No active meter was found for event_name tollgate_tokens.", false},
 		{500, "", "An event already exists with identifier tg_1.", false},
 	} {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"tollgate/alerts"
 	"tollgate/billing"
 	"tollgate/billing/stripemeter"
 	"tollgate/handlers"
@@ -34,7 +35,7 @@ func (b *billingFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	b.key = getenv("STRIPE_SECRET_KEY")
 	fs.StringVar(&b.apiURL, "stripe-api-url", getenv("TOLLGATE_STRIPE_API_URL"), "Stripe's API base URL (env TOLLGATE_STRIPE_API_URL; default https://api.stripe.com; tests point it at stripe-mock)")
 	fs.DurationVar(&b.interval, "stripe-interval", time.Minute, "with STRIPE_SECRET_KEY: usage is summed per account over intervals this long and sent as one meter event per account, interval and meter")
-	fs.DurationVar(&b.delay, "stripe-delay", 10*time.Second, "how long after an interval ends it is sent, so usage still on its way to the database arrives first (later usage goes in a later event, never lost)")
+	fs.DurationVar(&b.delay, "stripe-delay", 10*time.Second, "how long after an interval ends it is sent, so usage still on its way to the database arrives first (later usage goes in a later event, never lost; 0: at once)")
 	fs.StringVar(&b.since, "stripe-since", "", "the first export also sends usage since this time (RFC 3339 or YYYY-MM-DD, at most 35 days ago; default: from the first export on); ignored once the exporter has run")
 	fs.StringVar(&b.tokensEvent, "stripe-tokens-event", "tollgate_tokens", "meter event name for tokens (prompt + completion); empty: not sent")
 	fs.StringVar(&b.requestsEvent, "stripe-requests-event", "", "meter event name for charged requests (status below 500); empty: not sent")
@@ -53,6 +54,13 @@ func (b *billingFlags) check(now time.Time) (time.Time, error) {
 	}
 	if b.tokensEvent == "" && b.requestsEvent == "" && b.costEvent == "" {
 		return time.Time{}, &usageError{"--stripe-tokens-event, --stripe-requests-event and --stripe-cost-event are all empty: nothing to send"}
+	}
+	if b.apiURL != "" {
+		// The same rule as the operator's alert webhook: https, or plain
+		// http to a loopback host only (the key would travel in clear).
+		if err := alerts.CheckURL(b.apiURL); err != nil {
+			return time.Time{}, &usageError{fmt.Sprintf("--stripe-api-url %q: %v", b.apiURL, err)}
+		}
 	}
 	if b.since == "" {
 		return time.Time{}, nil

@@ -16,7 +16,7 @@ import (
 var _ billing.Store = (*DB)(nil)
 
 const billingColumns = `cursor_before, cursor_seq, pending_before, pending_seq, pending_interval,
-	owner, lease_until, last_export_at, last_error, last_error_at, events_sent, batches`
+	owner, lease_until, last_export_at, last_error, last_error_at, events_sent, batches, epoch`
 
 // billingState reads exporter name's state (locking its row when forUpdate);
 // the zero State if it has none.
@@ -32,7 +32,7 @@ func billingState(ctx context.Context, q pgx.Tx, name string, forUpdate bool) (b
 	}
 	err := q.QueryRow(ctx, query, name).Scan(
 		&before, &s.Cursor.Seq, &pBefore, &pSeq, &pInterval, &s.Owner, &lease, &export,
-		&s.LastError, &errAt, &s.EventsSent, &s.Batches)
+		&s.LastError, &errAt, &s.EventsSent, &s.Batches, &s.Epoch)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return billing.State{}, nil
 	}
@@ -62,8 +62,9 @@ func (db *DB) BillingState(ctx context.Context, name string) (billing.State, err
 }
 
 // UpdateBilling applies fn to exporter name's state in one transaction,
-// holding its row locked, and stores the result; an error from fn is
-// returned as is and nothing is written.
+// holding its row locked, and stores the result (with no pending batch,
+// forgetting its accepted events); an error from fn is returned as is and
+// nothing is written.
 func (db *DB) UpdateBilling(ctx context.Context, name string, fn func(*billing.State) error) (billing.State, error) {
 	var out billing.State
 	var fnErr error
@@ -86,11 +87,16 @@ func (db *DB) UpdateBilling(ctx context.Context, name string, fn func(*billing.S
 		}
 		if _, err := tx.Exec(ctx, `UPDATE billing_exports SET cursor_before = $2, cursor_seq = $3,
 				pending_before = $4, pending_seq = $5, pending_interval = $6, owner = $7, lease_until = $8,
-				last_export_at = $9, last_error = $10, last_error_at = $11, events_sent = $12, batches = $13
+				last_export_at = $9, last_error = $10, last_error_at = $11, events_sent = $12, batches = $13, epoch = $14
 			WHERE name = $1`,
 			name, nanos(s.Cursor.Before), s.Cursor.Seq, pBefore, pSeq, pInterval, s.Owner, nanos(s.LeaseUntil),
-			nanos(s.LastExport), s.LastError, nanos(s.LastErrorAt), s.EventsSent, s.Batches); err != nil {
+			nanos(s.LastExport), s.LastError, nanos(s.LastErrorAt), s.EventsSent, s.Batches, s.Epoch); err != nil {
 			return err
+		}
+		if s.Pending == nil {
+			if _, err := tx.Exec(ctx, `DELETE FROM billing_sent WHERE name = $1`, name); err != nil {
+				return err
+			}
 		}
 		out = s
 		return nil
@@ -114,6 +120,43 @@ func (db *DB) UsageHorizon(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("storage: usage horizon: %w", db.wrap(err))
 	}
 	return h, nil
+}
+
+// MarkAccepted stores that identifier of exporter name's pending batch was
+// accepted.
+func (db *DB) MarkAccepted(ctx context.Context, name, identifier string) error {
+	if _, err := db.pool.Exec(ctx, `INSERT INTO billing_sent(name, identifier) VALUES ($1, $2)
+		ON CONFLICT DO NOTHING`, name, identifier); err != nil {
+		return fmt.Errorf("storage: mark billing event accepted: %w", db.wrap(err))
+	}
+	return nil
+}
+
+// AcceptedEvents returns the identifiers MarkAccepted stored for name.
+func (db *DB) AcceptedEvents(ctx context.Context, name string) ([]string, error) {
+	rows, err := db.pool.Query(ctx, `SELECT identifier FROM billing_sent WHERE name = $1`, name)
+	if err != nil {
+		return nil, fmt.Errorf("storage: accepted billing events: %w", db.wrap(err))
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("storage: accepted billing events: %w", db.wrap(err))
+	}
+	return out, nil
+}
+
+// OldestUnexported returns the time of the oldest committed usage row
+// whose txid is at least seq, or the zero time.
+func (db *DB) OldestUnexported(ctx context.Context, seq int64) (time.Time, error) {
+	var at *int64
+	if err := db.pool.QueryRow(ctx, `SELECT MIN(created_at) FROM usage WHERE txid >= $1::text::xid8`,
+		fmt.Sprint(seq)).Scan(&at); err != nil {
+		return time.Time{}, fmt.Errorf("storage: oldest unexported usage: %w", db.wrap(err))
+	}
+	if at == nil {
+		return time.Time{}, nil
+	}
+	return time.Unix(0, *at).UTC(), nil
 }
 
 // BillingGroups sums p's usage rows that carry an account per account and

@@ -14,7 +14,7 @@ import (
 var _ billing.Store = (*DB)(nil)
 
 const billingColumns = `cursor_before, cursor_seq, pending_before, pending_seq, pending_interval,
-	owner, lease_until, last_export_at, last_error, last_error_at, events_sent, batches`
+	owner, lease_until, last_export_at, last_error, last_error_at, events_sent, batches, epoch`
 
 // billingState reads exporter name's state; the zero State if it has none.
 func billingState(ctx context.Context, q queryRower, name string) (billing.State, error) {
@@ -25,7 +25,7 @@ func billingState(ctx context.Context, q queryRower, name string) (billing.State
 	)
 	err := q.QueryRowContext(ctx, `SELECT `+billingColumns+` FROM billing_exports WHERE name = ?`, name).Scan(
 		&before, &s.Cursor.Seq, &pBefore, &pSeq, &pInterval, &s.Owner, &lease, &export,
-		&s.LastError, &errAt, &s.EventsSent, &s.Batches)
+		&s.LastError, &errAt, &s.EventsSent, &s.Batches, &s.Epoch)
 	if errors.Is(err, sql.ErrNoRows) {
 		return billing.State{}, nil
 	}
@@ -50,8 +50,9 @@ func (db *DB) BillingState(ctx context.Context, name string) (billing.State, err
 }
 
 // UpdateBilling applies fn to exporter name's state in one IMMEDIATE
-// transaction and stores the result; an error from fn is returned as is and
-// nothing is written.
+// transaction and stores the result (with no pending batch, forgetting its
+// accepted events); an error from fn is returned as is and nothing is
+// written.
 func (db *DB) UpdateBilling(ctx context.Context, name string, fn func(*billing.State) error) (billing.State, error) {
 	var out billing.State
 	var fnErr error
@@ -68,16 +69,21 @@ func (db *DB) UpdateBilling(ctx context.Context, name string, fn func(*billing.S
 			pBefore, pSeq, pInterval = nanos(p.To.Before), p.To.Seq, int64(p.Interval)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO billing_exports(name, `+billingColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT(name) DO UPDATE SET cursor_before = excluded.cursor_before, cursor_seq = excluded.cursor_seq,
 				pending_before = excluded.pending_before, pending_seq = excluded.pending_seq,
 				pending_interval = excluded.pending_interval, owner = excluded.owner,
 				lease_until = excluded.lease_until, last_export_at = excluded.last_export_at,
 				last_error = excluded.last_error, last_error_at = excluded.last_error_at,
-				events_sent = excluded.events_sent, batches = excluded.batches`,
+				events_sent = excluded.events_sent, batches = excluded.batches, epoch = excluded.epoch`,
 			name, nanos(s.Cursor.Before), s.Cursor.Seq, pBefore, pSeq, pInterval, s.Owner, nanos(s.LeaseUntil),
-			nanos(s.LastExport), s.LastError, nanos(s.LastErrorAt), s.EventsSent, s.Batches); err != nil {
+			nanos(s.LastExport), s.LastError, nanos(s.LastErrorAt), s.EventsSent, s.Batches, s.Epoch); err != nil {
 			return err
+		}
+		if s.Pending == nil {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM billing_sent WHERE name = ?`, name); err != nil {
+				return err
+			}
 		}
 		out = s
 		return nil
@@ -91,15 +97,58 @@ func (db *DB) UpdateBilling(ctx context.Context, name string, fn func(*billing.S
 	return out, nil
 }
 
-// UsageHorizon returns one past the largest committed seq. SQLite has one
-// writer: a row not yet committed gets a seq above every committed one, and
-// usage rows are never deleted, so no row below the horizon can appear.
+// UsageHorizon returns one past the largest seq ever handed out (seq is
+// AUTOINCREMENT: never reused, even after the newest rows were deleted).
+// SQLite has one writer: a row not yet committed gets a seq above every
+// committed one, so no row below the horizon can appear.
 func (db *DB) UsageHorizon(ctx context.Context) (int64, error) {
 	var h int64
-	if err := db.sql.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) + 1 FROM usage`).Scan(&h); err != nil {
+	if err := db.sql.QueryRowContext(ctx, `SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'usage'), 0),
+		COALESCE((SELECT MAX(seq) FROM usage), 0)) + 1`).Scan(&h); err != nil {
 		return 0, fmt.Errorf("storage: usage horizon: %w", err)
 	}
 	return h, nil
+}
+
+// MarkAccepted stores that identifier of exporter name's pending batch was
+// accepted.
+func (db *DB) MarkAccepted(ctx context.Context, name, identifier string) error {
+	if _, err := db.sql.ExecContext(ctx, `INSERT INTO billing_sent(name, identifier) VALUES (?, ?)
+		ON CONFLICT DO NOTHING`, name, identifier); err != nil {
+		return fmt.Errorf("storage: mark billing event accepted: %w", err)
+	}
+	return nil
+}
+
+// AcceptedEvents returns the identifiers MarkAccepted stored for name.
+func (db *DB) AcceptedEvents(ctx context.Context, name string) ([]string, error) {
+	rows, err := db.sql.QueryContext(ctx, `SELECT identifier FROM billing_sent WHERE name = ?`, name)
+	if err != nil {
+		return nil, fmt.Errorf("storage: accepted billing events: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("storage: accepted billing events: %w", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// OldestUnexported returns the time of the oldest usage row with a seq of
+// at least seq, or the zero time.
+func (db *DB) OldestUnexported(ctx context.Context, seq int64) (time.Time, error) {
+	var at sql.NullInt64
+	if err := db.sql.QueryRowContext(ctx, `SELECT MIN(created_at) FROM usage WHERE seq >= ?`, seq).Scan(&at); err != nil {
+		return time.Time{}, fmt.Errorf("storage: oldest unexported usage: %w", err)
+	}
+	if !at.Valid {
+		return time.Time{}, nil
+	}
+	return time.Unix(0, at.Int64).UTC(), nil
 }
 
 // BillingGroups sums p's usage rows that carry an account per account and

@@ -183,6 +183,32 @@ func billingExport(t *testing.T, s storage.Store) {
 		t.Fatalf("after the restart: %+v; want the pending batch done and the error cleared", st.State)
 	}
 
+	// Past Stripe's deduplication window (24 hours): a batch partly
+	// accepted, then refused, and the process restarts a day later. What
+	// was accepted is not sent again (it would be billed twice).
+	for i := range 6 {
+		at := day0.Add(7*time.Minute + time.Duration(i)*20*time.Second)
+		f.insert(t, f.acctA, at, 3, 3, 200)
+		f.insert(t, f.acctB, at, 4, 4, 200)
+	}
+	f.clock.Set(day0.Add(10 * time.Minute))
+	calls = 0
+	sender.FailWith(func(billing.Event) (error, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if calls++; calls == 4 {
+			return &billing.SendError{Status: 503, Message: "stripe: unavailable"}, false
+		}
+		return nil, false
+	})
+	if _, err := e.Step(ctx); err == nil {
+		t.Fatal("Step with a refused event succeeded")
+	}
+	sender.FailWith(nil)
+	sender.Forget()
+	e = f.exporter(t, "replica-1", sender)
+	drain(t, e)
+
 	// A row of minute 1, committed only now (a long request, a replica's
 	// journal loaded late), and new traffic.
 	late := day0.Add(time.Minute + 30*time.Second)

@@ -6,7 +6,9 @@ package transfer
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -76,6 +78,9 @@ func Copy(ctx context.Context, src *sqlite.DB, dst *postgres.DB, replace bool) (
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
+	if err := checkBillingPending(ctx, stx); err != nil {
+		return nil, err
+	}
 	var busy []string
 	for _, t := range tables {
 		var n int64
@@ -117,15 +122,10 @@ func Copy(ctx context.Context, src *sqlite.DB, dst *postgres.DB, replace bool) (
 		}
 		counts = append(counts, c)
 	}
-	// New audit rows continue after the copied ids.
-	// The Stripe export's cursor counts SQLite's row sequence; in
-	// PostgreSQL every copied row carries this transaction's id, so the
-	// cursor moves just past it: copied rows it had exported stay exported
-	// (by their time), later ones are new. A pending batch is re-planned.
-	if _, err := tx.Exec(ctx, `UPDATE billing_exports SET cursor_seq = pg_current_xact_id()::text::bigint + 1,
-		pending_before = NULL, pending_seq = NULL, pending_interval = NULL, owner = '', lease_until = 0`); err != nil {
-		return nil, fmt.Errorf("billing_exports: %w", err)
+	if err := carryBillingCursor(ctx, stx, tx); err != nil {
+		return nil, err
 	}
+	// New audit rows continue after the copied ids.
 	if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('audit', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM audit`); err != nil {
 		return nil, fmt.Errorf("audit ids: %w", err)
 	}
@@ -169,4 +169,91 @@ func copyTable(ctx context.Context, src *sql.Tx, dst pgx.Tx, t table) (int64, er
 		return 0, err
 	}
 	return n, rows.Err()
+}
+
+// ErrBillingPending is Copy's error when the source's Stripe export has a
+// batch pending: its events may be partly in Stripe, identified by SQLite's
+// sequence numbers, which mean nothing in PostgreSQL.
+var ErrBillingPending = errors.New("the Stripe usage export has a batch pending; run the SQLite server until GET /admin/billing shows no pending batch, then migrate")
+
+// checkBillingPending refuses a source whose export has a batch pending.
+func checkBillingPending(ctx context.Context, src *sql.Tx) error {
+	var n int64
+	if err := src.QueryRowContext(ctx, `SELECT COUNT(*) FROM billing_exports WHERE pending_before IS NOT NULL`).Scan(&n); err != nil {
+		return fmt.Errorf("read billing_exports: %w", err)
+	}
+	if n > 0 {
+		return ErrBillingPending
+	}
+	return nil
+}
+
+// carryBillingCursor moves the Stripe export's cursor over. In SQLite a row
+// is exported when its seq is below cursor_seq and its time before
+// cursor_before; every row copied here carries this transaction's id, T.
+// The rows SQLite's cursor counted as exported get txid 3 (committed long
+// ago), the others keep T, and the cursor's seq becomes T: the same rows
+// stay exported, the rest (late rows included) are sent from PostgreSQL.
+// A new epoch keeps PostgreSQL's identifiers apart from SQLite's.
+func carryBillingCursor(ctx context.Context, src *sql.Tx, dst pgx.Tx) error {
+	rows, err := src.QueryContext(ctx, `SELECT name, cursor_before, cursor_seq FROM billing_exports`)
+	if err != nil {
+		return fmt.Errorf("read billing_exports: %w", err)
+	}
+	type cursor struct {
+		name        string
+		before, seq int64
+	}
+	var cursors []cursor
+	for rows.Next() {
+		var c cursor
+		if err := rows.Scan(&c.name, &c.before, &c.seq); err != nil {
+			rows.Close()
+			return fmt.Errorf("read billing_exports: %w", err)
+		}
+		cursors = append(cursors, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read billing_exports: %w", err)
+	}
+	if len(cursors) > 1 {
+		return fmt.Errorf("billing_exports: %d exporters; tollgate migrate carries one", len(cursors))
+	}
+	for _, c := range cursors {
+		late, err := lateRows(ctx, src, c.before, c.seq)
+		if err != nil {
+			return err
+		}
+		if _, err := dst.Exec(ctx, `UPDATE usage SET txid = '3' WHERE created_at < $1 AND NOT (request_id = ANY($2))`,
+			c.before, late); err != nil {
+			return fmt.Errorf("usage: mark exported rows: %w", err)
+		}
+		var epoch [8]byte
+		_, _ = rand.Read(epoch[:])
+		if _, err := dst.Exec(ctx, `UPDATE billing_exports SET cursor_seq = pg_current_xact_id()::text::bigint,
+			owner = '', lease_until = 0, epoch = $2 WHERE name = $1`, c.name, hex.EncodeToString(epoch[:])); err != nil {
+			return fmt.Errorf("billing_exports: %w", err)
+		}
+	}
+	return nil
+}
+
+// lateRows returns the request ids of rows before the cursor's time that
+// its seq does not cover: committed after the last batch, not sent yet.
+func lateRows(ctx context.Context, src *sql.Tx, before, seq int64) ([]string, error) {
+	rows, err := src.QueryContext(ctx, `SELECT request_id FROM usage WHERE seq >= ? AND created_at < ?`, seq, before)
+	if err != nil {
+		return nil, fmt.Errorf("read late usage rows: %w", err)
+	}
+	defer rows.Close()
+	late := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("read late usage rows: %w", err)
+		}
+		late = append(late, id)
+	}
+	return late, rows.Err()
 }

@@ -2,12 +2,13 @@
 -- when the request was made (a key may move to another account later; its
 -- past usage stays billed where it was made), and a sequence number in
 -- commit order, seq, which the Stripe exporter's cursor follows. seq is an
--- INTEGER PRIMARY KEY (the rowid) so that VACUUM never renumbers it; SQLite
--- has one writer, so a row that is not yet committed always gets a larger
--- seq than every committed one. The table is rebuilt to add it; rows from
--- before take their key's current account.
+-- INTEGER PRIMARY KEY AUTOINCREMENT: VACUUM never renumbers it, and a seq is
+-- never handed out twice, even after the newest rows were deleted
+-- (archived); SQLite has one writer, so a row that is not yet committed
+-- always gets a larger seq than every committed one. The table is rebuilt to
+-- add it; rows from before take their key's current account.
 CREATE TABLE usage_new (
-	seq               INTEGER PRIMARY KEY,
+	seq               INTEGER PRIMARY KEY AUTOINCREMENT,
 	request_id        TEXT    NOT NULL UNIQUE,
 	key_id            TEXT    NOT NULL,
 	endpoint          TEXT    NOT NULL,
@@ -36,8 +37,9 @@ CREATE INDEX usage_account_created ON usage(account_id, created_at) WHERE accoun
 -- The state of a usage exporter (name "stripe"): everything up to the
 -- cursor is exported (rows with seq < cursor_seq and created_at <
 -- cursor_before); a pending batch (pending_*) is being sent and is sent
--- again, identically, after a crash; the lease says which process exports.
--- Times are Unix nanoseconds.
+-- again, identically, after a crash; the lease says which process exports;
+-- epoch is mixed into every event identifier (new after tollgate migrate,
+-- where sequence numbers change meaning). Times are Unix nanoseconds.
 CREATE TABLE billing_exports (
 	name             TEXT    NOT NULL PRIMARY KEY,
 	cursor_before    INTEGER NOT NULL,
@@ -51,5 +53,15 @@ CREATE TABLE billing_exports (
 	last_error       TEXT    NOT NULL DEFAULT '',
 	last_error_at    INTEGER NOT NULL DEFAULT 0,
 	events_sent      INTEGER NOT NULL DEFAULT 0,
-	batches          INTEGER NOT NULL DEFAULT 0
+	batches          INTEGER NOT NULL DEFAULT 0,
+	epoch            TEXT    NOT NULL DEFAULT ''
+) STRICT;
+
+-- The events of the pending batch the billing system has accepted, so that
+-- a resend after a restart skips them even past the billing system's own
+-- deduplication window. Emptied when the batch is done.
+CREATE TABLE billing_sent (
+	name       TEXT NOT NULL,
+	identifier TEXT NOT NULL,
+	PRIMARY KEY (name, identifier)
 ) STRICT;
