@@ -306,12 +306,12 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 	var failures handlers.FailureThrottle
 	stopRedis := func() {}
 	if f.redis.url != "" {
-		rs, err := startRedis(ctx, f.redis, usage.reports, counters, verifier, metrics, log)
+		rs, err := startRedis(ctx, f.redis, dbSeeder{db: usage.reports, accounts: db, flush: usage.flush}, counters, verifier, metrics, log)
 		if err != nil {
 			closeUsage(ctx)
 			return nil, nil, err
 		}
-		limiter, sharedHealth, stopRedis = accountsFirst{accounts: limits.New(counters, 0), Admitter: rs.limiter}, shared{rs.limiter, rs.bus}, rs.stop
+		limiter, sharedHealth, stopRedis = rs.limiter, shared{rs.limiter, rs.bus}, rs.stop
 		ledger = quotaLedger{counters: counters, limiter: rs.limiter, now: now}
 		failures = rs.failures
 		keys.NotifyChanges(rs.bus)

@@ -48,6 +48,7 @@ func Run(t *testing.T, open Opener) {
 		{"UsageRecentAndModelFilter", usageRecent},
 		{"Sessions", sessions},
 		{"Accounts", accounts},
+		{"AccountMonthTotals", accountMonthTotals},
 		{"Idempotency", idempotencyLifecycle},
 		{"IdempotencyConcurrentClaims", idempotencyRace},
 		{"JobsLifecycle", jobsLifecycle},
@@ -813,5 +814,47 @@ func accounts(t *testing.T, s storage.Store) {
 	trail, err := s.Audit(ctx, a.ID)
 	if err != nil || len(trail) != 1 || trail[0].Action != auth.ActionAccountCreate {
 		t.Fatalf("Audit(account) = %+v, %v", trail, err)
+	}
+}
+
+// An account's month totals are those of the keys it owns now: usage rows
+// carry no account, so a key moved in brings its month along.
+func accountMonthTotals(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	e := newKeyEnv(s)
+	m := auth.NewAccounts(s, nil, e.clock.Now)
+	a, err := m.Create(ctx, auth.ActorCLI, auth.AccountSpec{Name: "Acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, _ := e.create(t, auth.Spec{Name: "one", Account: a.ID})
+	k2, _ := e.create(t, auth.Spec{Name: "two", Account: a.ID})
+	other, _ := e.create(t, auth.Spec{Name: "other"})
+	prevMonth := time.Date(2026, 2, 28, 23, 59, 59, 0, time.UTC)
+	events := []metering.Event{
+		event("a1", k1.ID, "llama", day0, 10, 5, 200),
+		event("a2", k2.ID, "llama", day0, 20, 5, 200),
+		event("a3", k2.ID, "llama", day0, 7, 0, 502), // not a charged request
+		event("b1", other.ID, "llama", day0, 100, 100, 200),
+		event("old", k1.ID, "llama", prevMonth, 1000, 1000, 200),
+	}
+	if _, err := s.InsertEvents(ctx, events, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := metering.Totals{Requests: 2, PromptTokens: 37, CompletionTokens: 10,
+		Cost: events[0].Cost + events[1].Cost + events[2].Cost}
+	if got, err := s.AccountMonthTotals(ctx, a.ID, day0); err != nil || got != want {
+		t.Fatalf("AccountMonthTotals = %+v, %v; want %+v", got, err, want)
+	}
+	if got, err := s.AccountMonthTotals(ctx, "acct_none", day0); err != nil || got != (metering.Totals{}) {
+		t.Fatalf("AccountMonthTotals(no keys) = %+v, %v; want zeros", got, err)
+	}
+	if _, err := e.keys.Update(ctx, auth.ActorCLI, other.ID, auth.Patch{Account: &a.ID}); err != nil {
+		t.Fatal(err)
+	}
+	want.Requests, want.PromptTokens, want.CompletionTokens = 3, 137, 110
+	want.Cost += events[3].Cost
+	if got, err := s.AccountMonthTotals(ctx, a.ID, day0); err != nil || got != want {
+		t.Fatalf("after a key moved in: AccountMonthTotals = %+v, %v; want %+v", got, err, want)
 	}
 }
