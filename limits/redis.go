@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 
 	"tollgate"
 	"tollgate/metering"
@@ -107,6 +108,7 @@ type Redis struct {
 
 	admitS, renewS, settleS, seedS, addS *redis.Script
 
+	seeding   singleflight.Group // month key -> its seeding in progress
 	degraded  atomic.Bool
 	lastProbe atomic.Int64 // unix nanoseconds of the last try while degraded
 	stop      chan struct{}
@@ -407,38 +409,52 @@ func (r *Redis) admitRedis(ctx context.Context, req Request) (Lease, error) {
 // them.
 type acctLimits struct{ reqs, tokens, budget int64 }
 
-// seed sets the month's committed totals from the database, once.
+// seedTimeout bounds one read of a month's usage from the database.
+const seedTimeout = 10 * time.Second
+
+// seed sets the month's committed totals from the database, once. The
+// requests of this replica that find the month unseeded at once share one
+// read.
 func (r *Redis) seed(ctx context.Context, keyID string, now time.Time, monthKey string) error {
-	var t metering.Totals
-	if r.seeder != nil {
-		var err error
-		if t, err = r.seeder.MonthUsage(ctx, keyID, metering.MonthStart(now)); err != nil {
+	return r.seedOnce(ctx, monthKey, now, func(ctx context.Context) (metering.Totals, error) {
+		t, err := r.seeder.MonthUsage(ctx, keyID, metering.MonthStart(now))
+		if err != nil {
 			r.log.Error("limits: could not read a key's month usage from the database to seed its quota in Redis",
 				"key_id", keyID, "error", err.Error())
-			return seedError{err}
 		}
-	}
-	return r.seedTotals(ctx, monthKey, t, now)
+		return t, err
+	})
 }
 
 // seedAccount sets the account's month totals from the database, once.
 func (r *Redis) seedAccount(ctx context.Context, accountID string, now time.Time, monthKey string) error {
-	var t metering.Totals
-	if r.seeder != nil {
-		var err error
-		if t, err = r.seeder.AccountMonthUsage(ctx, accountID, metering.MonthStart(now)); err != nil {
+	return r.seedOnce(ctx, monthKey, now, func(ctx context.Context) (metering.Totals, error) {
+		t, err := r.seeder.AccountMonthUsage(ctx, accountID, metering.MonthStart(now))
+		if err != nil {
 			r.log.Error("limits: could not read an account's month usage from the database to seed its quotas in Redis",
 				"account_id", accountID, "error", err.Error())
-			return seedError{err}
 		}
-	}
-	return r.seedTotals(ctx, monthKey, t, now)
+		return t, err
+	})
 }
 
-func (r *Redis) seedTotals(ctx context.Context, monthKey string, t metering.Totals, now time.Time) error {
-	cctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	return r.seedS.Run(cctx, r.rdb, []string{monthKey}, t.Requests, t.TotalTokens(), monthExpiry(now), int64(t.Cost)).Err()
+func (r *Redis) seedOnce(ctx context.Context, monthKey string, now time.Time, read func(context.Context) (metering.Totals, error)) error {
+	_, err, _ := r.seeding.Do(monthKey, func() (any, error) {
+		// Not cancelled with the first caller: others wait for it too.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), seedTimeout)
+		defer cancel()
+		var t metering.Totals
+		if r.seeder != nil {
+			var err error
+			if t, err = read(sctx); err != nil {
+				return nil, seedError{err}
+			}
+		}
+		cctx, cancel := context.WithTimeout(sctx, r.timeout)
+		defer cancel()
+		return nil, r.seedS.Run(cctx, r.rdb, []string{monthKey}, t.Requests, t.TotalTokens(), monthExpiry(now), int64(t.Cost)).Err()
+	})
+	return err
 }
 
 // refusal turns the script's refusal into the error Limiter.Admit gives,
