@@ -55,10 +55,12 @@ local function expire(slots, res, mprefix)
         local mk = mprefix .. mon
         redis.call('HINCRBY', mk, 'rr', -1)
         redis.call('HINCRBY', mk, 'rt', d(0 - tok))
-        redis.call('HINCRBY', mk, 'rc', d(0 - cost))
         redis.call('HINCRBY', mk, 'r', 1)
         redis.call('HINCRBY', mk, 't', d(tok))
-        redis.call('HINCRBY', mk, 'c', d(cost))
+        if cost ~= 0 then
+          redis.call('HINCRBY', mk, 'rc', d(0 - cost))
+          redis.call('HINCRBY', mk, 'c', d(cost))
+        end
       end
       redis.call('HDEL', res, id)
     end
@@ -210,27 +212,30 @@ end
 -- A registry holding month reservations lives as long as the month's
 -- totals, so that a crashed replica's reservations are still there to be
 -- freed (and counted) however long the key stays idle.
-local life = ttl * 2
-if month ~= '' then life = math.max(life, mexp) end
+-- (mexp is the time to one fixed instant, after the month ends: it never
+-- shortens a registry's life.)
 redis.call('ZADD', KEYS[3], now + ttl, id)
 redis.call('HSET', KEYS[4], id, d(reserve) .. ':' .. d(rcost) .. ':' .. month)
-keep(KEYS[3], life)
-keep(KEYS[4], life)
 if month ~= '' then
+  redis.call('PEXPIRE', KEYS[3], mexp)
+  redis.call('PEXPIRE', KEYS[4], mexp)
   redis.call('HINCRBY', KEYS[5], 'rr', 1)
   redis.call('HINCRBY', KEYS[5], 'rt', d(reserve))
-  redis.call('HINCRBY', KEYS[5], 'rc', d(rcost))
+  if rcost ~= 0 then redis.call('HINCRBY', KEYS[5], 'rc', d(rcost)) end
   redis.call('PEXPIRE', KEYS[5], mexp)
+else
+  keep(KEYS[3], ttl * 2)
+  keep(KEYS[4], ttl * 2)
 end
 if acct then
   local amonth = string.sub(KEYS[8], #aprefix + 1)
   redis.call('ZADD', KEYS[6], now + ttl, id)
   redis.call('HSET', KEYS[7], id, d(reserve) .. ':' .. d(rcost) .. ':' .. amonth)
-  keep(KEYS[6], mexp)
-  keep(KEYS[7], mexp)
+  redis.call('PEXPIRE', KEYS[6], mexp)
+  redis.call('PEXPIRE', KEYS[7], mexp)
   redis.call('HINCRBY', KEYS[8], 'rr', 1)
   redis.call('HINCRBY', KEYS[8], 'rt', d(reserve))
-  redis.call('HINCRBY', KEYS[8], 'rc', d(rcost))
+  if rcost ~= 0 then redis.call('HINCRBY', KEYS[8], 'rc', d(rcost)) end
   redis.call('PEXPIRE', KEYS[8], mexp)
 end
 return {0, output, remaining, f(reset), f(level), kc[1], kc[2], kc[3], ac[1], ac[2], ac[3]}
@@ -279,10 +284,10 @@ local function give(slots, res, mprefix)
     local mk = mprefix .. mon
     redis.call('HINCRBY', mk, 'rr', -1)
     redis.call('HINCRBY', mk, 'rt', d(0 - tok))
-    redis.call('HINCRBY', mk, 'rc', d(0 - rcost))
+    if rcost ~= 0 then redis.call('HINCRBY', mk, 'rc', d(0 - rcost)) end
     redis.call('HINCRBY', mk, 'r', charged)
     redis.call('HINCRBY', mk, 't', d(used))
-    redis.call('HINCRBY', mk, 'c', cost)
+    if cost ~= '0' then redis.call('HINCRBY', mk, 'c', cost) end
     redis.call('PEXPIRE', mk, ARGV[7])
   end
   return tok
