@@ -140,13 +140,18 @@ func TestConformanceBudgetsAndAccounts(t *testing.T) {
 		a("k2", 1, 1),    // #7: the account's budget held in flight
 		s(0, 20),         // #0 cost 70: 240 back to both
 		a("k2", 10, 100), // #8: the account has 240: 76 tokens
-		s(1, 0), s(2, 0), s(3, 0), s(5, 0), s(6, 0), s(8, 0), // 10 each
+		s(1, 0),          // the rest of k1's and k2's cost 10 each
+		s(2, 0),
+		s(3, 0),
+		s(5, 0),
+		s(6, 0),
+		s(8, 0),
 		a("k1", 10, 100), // #9: k1 spent 100: 310 fits
 		a("k2", 1100, 1), // #10: a prompt whose least cost (1103) k2 cannot pay
-		s(9, 100),        // k1 310 more: 410 spent; the account 490
+		s(9, 100),        // k1 310 more: 410 spent; the account 440
 		a("k1", 10, 100), // #11
 		a("k1", 10, 100), // #12: account request quota: 9 in use
-		s(11, 100),       // 720 spent by k1, 800 by the account
+		s(11, 100),       // 720 spent by k1, 750 by the account
 		a("k2", 10, 100), // #13: the account's 9 requests are used: final
 	}
 	var got [2][]answer
