@@ -575,3 +575,38 @@ func BenchmarkRedisAdmitSettleBudget(b *testing.B) {
 		}
 	})
 }
+
+// A month Redis counted before it kept costs (seeded, without the cost)
+// gets its cost from the database on the first request with a budget, and
+// keeps its request and token totals.
+func TestRedisSeedsTheCostOfAMonthSeededWithoutIt(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	c := metering.NewCounters(func() time.Time { return t0 })
+	c.Add(metering.Event{RequestID: "1", KeyID: "k", Endpoint: tollgate.Generate, PromptTokens: 5, Status: 200, Cost: 950, Time: t0})
+	if err := rdb.HSet(ctx, prefix+"{k}:m:2026-03", "seeded", 1, "r", 7, "t", 70).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := limits.NewRedis(rdb, limits.RedisOptions{Prefix: prefix, Seeder: counterSeeder{c: c}, RequestTime: true})
+	t.Cleanup(r.Close)
+	lim := tollgate.Limits{MonthlyBudget: 1000, MonthlyRequests: 8}
+	ls, err := r.Admit(ctx, limits.Request{KeyID: "k", Limits: lim, Price: price, Prompt: 10, Output: 100, MinOutput: 1, Now: t0})
+	if err != nil || ls.Output() != 13 { // 50 left: 10 + 3*13
+		t.Fatalf("Admit: %v; want output 13 (950 of 1000 spent)", answerOf(ls, err))
+	}
+	_ = ls.Settle(ctx, limits.Settlement{Tokens: 23, Now: t0, Charged: true, Cost: 49})
+	got, ok := r.Committed(ctx, "k", t0)
+	if want := (metering.Totals{Requests: 8, PromptTokens: 93, Cost: 999}); !ok || got != want {
+		t.Fatalf("Committed = %+v, %v; want %+v", got, ok, want)
+	}
+}
+
+// A request whose least cost is beyond what the script computes exactly is
+// refused, finally, without touching Redis's totals.
+func TestRedisRefusesARequestTooCostlyToReserve(t *testing.T) {
+	rs := replicas(t, 1, limits.RedisOptions{RequestTime: true})
+	_, err := rs[0].Admit(ctx, limits.Request{KeyID: "k", Limits: tollgate.Limits{MonthlyBudget: 1 << 62},
+		Price: tollgate.Price{InputPer1K: 1 << 50}, Prompt: 100_000, Output: 10, MinOutput: 1, Now: t0})
+	if p := refusalProblem(nil, err, tollgate.CodeBudgetExceeded, true); p != "" || !strings.Contains(tollgate.ErrorMessage(err), "more than a monthly budget can reserve") {
+		t.Fatalf("%s (%v)", p, err)
+	}
+}
