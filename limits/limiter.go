@@ -48,7 +48,7 @@ type Request struct {
 	KeyID  string
 	Limits tollgate.Limits // the key's effective limits (its own over its plan's)
 	// AccountID is the account owning the key ("" for none), and Account
-	// its effective limits: only MonthlyRequests and MonthlyTokens apply,
+	// its effective limits: only the monthly ones (requests, tokens, budget) apply,
 	// shared by all the account's keys, on top of the key's own.
 	AccountID string
 	Account   tollgate.Limits
