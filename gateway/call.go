@@ -193,7 +193,8 @@ func (cl *call) finish(ctx context.Context, status int, billed inference.Usage, 
 		}
 	}
 	_ = cl.lease.Settle(detached, limits.Settlement{Tokens: int64(res.Usage.Total()), Now: g.now(),
-		Charged: err == nil && res.Status < 500})
+		Charged: err == nil && res.Status < 500,
+		Cost:    cl.model.Price.Cost(int64(res.Usage.PromptTokens), int64(res.Usage.CompletionTokens))})
 	if err == nil && ev.Cost > 0 {
 		cl.alert(ev)
 	}

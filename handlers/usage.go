@@ -182,7 +182,7 @@ func (s *server) ownUsage() gin.HandlerFunc {
 // day, model or key; ?format=csv downloads the groups as CSV.
 func (s *server) adminUsage() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		q, err := usageQuery(c, s.now().UTC(), metering.GroupDay, metering.GroupModel, metering.GroupKey)
+		q, err := usageQuery(c, s.now().UTC(), metering.GroupDay, metering.GroupModel, metering.GroupKey, metering.GroupAccount)
 		if err != nil {
 			s.fail(c, err)
 			return

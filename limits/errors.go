@@ -114,3 +114,10 @@ func ceilDuration(sec float64) time.Duration {
 	}
 	return time.Duration(ms) * time.Millisecond
 }
+
+// tooCostly: a request whose least cost is beyond what the Redis limiter
+// reserves exactly (about 9 million currency units).
+func tooCostly(need tollgate.Money) error {
+	return &tollgate.Error{Code: tollgate.CodeBudgetExceeded, Final: true,
+		Message: "this request may cost up to " + need.String() + " (its prompt and its shortest answer), more than a monthly budget can reserve; send a shorter prompt"}
+}

@@ -48,7 +48,7 @@ type Request struct {
 	KeyID  string
 	Limits tollgate.Limits // the key's effective limits (its own over its plan's)
 	// AccountID is the account owning the key ("" for none), and Account
-	// its effective limits: only MonthlyRequests and MonthlyTokens apply,
+	// its effective limits: only the monthly ones (requests, tokens, budget) apply,
 	// shared by all the account's keys, on top of the key's own.
 	AccountID string
 	Account   tollgate.Limits
@@ -76,8 +76,11 @@ type Settlement struct {
 	// Charged reports that the request's usage record was committed and
 	// counts against a request quota (status below 500). The in-memory
 	// Limiter reads committed usage from its Ledger instead; the Redis one
-	// adds Tokens and Charged to the month's totals when it settles.
+	// adds Tokens, Charged and Cost to the month's totals when it settles.
 	Charged bool
+	// Cost is what the request was billed (0 when nothing was), counted
+	// against the monthly budgets by the Redis limiter.
+	Cost tollgate.Money
 }
 
 // Lease is an admitted request's reservation. Settle must be called exactly
@@ -174,7 +177,7 @@ func (u unlimited) Settle(context.Context, Settlement) error { return nil }
 // help before the month ends). ctx is not used by the in-memory Limiter.
 func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
 	lim := r.Limits
-	acct := r.AccountID != "" && (r.Account.MonthlyRequests > 0 || r.Account.MonthlyTokens > 0 || r.Account.MonthlyBudget > 0)
+	acct := accountLimited(r)
 	if lim == (tollgate.Limits{}) && !acct {
 		return unlimited{output: r.Output}, nil
 	}
@@ -219,11 +222,17 @@ func (l *Limiter) Admit(_ context.Context, r Request) (Lease, error) {
 	return ls, nil
 }
 
+// accountLimited reports whether r's account has a monthly limit to
+// apply (only the monthly ones apply to an account).
+func accountLimited(r Request) bool {
+	return r.AccountID != "" && (r.Account.MonthlyRequests > 0 || r.Account.MonthlyTokens > 0 || r.Account.MonthlyBudget > 0)
+}
+
 // checkAccount applies the account's monthly quotas to r and returns the
 // output cap they leave (at most output). Callers hold l.mu.
 func (l *Limiter) checkAccount(r Request, output int64) (int64, error) {
 	lim := r.Account
-	if r.AccountID == "" || (lim.MonthlyRequests <= 0 && lim.MonthlyTokens <= 0 && lim.MonthlyBudget <= 0) {
+	if !accountLimited(r) {
 		return output, nil
 	}
 	var usedReqs, usedTokens int64

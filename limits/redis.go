@@ -10,26 +10,32 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 
 	"tollgate"
 	"tollgate/metering"
 )
 
-// Seeder reads a key's committed usage in a month from the database: the
-// requests charged to a request quota and the tokens. The Redis limiter
-// asks it once per key and month, the first time the month is used in
-// Redis.
+// Seeder reads committed usage in a month from the database: the requests
+// charged to a request quota (Totals.Requests), the tokens and the cost.
+// The Redis limiter asks it once per key (or account) and month, the first
+// time the month is used in Redis.
 type Seeder interface {
-	MonthUsage(ctx context.Context, keyID string, month time.Time) (requests, tokens int64, err error)
+	// MonthUsage is the usage of one key in month's UTC month.
+	MonthUsage(ctx context.Context, keyID string, month time.Time) (metering.Totals, error)
+	// AccountMonthUsage is the usage, in month's UTC month, of the keys
+	// the account owns now.
+	AccountMonthUsage(ctx context.Context, accountID string, month time.Time) (metering.Totals, error)
 }
 
-// RedisOptions configure a Redis limiter. Seeder is required when keys have
-// monthly quotas.
+// RedisOptions configure a Redis limiter. Seeder is required when keys or
+// accounts have monthly quotas or budgets.
 type RedisOptions struct {
 	// Prefix starts every Redis key the limiter writes ("" = "tollgate:").
 	Prefix string
@@ -37,7 +43,9 @@ type RedisOptions struct {
 	// Redis (nil: the month starts at zero).
 	Seeder Seeder
 	// Ledger is this replica's own view of committed month usage
-	// (*metering.Counters), used while Redis is unreachable (nil: none).
+	// (*metering.Counters), used while Redis is unreachable (nil: none);
+	// accounts' usage and costs count when it is also an AccountLedger and
+	// a CostLedger.
 	Ledger Ledger
 	// Replicas is how many replicas share the limits; while Redis is
 	// unreachable each enforces its share, the limits divided by it
@@ -68,17 +76,20 @@ type RedisOptions struct {
 
 // Redis admits requests against limits shared by every replica through one
 // Redis: the request rate as a GCRA, the tokens-per-minute bucket, the
-// concurrency slots and the monthly quota reservations are each checked and
-// taken in one Lua script, on Redis's clock. Month totals are seeded once
-// from the database and then grow as leases settle (each lease exactly
-// once, in the script that gives its reservation back). A refusal whose end
-// is known (a rate or tokens-per-minute wait, a spent quota) is remembered
-// locally, so the replica does not ask Redis again before it ends.
+// concurrency slots, and the reservations against the monthly quotas and
+// money budgets of the key and of its account are all checked and taken in
+// one Lua script, on Redis's clock. Month totals (requests, tokens, cost;
+// per key and per account) are seeded once from the database and then grow
+// as leases settle (each lease exactly once, in the script that gives its
+// reservation back). A refusal whose end is known (a rate or
+// tokens-per-minute wait, a spent quota or budget) is remembered locally,
+// so the replica does not ask Redis again before it ends.
 //
 // When Redis does not answer, Admit falls back to an in-memory Limiter with
-// every limit divided by Replicas (the monthly quotas: what was left when
-// Redis was last seen), reports Degraded, and tries Redis again every
-// Probe; usage admitted locally is added to Redis's totals once it is back.
+// every limit divided by Replicas (the monthly quotas and budgets, the
+// key's and the account's: what was left when Redis was last seen),
+// reports Degraded, and tries Redis again every Probe; usage admitted
+// locally is added to Redis's totals once it is back.
 //
 // A Redis is safe for concurrent use. Close stops its slot renewals.
 type Redis struct {
@@ -97,44 +108,49 @@ type Redis struct {
 
 	admitS, renewS, settleS, seedS, addS *redis.Script
 
+	seeding   singleflight.Group // month key -> its seeding in progress
 	degraded  atomic.Bool
 	lastProbe atomic.Int64 // unix nanoseconds of the last try while degraded
 	stop      chan struct{}
 	closeOnce sync.Once
 
-	mu      sync.Mutex
-	reason  string               // why degraded
-	refused map[string]refusal   // key id -> a refusal with a known end
-	states  map[string]State     // key id -> standing at its last admission
-	known   map[string][2]int64  // key id -> committed requests, tokens Redis last reported
-	local   *Limiter             // the fallback of the current degraded spell
-	shares  map[string]localBase // key id -> its base in the current spell
-	backlog []localUsage         // usage admitted locally, not yet in Redis
+	mu        sync.Mutex
+	reason    string                     // why degraded
+	refused   map[string]refusal         // key id -> a refusal with a known end
+	states    map[string]State           // key id -> standing at its last admission
+	known     map[string]metering.Totals // key id -> committed usage Redis last reported
+	knownAcct map[string]metering.Totals // account id -> the same
+	local     *Limiter                   // the fallback of the current degraded spell
+	shares    map[string]localBase       // key id -> its base in the current spell
+	acctBase  map[string]localBase       // account id -> its base in the current spell
+	backlog   []localUsage               // usage admitted locally, not yet in Redis
 }
 
 // refusal is a remembered refusal: until (request time) it stands for
-// requests with the same limits, and, for tokens per minute, needing at
-// least need tokens.
+// requests with the same limits (the key's and its account's), and, for
+// tokens per minute, needing at least need tokens.
 type refusal struct {
 	until time.Time
 	lim   tollgate.Limits
+	acct  string
+	alim  tollgate.Limits
 	code  tollgate.Code
 	need  int64
 	err   error // a final refusal, returned as is
 }
 
-// localBase is where a key stood when the fallback first saw it: committed
-// usage as Redis last reported it (or as the ledger had it) and the
-// ledger's own count then.
+// localBase is where a key (or an account) stood when the fallback first
+// saw it: committed usage as Redis last reported it (or as the ledger had
+// it) and the ledger's own count then.
 type localBase struct {
-	reqs, tokens           int64
-	ledgerReqs, ledgerToks int64
+	used, ledger metering.Totals // Totals.PromptTokens holds all tokens
 }
 
 // localUsage is a settled local lease's usage, owed to Redis's totals.
 type localUsage struct {
-	keyID, month string
-	reqs, tokens int64
+	keyID, accountID, month string
+	reqs, tokens            int64
+	cost                    tollgate.Money
 }
 
 // maxRemembered bounds the per-key maps; past it they are cleared.
@@ -147,7 +163,8 @@ func NewRedis(rdb redis.UniversalClient, opts RedisOptions) *Redis {
 		onDegraded: opts.OnDegraded, log: opts.Logger, stop: make(chan struct{}),
 		admitS: redis.NewScript(admitLua), renewS: redis.NewScript(renewLua), settleS: redis.NewScript(settleLua),
 		seedS: redis.NewScript(seedLua), addS: redis.NewScript(addLua),
-		refused: make(map[string]refusal), states: make(map[string]State), known: make(map[string][2]int64)}
+		refused: make(map[string]refusal), states: make(map[string]State), known: make(map[string]metering.Totals),
+		knownAcct: make(map[string]metering.Totals)}
 	if r.prefix == "" {
 		r.prefix = "tollgate:"
 	}
@@ -193,6 +210,13 @@ func (r *Redis) keys(keyID string) (gcra, tpm, slots, res, monthPrefix string) {
 	return p + "gcra", p + "tpm", p + "slots", p + "res", p + "m:"
 }
 
+// acctKeys are the Redis keys of one account: its registry of
+// reservations and its month hashes' prefix, under its own hash tag.
+func (r *Redis) acctKeys(accountID string) (slots, res, monthPrefix string) {
+	p := r.prefix + "{a:" + accountID + "}:"
+	return p + "slots", p + "res", p + "m:"
+}
+
 func monthName(t time.Time) string { return metering.MonthStart(t).Format("2006-01") }
 
 // monthExpiry is how long, from t, a month's totals are kept: until 40
@@ -208,13 +232,51 @@ func (r *Redis) scriptNow(t time.Time) int64 {
 	return 0
 }
 
+// exactLimit bounds the amounts the admission script computes with (Lua's
+// numbers are doubles): a request's worst-case price in micro-units times
+// 1000 stays below it, and larger budgets count as this large.
+const exactLimit = 1 << 53
+
+// priced reports whether req reserves a cost: its key or its account has a
+// money budget.
+func priced(req Request) bool {
+	return req.Limits.MonthlyBudget > 0 || (accountLimited(req) && req.Account.MonthlyBudget > 0)
+}
+
+// fitExact lowers req.Output so that the admission script's cost
+// arithmetic stays exact, or refuses a request whose price alone is beyond
+// it. Only requests with a budget are concerned.
+func fitExact(req Request) (Request, error) {
+	if !priced(req) {
+		return req, nil
+	}
+	in, out := int64(req.Price.InputPer1K), int64(req.Price.OutputPer1K)
+	room := int64(exactLimit - 2000)
+	if in > 0 && req.Prompt > 0 {
+		if req.Prompt > room/in {
+			return req, tooCostly(req.Price.Cost(req.Prompt, req.MinOutput))
+		}
+		room -= req.Prompt * in
+	}
+	if out > 0 && req.Output > room/out {
+		if req.MinOutput > room/out {
+			return req, tooCostly(req.Price.Cost(req.Prompt, req.MinOutput))
+		}
+		req.Output = room / out
+	}
+	return req, nil
+}
+
+func clampMoney(m tollgate.Money) int64 { return min(int64(m), exactLimit) }
+
 // Admit admits req as Limiter.Admit does (the same checks, order, errors
-// and reservations), against the limits every replica shares. An error
-// that is not a refusal means the month could not be seeded from the
-// database.
+// and reservations), against the limits every replica shares: the key's,
+// and its account's monthly quotas and budget, shared by all the account's
+// keys. An error that is not a refusal means a month could not be seeded
+// from the database.
 func (r *Redis) Admit(ctx context.Context, req Request) (Lease, error) {
 	lim := req.Limits
-	if lim == (tollgate.Limits{}) {
+	if lim == (tollgate.Limits{}) && !accountLimited(req) {
 		return unlimited{output: req.Output}, nil
 	}
 	if lim.TokensPerMinute > 0 && req.Prompt+req.MinOutput > lim.TokensPerMinute {
@@ -267,12 +329,36 @@ func (e seedError) ErrorCode() tollgate.Code { return tollgate.CodeMeteringUnava
 // RetryAfter is a second.
 func (e seedError) RetryAfter() time.Duration { return time.Second }
 
+// monthly reports whether lim has a monthly limit (a quota or a budget).
+func monthly(lim tollgate.Limits) bool {
+	return lim.MonthlyRequests > 0 || lim.MonthlyTokens > 0 || lim.MonthlyBudget > 0
+}
+
 func (r *Redis) admitRedis(ctx context.Context, req Request) (Lease, error) {
+	asked := req.Output
+	req, err := fitExact(req)
+	if err != nil {
+		return nil, err
+	}
 	lim := req.Limits
 	gcra, tpm, slots, res, mprefix := r.keys(req.KeyID)
+	mname := monthName(req.Now)
 	month := ""
-	if lim.MonthlyRequests > 0 || lim.MonthlyTokens > 0 {
-		month = monthName(req.Now)
+	if monthly(lim) {
+		month = mname
+	}
+	keys := []string{gcra, tpm, slots, res, mprefix + month}
+	var acct acctLimits
+	aprefix := ""
+	if accountLimited(req) {
+		aslots, ares, ap := r.acctKeys(req.AccountID)
+		aprefix = ap
+		keys = append(keys, aslots, ares, ap+mname)
+		acct = acctLimits{req.Account.MonthlyRequests, req.Account.MonthlyTokens, clampMoney(req.Account.MonthlyBudget)}
+	}
+	var pin, pout int64
+	if priced(req) {
+		pin, pout = req.Prompt*int64(req.Price.InputPer1K), int64(req.Price.OutputPer1K)
 	}
 	id, err := leaseID()
 	if err != nil {
@@ -283,17 +369,23 @@ func (r *Redis) admitRedis(ctx context.Context, req Request) (Lease, error) {
 		// answer was dropped would hold its reservation until the slot
 		// expires, and then count as used.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
-		v, err := r.admitS.Run(cctx, r.rdb, []string{gcra, tpm, slots, res, mprefix + month},
+		v, err := r.admitS.Run(cctx, r.rdb, keys,
 			r.scriptNow(req.Now), id, lim.RequestsPerSecond, burstOf(lim), lim.TokensPerMinute, lim.MaxConcurrent,
 			lim.MonthlyRequests, lim.MonthlyTokens, req.Prompt, req.Output, req.MinOutput, r.ttl.Milliseconds(),
-			month, mprefix, monthExpiry(req.Now)).Slice()
+			month, mprefix, monthExpiry(req.Now), clampMoney(lim.MonthlyBudget),
+			acct.reqs, acct.tokens, acct.budget, aprefix, pin, pout).Slice()
 		cancel()
 		if err != nil {
 			return nil, err
 		}
 		code := toInt(v[0])
-		if code == -1 && attempt < 2 {
-			if err := r.seed(ctx, req.KeyID, req.Now, mprefix+month); err != nil {
+		if code < 0 && attempt < 3 {
+			if code == -1 {
+				err = r.seed(ctx, req.KeyID, req.Now, mprefix+month)
+			} else {
+				err = r.seedAccount(ctx, req.AccountID, req.Now, aprefix+mname)
+			}
+			if err != nil {
 				return nil, err
 			}
 			continue
@@ -304,68 +396,124 @@ func (r *Redis) admitRedis(ctx context.Context, req Request) (Lease, error) {
 		output := toInt(v[1])
 		r.learn(req, v)
 		l := &redisLease{r: r, keyID: req.KeyID, id: id, tpm: lim.TokensPerMinute, mprefix: mprefix,
-			monthTime: req.Now, output: output, lowered: output < req.Output, done: make(chan struct{})}
+			monthTime: req.Now, output: output, lowered: output < asked, done: make(chan struct{})}
+		if aprefix != "" {
+			l.accountID, l.aprefix = req.AccountID, aprefix
+		}
 		go l.renew()
 		return l, nil
 	}
 }
 
-// seed sets the month's committed totals from the database, once.
+// acctLimits are an account's monthly limits as the admission script takes
+// them.
+type acctLimits struct{ reqs, tokens, budget int64 }
+
+// seedTimeout bounds one read of a month's usage from the database.
+const seedTimeout = 10 * time.Second
+
+// seed sets the month's committed totals from the database, once. The
+// requests of this replica that find the month unseeded at once share one
+// read.
 func (r *Redis) seed(ctx context.Context, keyID string, now time.Time, monthKey string) error {
-	var reqs, tokens int64
-	if r.seeder != nil {
-		var err error
-		if reqs, tokens, err = r.seeder.MonthUsage(ctx, keyID, metering.MonthStart(now)); err != nil {
+	return r.seedOnce(ctx, monthKey, now, func(ctx context.Context) (metering.Totals, error) {
+		t, err := r.seeder.MonthUsage(ctx, keyID, metering.MonthStart(now))
+		if err != nil {
 			r.log.Error("limits: could not read a key's month usage from the database to seed its quota in Redis",
 				"key_id", keyID, "error", err.Error())
-			return seedError{err}
 		}
-	}
-	cctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	return r.seedS.Run(cctx, r.rdb, []string{monthKey}, reqs, tokens, monthExpiry(now)).Err()
+		return t, err
+	})
+}
+
+// seedAccount sets the account's month totals from the database, once.
+func (r *Redis) seedAccount(ctx context.Context, accountID string, now time.Time, monthKey string) error {
+	return r.seedOnce(ctx, monthKey, now, func(ctx context.Context) (metering.Totals, error) {
+		t, err := r.seeder.AccountMonthUsage(ctx, accountID, metering.MonthStart(now))
+		if err != nil {
+			r.log.Error("limits: could not read an account's month usage from the database to seed its quotas in Redis",
+				"account_id", accountID, "error", err.Error())
+		}
+		return t, err
+	})
+}
+
+func (r *Redis) seedOnce(ctx context.Context, monthKey string, now time.Time, read func(context.Context) (metering.Totals, error)) error {
+	_, err, _ := r.seeding.Do(monthKey, func() (any, error) {
+		// Not cancelled with the first caller: others wait for it too.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), seedTimeout)
+		defer cancel()
+		var t metering.Totals
+		if r.seeder != nil {
+			var err error
+			if t, err = read(sctx); err != nil {
+				return nil, seedError{err}
+			}
+		}
+		cctx, cancel := context.WithTimeout(sctx, r.timeout)
+		defer cancel()
+		return nil, r.seedS.Run(cctx, r.rdb, []string{monthKey}, t.Requests, t.TotalTokens(), monthExpiry(now), int64(t.Cost)).Err()
+	})
+	return err
 }
 
 // refusal turns the script's refusal into the error Limiter.Admit gives,
 // and remembers it when its end is known.
 func (r *Redis) refusal(req Request, v []any) error {
-	lim := req.Limits
+	lim, who := req.Limits, keyWho
+	if len(v) > 3 && toInt(v[3]) == 1 {
+		lim, who = req.Account, accountWho
+	}
+	inFlight := len(v) > 1 && toInt(v[1]) == 1
+	final := func(err error) error {
+		r.remember(req, refusal{until: metering.NextMonthStart(req.Now), err: err})
+		return err
+	}
 	switch toInt(v[0]) {
 	case 1:
-		err := quotaRequests(keyWho, lim.MonthlyRequests, req.Now, toInt(v[1]) == 1)
-		if toInt(v[1]) == 0 {
-			r.remember(req.KeyID, refusal{until: metering.NextMonthStart(req.Now), lim: lim, err: err})
+		err := quotaRequests(who, lim.MonthlyRequests, req.Now, inFlight)
+		if !inFlight {
+			return final(err)
 		}
 		return err
 	case 2:
-		err := quotaTokensUsed(keyWho, lim.MonthlyTokens, req.Now, toInt(v[1]) == 1)
-		if toInt(v[1]) == 0 {
-			r.remember(req.KeyID, refusal{until: metering.NextMonthStart(req.Now), lim: lim, err: err})
+		err := quotaTokensUsed(who, lim.MonthlyTokens, req.Now, inFlight)
+		if !inFlight {
+			return final(err)
 		}
 		return err
 	case 3:
-		return quotaTokensShort(keyWho, req.Prompt+req.MinOutput, toInt(v[2]), req.Now, toInt(v[1]) == 1)
+		return quotaTokensShort(who, req.Prompt+req.MinOutput, toInt(v[2]), req.Now, inFlight)
 	case 4:
 		return tooManyConcurrent()
 	case 5:
 		wait := ceilDuration(toFloat(v[1]) / 1000)
-		r.remember(req.KeyID, refusal{until: req.Now.Add(wait), lim: lim, code: tollgate.CodeTokensPerMinute, need: req.Prompt + req.MinOutput})
+		r.remember(req, refusal{until: req.Now.Add(wait), code: tollgate.CodeTokensPerMinute, need: req.Prompt + req.MinOutput})
 		return tokensPerMinute(wait)
 	case 6:
 		wait := ceilDuration(toFloat(v[1]) / 1000)
-		r.remember(req.KeyID, refusal{until: req.Now.Add(wait), lim: lim, code: tollgate.CodeRateLimited})
+		r.remember(req, refusal{until: req.Now.Add(wait), code: tollgate.CodeRateLimited})
 		return rateLimited(wait)
+	case 7:
+		left := tollgate.Money(toInt(v[2]))
+		err := budgetShort(who, lim.MonthlyBudget, left, req.Price.Cost(req.Prompt, req.MinOutput), req.Now, inFlight)
+		if !inFlight && left <= 0 {
+			return final(err) // spent: no request fits before the reset
+		}
+		return err
 	}
 	return fmt.Errorf("limits: unexpected answer from the admission script: %v", v)
 }
 
-func (r *Redis) remember(keyID string, f refusal) {
+// remember keeps f for req's key, with the limits it was given for.
+func (r *Redis) remember(req Request, f refusal) {
+	f.lim, f.acct, f.alim = req.Limits, req.AccountID, req.Account
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.refused) >= maxRemembered {
 		clear(r.refused)
 	}
-	r.refused[keyID] = f
+	r.refused[req.KeyID] = f
 }
 
 // forgetWait drops a remembered tokens-per-minute wait of key: a lease
@@ -380,11 +528,11 @@ func (r *Redis) forgetWait(keyID string) {
 }
 
 // remembered returns the refusal a request meets without asking Redis: one
-// learned earlier that has not ended yet.
+// learned earlier, for the same limits, that has not ended yet.
 func (r *Redis) remembered(req Request) error {
 	r.mu.Lock()
 	f, ok := r.refused[req.KeyID]
-	if ok && (!req.Now.Before(f.until) || f.lim != req.Limits) {
+	if ok && (!req.Now.Before(f.until) || f.lim != req.Limits || f.acct != req.AccountID || f.alim != req.Account) {
 		delete(r.refused, req.KeyID)
 		ok = false
 	}
@@ -403,7 +551,8 @@ func (r *Redis) remembered(req Request) error {
 }
 
 // learn keeps the key's standing after an admission, for State, and the
-// committed totals Redis reported, for the fallback's shares.
+// committed totals Redis reported (the key's and its account's), for the
+// fallback's shares.
 func (r *Redis) learn(req Request, v []any) {
 	lim := req.Limits
 	st := State{Limits: lim, BurstReqs: burstOf(lim)}
@@ -421,10 +570,14 @@ func (r *Redis) learn(req Request, v []any) {
 	if len(r.states) >= maxRemembered {
 		clear(r.states)
 		clear(r.known)
+		clear(r.knownAcct)
 	}
 	r.states[req.KeyID] = st
-	if lim.MonthlyRequests > 0 || lim.MonthlyTokens > 0 {
-		r.known[req.KeyID] = [2]int64{toInt(v[5]), toInt(v[6])}
+	if monthly(lim) {
+		r.known[req.KeyID] = metering.Totals{Requests: toInt(v[5]), PromptTokens: toInt(v[6]), Cost: tollgate.Money(toInt(v[7]))}
+	}
+	if accountLimited(req) {
+		r.knownAcct[req.AccountID] = metering.Totals{Requests: toInt(v[8]), PromptTokens: toInt(v[9]), Cost: tollgate.Money(toInt(v[10]))}
 	}
 }
 
@@ -468,6 +621,7 @@ func (r *Redis) degrade(err error) {
 	r.reason = "Redis is not reachable (" + err.Error() + "); each replica enforces 1/" + strconv.Itoa(r.replicas) + " of every limit on its own"
 	r.local = New(spellLedger{r}, 0)
 	r.shares = make(map[string]localBase)
+	r.acctBase = make(map[string]localBase)
 	r.degraded.Store(true)
 	r.mu.Unlock()
 	r.log.Error("limits: Redis is not reachable; enforcing local limits divided by the replica count until it is back",
@@ -483,7 +637,7 @@ func (r *Redis) recover(ctx context.Context) {
 		return
 	}
 	r.degraded.Store(false)
-	r.reason, r.shares = "", nil
+	r.reason, r.shares, r.acctBase = "", nil, nil
 	r.mu.Unlock()
 	r.log.Info("limits: Redis is reachable again; limits are shared again")
 	r.onDegraded(false)
@@ -498,8 +652,13 @@ func (r *Redis) flush(ctx context.Context) {
 	r.mu.Unlock()
 	for i, u := range pending {
 		_, _, _, _, mprefix := r.keys(u.keyID)
+		keys := []string{mprefix + u.month}
+		if u.accountID != "" {
+			_, _, ap := r.acctKeys(u.accountID)
+			keys = append(keys, ap+u.month)
+		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
-		err := r.addS.Run(cctx, r.rdb, []string{mprefix + u.month}, u.reqs, u.tokens).Err()
+		err := r.addS.Run(cctx, r.rdb, keys, u.reqs, u.tokens, int64(u.cost)).Err()
 		cancel()
 		if err != nil {
 			r.mu.Lock()
@@ -512,8 +671,8 @@ func (r *Redis) flush(ctx context.Context) {
 }
 
 // share is lim divided by the replica count, for the local fallback. A
-// limit never drops below 1 (0 would mean unlimited). Monthly quotas are
-// handled by admitLocal.
+// limit never drops below 1 (0 would mean unlimited). Monthly quotas and
+// budgets are handled by admitLocal.
 func (r *Redis) share(lim tollgate.Limits) tollgate.Limits {
 	n := r.replicas
 	if n <= 1 {
@@ -535,85 +694,180 @@ func (r *Redis) share(lim tollgate.Limits) tollgate.Limits {
 	return s
 }
 
+// ledgerMonth is the replica's own count of a key's (or, with account, an
+// account's) committed usage this month; all tokens in PromptTokens.
+func (r *Redis) ledgerMonth(id string, account bool) metering.Totals {
+	var t metering.Totals
+	if r.ledger == nil {
+		return t
+	}
+	if account {
+		if al, ok := r.ledger.(AccountLedger); ok {
+			t.Requests, t.PromptTokens = al.AccountUsed(id)
+		}
+		if cl, ok := r.ledger.(CostLedger); ok {
+			t.Cost = cl.AccountSpent(id)
+		}
+		return t
+	}
+	t.Requests, t.PromptTokens = r.ledger.Used(id)
+	if cl, ok := r.ledger.(CostLedger); ok {
+		t.Cost = cl.Spent(id)
+	}
+	return t
+}
+
+// baseOf is where id stands in the current spell, taken the first time
+// the spell sees it: the larger of what Redis last reported and what the
+// ledger counts. Callers hold r.mu.
+func (r *Redis) baseOf(bases map[string]localBase, known map[string]metering.Totals, id string, account bool) localBase {
+	b, ok := bases[id]
+	if ok || bases == nil {
+		return b
+	}
+	l := r.ledgerMonth(id, account)
+	b = localBase{used: l, ledger: l}
+	if k, ok := known[id]; ok {
+		b.used = metering.Totals{Requests: max(k.Requests, l.Requests), PromptTokens: max(k.PromptTokens, l.PromptTokens),
+			Cost: max(k.Cost, l.Cost)}
+	}
+	bases[id] = b
+	return b
+}
+
+// shareMonthly sets sh's monthly quotas and budget to this replica's share
+// of what lim had left at base, or refuses: finally when base alone spent
+// it, with a retry when only the share is spent.
+func (r *Redis) shareMonthly(sh *tollgate.Limits, lim tollgate.Limits, base metering.Totals, who string, req Request) error {
+	n := int64(r.replicas)
+	if lim.MonthlyRequests > 0 {
+		if base.Requests >= lim.MonthlyRequests {
+			return quotaRequests(who, lim.MonthlyRequests, req.Now, false)
+		}
+		if sh.MonthlyRequests = (lim.MonthlyRequests - base.Requests) / n; sh.MonthlyRequests <= 0 {
+			return shareUsed(tollgate.CodeQuotaExceeded, who)
+		}
+	}
+	if lim.MonthlyTokens > 0 {
+		if base.PromptTokens >= lim.MonthlyTokens {
+			return quotaTokensUsed(who, lim.MonthlyTokens, req.Now, false)
+		}
+		if sh.MonthlyTokens = (lim.MonthlyTokens - base.PromptTokens) / n; sh.MonthlyTokens <= 0 {
+			return shareUsed(tollgate.CodeQuotaExceeded, who)
+		}
+	}
+	if lim.MonthlyBudget > 0 {
+		if base.Cost >= lim.MonthlyBudget {
+			return budgetShort(who, lim.MonthlyBudget, 0, req.Price.Cost(req.Prompt, req.MinOutput), req.Now, false)
+		}
+		if sh.MonthlyBudget = (lim.MonthlyBudget - base.Cost) / tollgate.Money(n); sh.MonthlyBudget <= 0 {
+			return shareUsed(tollgate.CodeBudgetExceeded, who)
+		}
+	}
+	return nil
+}
+
 // admitLocal admits req on this replica alone, with its share of the
-// limits. A monthly quota's share is 1/Replicas of what was left when the
-// spell began, counted against this replica's own usage since.
+// limits. A monthly quota's or budget's share (the key's and its
+// account's) is 1/Replicas of what was left when the spell began, counted
+// against this replica's own usage since.
 func (r *Redis) admitLocal(req Request) (Lease, error) {
 	lim := req.Limits
+	acct := accountLimited(req)
 	r.mu.Lock()
 	local := r.local
-	base, ok := r.shares[req.KeyID]
-	if !ok && r.shares != nil {
-		var lr, lt int64
-		if r.ledger != nil {
-			lr, lt = r.ledger.Used(req.KeyID)
-		}
-		base = localBase{reqs: lr, tokens: lt, ledgerReqs: lr, ledgerToks: lt}
-		if k, ok := r.known[req.KeyID]; ok {
-			base.reqs, base.tokens = max(k[0], lr), max(k[1], lt)
-		}
-		r.shares[req.KeyID] = base
+	base := r.baseOf(r.shares, r.known, req.KeyID, false)
+	var abase localBase
+	if acct {
+		abase = r.baseOf(r.acctBase, r.knownAcct, req.AccountID, true)
 	}
 	r.mu.Unlock()
 	if local == nil { // recovered in between
 		local = New(spellLedger{r}, 0)
 	}
 	sh := r.share(lim)
-	n := int64(r.replicas)
-	if lim.MonthlyRequests > 0 {
-		if base.reqs >= lim.MonthlyRequests {
-			return nil, quotaRequests(keyWho, lim.MonthlyRequests, req.Now, false)
-		}
-		if sh.MonthlyRequests = (lim.MonthlyRequests - base.reqs) / n; sh.MonthlyRequests <= 0 {
-			return nil, errShareUsed
-		}
-	}
-	if lim.MonthlyTokens > 0 {
-		if base.tokens >= lim.MonthlyTokens {
-			return nil, quotaTokensUsed(keyWho, lim.MonthlyTokens, req.Now, false)
-		}
-		if sh.MonthlyTokens = (lim.MonthlyTokens - base.tokens) / n; sh.MonthlyTokens <= 0 {
-			return nil, errShareUsed
-		}
+	if err := r.shareMonthly(&sh, lim, base.used, keyWho, req); err != nil {
+		return nil, err
 	}
 	req.Limits = sh
+	if acct {
+		ash := req.Account
+		if err := r.shareMonthly(&ash, req.Account, abase.used, accountWho, req); err != nil {
+			return nil, err
+		}
+		req.Account = ash
+	} else {
+		req.AccountID, req.Account = "", tollgate.Limits{}
+	}
 	l, err := local.Admit(context.Background(), req)
 	if err != nil {
-		if tollgate.ErrorCode(err) == tollgate.CodeQuotaExceeded {
-			// The local message would name the share as if it were the quota.
-			return nil, errShareUsed
+		// The local message would name the share as if it were the whole.
+		switch tollgate.ErrorCode(err) {
+		case tollgate.CodeQuotaExceeded, tollgate.CodeBudgetExceeded:
+			who := keyWho
+			if strings.Contains(tollgate.ErrorMessage(err), accountWho) {
+				who = accountWho
+			}
+			return nil, shareUsed(tollgate.ErrorCode(err), who)
 		}
 		return nil, err
 	}
-	return &localLease{Lease: l, r: r, keyID: req.KeyID, month: monthName(req.Now)}, nil
+	return &localLease{Lease: l, r: r, keyID: req.KeyID, accountID: req.AccountID, month: monthName(req.Now)}, nil
 }
 
-// errShareUsed: this replica's share of a monthly quota is spent while
-// Redis is unreachable; the key's quota may not be.
-var errShareUsed = quota(true, "this replica's share of this key's monthly quota is used up while Redis, which counts the quota for every replica, is unreachable; retry shortly")
+// shareUsed: this replica's share of a monthly quota or budget (code
+// quota_exceeded or budget_exceeded) of who is spent while Redis is
+// unreachable; the whole may not be.
+func shareUsed(code tollgate.Code, who string) error {
+	what := "monthly quota is used up"
+	if code == tollgate.CodeBudgetExceeded {
+		what = "monthly budget is spent"
+	}
+	return &tollgate.Error{Code: code, RetryAfter: time.Second,
+		Message: "this replica's share of " + who + " " + what + " while Redis, which counts it for every replica, is unreachable; retry shortly"}
+}
 
-// spellLedger is the fallback's ledger: a key's own committed usage since
-// the degraded spell began.
+// spellLedger is the fallback's ledger: a key's (or an account's) own
+// committed usage since the degraded spell began.
 type spellLedger struct{ r *Redis }
 
-func (s spellLedger) Used(keyID string) (int64, int64) {
-	if s.r.ledger == nil {
-		return 0, 0
-	}
-	reqs, tokens := s.r.ledger.Used(keyID)
+func (s spellLedger) since(id string, account bool) metering.Totals {
+	now := s.r.ledgerMonth(id, account)
 	s.r.mu.Lock()
-	b := s.r.shares[keyID]
+	var b localBase
+	if account {
+		b = s.r.acctBase[id]
+	} else {
+		b = s.r.shares[id]
+	}
 	s.r.mu.Unlock()
-	return max(0, reqs-b.ledgerReqs), max(0, tokens-b.ledgerToks)
+	return metering.Totals{Requests: max(0, now.Requests-b.ledger.Requests), PromptTokens: max(0, now.PromptTokens-b.ledger.PromptTokens),
+		Cost: max(0, now.Cost-b.ledger.Cost)}
+}
+
+func (s spellLedger) Used(keyID string) (int64, int64) {
+	t := s.since(keyID, false)
+	return t.Requests, t.PromptTokens
+}
+
+func (s spellLedger) AccountUsed(accountID string) (int64, int64) {
+	t := s.since(accountID, true)
+	return t.Requests, t.PromptTokens
+}
+
+func (s spellLedger) Spent(keyID string) tollgate.Money { return s.since(keyID, false).Cost }
+
+func (s spellLedger) AccountSpent(accountID string) tollgate.Money {
+	return s.since(accountID, true).Cost
 }
 
 // localLease is a lease of the fallback: it settles locally and owes its
 // usage to Redis's totals.
 type localLease struct {
 	Lease
-	r            *Redis
-	keyID, month string
-	once         sync.Once
+	r                       *Redis
+	keyID, accountID, month string
+	once                    sync.Once
 }
 
 func (l *localLease) Settle(ctx context.Context, s Settlement) error {
@@ -623,11 +877,12 @@ func (l *localLease) Settle(ctx context.Context, s Settlement) error {
 		if s.Charged {
 			reqs = 1
 		}
-		if reqs == 0 && s.Tokens == 0 {
+		if reqs == 0 && s.Tokens == 0 && s.Cost == 0 {
 			return
 		}
 		l.r.mu.Lock()
-		l.r.backlog = append(l.r.backlog, localUsage{keyID: l.keyID, month: l.month, reqs: reqs, tokens: s.Tokens})
+		l.r.backlog = append(l.r.backlog, localUsage{keyID: l.keyID, accountID: l.accountID, month: l.month,
+			reqs: reqs, tokens: s.Tokens, cost: s.Cost})
 		l.r.mu.Unlock()
 		if !l.r.degraded.Load() {
 			l.r.flush(ctx)
@@ -638,26 +893,39 @@ func (l *localLease) Settle(ctx context.Context, s Settlement) error {
 
 // redisLease is a reservation in Redis, renewed until settled.
 type redisLease struct {
-	r         *Redis
-	keyID, id string
-	tpm       int64
-	mprefix   string
-	monthTime time.Time
-	output    int64
-	lowered   bool
-	done      chan struct{}
-	once      sync.Once
+	r                  *Redis
+	keyID, id          string
+	accountID, aprefix string // "" without an account reservation
+	tpm                int64
+	mprefix            string
+	monthTime          time.Time
+	output             int64
+	lowered            bool
+	done               chan struct{}
+	once               sync.Once
 }
 
 func (l *redisLease) Output() int64 { return l.output }
 func (l *redisLease) Lowered() bool { return l.lowered }
+
+// registries are the Redis keys of the lease's reservations: the key's
+// slots and res, then the account's when it has one.
+func (l *redisLease) registries() []string {
+	_, _, slots, res, _ := l.r.keys(l.keyID)
+	keys := []string{slots, res}
+	if l.accountID != "" {
+		aslots, ares, _ := l.r.acctKeys(l.accountID)
+		keys = append(keys, aslots, ares)
+	}
+	return keys
+}
 
 // renew keeps the lease's slot alive until it is settled or the limiter
 // closes.
 func (l *redisLease) renew() {
 	t := time.NewTicker(l.r.ttl / 3)
 	defer t.Stop()
-	_, _, slots, res, _ := l.r.keys(l.keyID)
+	keys := l.registries()
 	for {
 		select {
 		case <-l.done:
@@ -666,7 +934,7 @@ func (l *redisLease) renew() {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), l.r.timeout)
-			err := l.r.renewS.Run(ctx, l.r.rdb, []string{slots, res}, l.r.scriptNow(l.r.now()), l.id, l.r.ttl.Milliseconds()).Err()
+			err := l.r.renewS.Run(ctx, l.r.rdb, keys, l.r.scriptNow(l.r.now()), l.id, l.r.ttl.Milliseconds()).Err()
 			cancel()
 			if err != nil {
 				l.r.log.Warn("limits: could not renew a concurrency slot in Redis", "key_id", l.keyID, "error", err.Error())
@@ -675,23 +943,24 @@ func (l *redisLease) renew() {
 	}
 }
 
-// Settle gives the reservation and the slot back and adds what was used to
-// the month's totals, in one script: exactly once per lease. A second call
-// is a no-op.
+// Settle gives the reservations and the slot back and adds what was used
+// to the month's totals (the key's and its account's), in one script:
+// exactly once per lease. A second call is a no-op.
 func (l *redisLease) Settle(ctx context.Context, s Settlement) error {
 	var err error
 	l.once.Do(func() {
 		close(l.done)
 		l.r.forgetWait(l.keyID)
-		_, tpm, slots, res, _ := l.r.keys(l.keyID)
+		_, tpm, _, _, _ := l.r.keys(l.keyID)
+		keys := append([]string{tpm}, l.registries()...)
 		charged := 0
 		if s.Charged {
 			charged = 1
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.r.timeout)
 		defer cancel()
-		err = l.r.settleS.Run(cctx, l.r.rdb, []string{tpm, slots, res}, l.r.scriptNow(s.Now), l.id, s.Tokens, charged,
-			l.tpm, l.mprefix, monthExpiry(l.monthTime)).Err()
+		err = l.r.settleS.Run(cctx, l.r.rdb, keys, l.r.scriptNow(s.Now), l.id, s.Tokens, charged,
+			l.tpm, l.mprefix, monthExpiry(l.monthTime), int64(s.Cost), l.aprefix).Err()
 		if err != nil {
 			// The reservation expires within SlotTTL and is then counted
 			// as used: the quota errs on the safe side.
@@ -733,19 +1002,35 @@ func toFloat(v any) float64 {
 }
 
 // Committed returns keyID's committed usage in now's month as Redis counts
-// it for every replica (requests charged to a request quota, and tokens),
-// or ok false when Redis has not counted that month yet or does not
-// answer.
-func (r *Redis) Committed(ctx context.Context, keyID string, now time.Time) (requests, tokens int64, ok bool) {
-	if r.degraded.Load() {
-		return 0, 0, false
-	}
+// it for every replica: requests charged to a request quota, all tokens
+// (as PromptTokens) and the cost (0 when Redis does not count it yet), or
+// ok false when Redis has not counted that month yet or does not answer.
+func (r *Redis) Committed(ctx context.Context, keyID string, now time.Time) (metering.Totals, bool) {
 	_, _, _, _, mprefix := r.keys(keyID)
+	return r.committed(ctx, mprefix+monthName(now))
+}
+
+// AccountCommitted is Committed for an account: the usage of its keys in
+// now's month (counted since the month was first used in Redis, from the
+// database and then from every replica's settlements).
+func (r *Redis) AccountCommitted(ctx context.Context, accountID string, now time.Time) (metering.Totals, bool) {
+	_, _, ap := r.acctKeys(accountID)
+	return r.committed(ctx, ap+monthName(now))
+}
+
+func (r *Redis) committed(ctx context.Context, monthKey string) (metering.Totals, bool) {
+	if r.degraded.Load() {
+		return metering.Totals{}, false
+	}
 	cctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	v, err := r.rdb.HMGet(cctx, mprefix+monthName(now), "seeded", "r", "t").Result()
+	v, err := r.rdb.HMGet(cctx, monthKey, "seeded", "r", "t", "c", "cs").Result()
 	if err != nil || v[0] == nil {
-		return 0, 0, false
+		return metering.Totals{}, false
 	}
-	return toInt(v[1]), toInt(v[2]), true
+	t := metering.Totals{Requests: toInt(v[1]), PromptTokens: toInt(v[2])}
+	if v[4] != nil {
+		t.Cost = tollgate.Money(toInt(v[3]))
+	}
+	return t, true
 }

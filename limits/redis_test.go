@@ -14,6 +14,7 @@ import (
 	"tollgate"
 	"tollgate/internal/redistest"
 	"tollgate/limits"
+	"tollgate/metering"
 )
 
 // admitter is what the conformance tests drive: the in-memory Limiter or
@@ -33,12 +34,22 @@ type impl struct {
 	done func(t *testing.T, ls limits.Lease, key string, tokens int64, now time.Time)
 }
 
-// seeder is a limits.Seeder reading the fake ledger.
-type seeder struct{ l *ledger }
+// seeder is a limits.Seeder reading the fake ledger (keys' requests and
+// tokens) and, when set, what a database holds for keys' costs and for
+// accounts.
+type seeder struct {
+	l        *ledger
+	cost     map[string]tollgate.Money
+	accounts map[string]metering.Totals
+}
 
-func (s seeder) MonthUsage(_ context.Context, keyID string, _ time.Time) (int64, int64, error) {
+func (s seeder) MonthUsage(_ context.Context, keyID string, _ time.Time) (metering.Totals, error) {
 	r, tk := s.l.used(keyID)
-	return r, tk, nil
+	return metering.Totals{Requests: r, PromptTokens: tk, Cost: s.cost[keyID]}, nil
+}
+
+func (s seeder) AccountMonthUsage(_ context.Context, accountID string, _ time.Time) (metering.Totals, error) {
+	return s.accounts[accountID], nil
 }
 
 func memImpl() impl {
@@ -52,7 +63,7 @@ func memImpl() impl {
 
 func redisImpl(t *testing.T, rdb redis.UniversalClient, prefix string) impl {
 	led := newLedger()
-	r := limits.NewRedis(rdb, limits.RedisOptions{Prefix: prefix, Seeder: seeder{led}, RequestTime: true,
+	r := limits.NewRedis(rdb, limits.RedisOptions{Prefix: prefix, Seeder: seeder{l: led}, RequestTime: true,
 		Now: func() time.Time { return t0 }})
 	t.Cleanup(r.Close)
 	return impl{name: "redis", l: r, led: led,
@@ -213,7 +224,7 @@ func replicas(t *testing.T, n int, opts limits.RedisOptions) []*limits.Redis {
 func TestRedisMonthlyRequestsAcrossReplicas(t *testing.T) {
 	led := newLedger()
 	led.set("k", 40, 0)
-	rs := replicas(t, 3, limits.RedisOptions{Seeder: seeder{led}})
+	rs := replicas(t, 3, limits.RedisOptions{Seeder: seeder{l: led}})
 	lim := tollgate.Limits{MonthlyRequests: 100}
 	var admitted, final atomic.Int64
 	var wg sync.WaitGroup
@@ -310,7 +321,7 @@ func TestRedisCrashedReplicaSlotsExpire(t *testing.T) {
 	var mu sync.Mutex
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	rs := replicas(t, 2, limits.RedisOptions{RequestTime: true, SlotTTL: 3 * time.Second, Now: now,
-		Seeder: seeder{newLedger()}})
+		Seeder: seeder{l: newLedger()}})
 	lim := tollgate.Limits{MaxConcurrent: 5, MonthlyRequests: 100}
 	crashed, alive := rs[0], rs[1]
 	for i := 0; i < 5; i++ {
@@ -492,7 +503,7 @@ func TestRedisDownFallsBackDivided(t *testing.T) {
 	clock := t0
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	var events []bool
-	r := limits.NewRedis(rdb, limits.RedisOptions{Prefix: redistest.Prefix(), Seeder: seeder{led}, Ledger: led, Replicas: 3,
+	r := limits.NewRedis(rdb, limits.RedisOptions{Prefix: redistest.Prefix(), Seeder: seeder{l: led}, Ledger: led, Replicas: 3,
 		RequestTime: true, Now: now, Timeout: 200 * time.Millisecond, Probe: time.Second,
 		OnDegraded: func(d bool) { mu.Lock(); events = append(events, d); mu.Unlock() }})
 	t.Cleanup(r.Close)
@@ -580,8 +591,12 @@ func TestRedisDownFallsBackDivided(t *testing.T) {
 // failingSeeder cannot read the database.
 type failingSeeder struct{}
 
-func (failingSeeder) MonthUsage(context.Context, string, time.Time) (int64, int64, error) {
-	return 0, 0, errors.New("database is locked")
+func (failingSeeder) MonthUsage(context.Context, string, time.Time) (metering.Totals, error) {
+	return metering.Totals{}, errors.New("database is locked")
+}
+
+func (failingSeeder) AccountMonthUsage(context.Context, string, time.Time) (metering.Totals, error) {
+	return metering.Totals{}, errors.New("database is locked")
 }
 
 // A month that cannot be seeded refuses with a 503 that says why, without

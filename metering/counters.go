@@ -62,28 +62,18 @@ func (c *Counters) Seed(month time.Time, totals map[string]Totals) {
 	c.mu.Unlock()
 }
 
-// SeedAccounts sets each account's totals to the sum of its keys' current
-// totals, accountOf mapping key ids to account ids (keys without an
-// account left out). Call it after Seed, before serving traffic.
-func (c *Counters) SeedAccounts(accountOf map[string]string) {
-	m := MonthStart(c.now())
+// SeedAccounts sets each account's totals for the UTC month containing
+// month (the usage made under it, by account id; "" is left out). Call it
+// before serving traffic.
+func (c *Counters) SeedAccounts(month time.Time, totals map[string]Totals) {
+	m := MonthStart(month)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	accounts := make(map[string]*keyMonth)
-	for keyID, acct := range accountOf {
-		km := c.keys[keyID]
-		if acct == "" || km == nil || !km.month.Equal(m) {
-			continue
+	accounts := make(map[string]*keyMonth, len(totals))
+	for acct, t := range totals {
+		if acct != "" {
+			accounts[acct] = &keyMonth{month: m, totals: t}
 		}
-		am := accounts[acct]
-		if am == nil {
-			am = &keyMonth{month: m}
-			accounts[acct] = am
-		}
-		am.totals.Requests += km.totals.Requests
-		am.totals.PromptTokens += km.totals.PromptTokens
-		am.totals.CompletionTokens += km.totals.CompletionTokens
-		am.totals.Cost += km.totals.Cost
 	}
 	c.accounts = accounts
 }

@@ -12,6 +12,9 @@ const (
 	GroupDay   = "day"   // one row per UTC day, Group "2006-01-02"
 	GroupModel = "model" // one row per public model name
 	GroupKey   = "key"   // one row per key id
+	// GroupAccount is one row per account id the usage was made under
+	// ("" for keys without an account).
+	GroupAccount = "account"
 )
 
 // Query selects usage for a report or an export.
@@ -24,8 +27,8 @@ type Query struct {
 	From time.Time
 	// To is the first instant excluded; zero means up to now and beyond.
 	To time.Time
-	// GroupBy is GroupNone, GroupDay, GroupModel or GroupKey. Exports
-	// ignore it.
+	// GroupBy is GroupNone, GroupDay, GroupModel, GroupKey or
+	// GroupAccount. Exports ignore it.
 	GroupBy string
 }
 
@@ -33,9 +36,9 @@ type Query struct {
 // [MinDate, MaxDate], or a To that is not after From.
 func (q Query) Validate() error {
 	switch q.GroupBy {
-	case GroupNone, GroupDay, GroupModel, GroupKey:
+	case GroupNone, GroupDay, GroupModel, GroupKey, GroupAccount:
 	default:
-		return fmt.Errorf("metering: group_by %q: want day, model or key", q.GroupBy)
+		return fmt.Errorf("metering: group_by %q: want day, model, key or account", q.GroupBy)
 	}
 	for _, t := range []time.Time{q.From, q.To} {
 		if !t.IsZero() && !inRange(t) {
@@ -101,4 +104,15 @@ func ParseDate(v string) (time.Time, error) {
 		return time.Time{}, &DateRangeError{Date: t}
 	}
 	return t, nil
+}
+
+// TotalsOf turns a grouped summary into each group's Totals (requests are
+// those charged to a request quota), to seed Counters.
+func TotalsOf(rows []Row) map[string]Totals {
+	out := make(map[string]Totals, len(rows))
+	for _, r := range rows {
+		out[r.Group] = Totals{Requests: r.ChargedRequests, PromptTokens: r.PromptTokens,
+			CompletionTokens: r.CompletionTokens, Cost: r.Cost}
+	}
+	return out
 }

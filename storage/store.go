@@ -38,6 +38,9 @@ type Store interface {
 	Summary(ctx context.Context, q metering.Query) ([]metering.Row, error)
 	// MonthTotals returns each key's totals for the UTC month of month.
 	MonthTotals(ctx context.Context, month time.Time) (map[string]metering.Totals, error)
+	// AccountMonthTotals returns the totals, in the UTC month of month, of
+	// the keys an account owns now.
+	AccountMonthTotals(ctx context.Context, accountID string, month time.Time) (metering.Totals, error)
 	// ExportEvents calls fn with every usage event matching q, oldest first.
 	ExportEvents(ctx context.Context, q metering.Query, fn func(metering.Event) error) error
 	// RecentEvents returns up to limit usage events matching q, newest first.

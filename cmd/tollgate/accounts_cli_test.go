@@ -97,9 +97,9 @@ func TestAccountQuotaServedAndAfterRestart(t *testing.T) {
 	}
 }
 
-// With --redis, budgets and account quotas are still enforced (per
-// replica, README says): a key's budget refuses what it cannot pay for,
-// and an account's quota is shared by its keys.
+// With --redis, budgets and account quotas are enforced through Redis: a
+// key's budget refuses what it cannot pay for, and an account's quota is
+// shared by its keys (across replicas: TestReplicasShareAccountBudgetAndQuota).
 func TestBudgetAndAccountQuotaWithRedis(t *testing.T) {
 	url := redistest.URL(t)
 	fake := ollamatest.NewServer(ollamatest.WithReply(ollamatest.Reply{PromptEvalCount: 6, EvalCount: 2}))

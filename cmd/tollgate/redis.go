@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
 	"time"
-	"tollgate"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
@@ -64,18 +64,39 @@ func redactURL(msg, url string) string {
 	return strings.ReplaceAll(msg, url, "(the --redis URL)")
 }
 
-// dbSeeder reads a key's committed month usage from the database, for the
-// Redis limiter's first use of a month. db is the gateway's usage reports:
-// with the journal, they load what is journaled before they read.
-type dbSeeder struct{ db gateway.UsageStore }
+// dbSeeder reads a key's or an account's committed month usage from the
+// database, for the Redis limiter's first use of a month. db is the
+// gateway's usage reports: with the journal, they load what is journaled
+// before they read; flush does the same before an account's totals are
+// read from accounts (nil: nothing to flush).
+type dbSeeder struct {
+	db       gateway.UsageStore
+	accounts interface {
+		AccountMonthTotals(ctx context.Context, accountID string, month time.Time) (metering.Totals, error)
+	}
+	flush func(context.Context) error
+}
 
-func (s dbSeeder) MonthUsage(ctx context.Context, keyID string, month time.Time) (int64, int64, error) {
+func (s dbSeeder) MonthUsage(ctx context.Context, keyID string, month time.Time) (metering.Totals, error) {
 	rows, err := s.db.Summary(ctx, metering.Query{KeyID: keyID, From: metering.MonthStart(month),
 		To: metering.NextMonthStart(month), GroupBy: metering.GroupNone})
 	if err != nil || len(rows) == 0 {
-		return 0, 0, err
+		return metering.Totals{}, err
 	}
-	return rows[0].ChargedRequests, rows[0].TotalTokens(), nil
+	r := rows[0]
+	return metering.Totals{Requests: r.ChargedRequests, PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, Cost: r.Cost}, nil
+}
+
+func (s dbSeeder) AccountMonthUsage(ctx context.Context, accountID string, month time.Time) (metering.Totals, error) {
+	if s.flush != nil {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := s.flush(fctx)
+		cancel()
+		if err != nil {
+			return metering.Totals{}, fmt.Errorf("load the usage journal before reading an account's month: %w", err)
+		}
+	}
+	return s.accounts.AccountMonthTotals(ctx, accountID, month)
 }
 
 // shared is what replicas share through Redis, for /readyz.
@@ -107,7 +128,7 @@ type replicaState struct {
 
 // startRedis connects the replica to Redis. An unreachable Redis at start
 // is not fatal: limits start degraded and recover when it answers.
-func startRedis(ctx context.Context, rf redisFlags, db gateway.UsageStore, counters *metering.Counters,
+func startRedis(ctx context.Context, rf redisFlags, seeder dbSeeder, counters *metering.Counters,
 	verifier *auth.Verifier, metrics *handlers.Metrics, log *slog.Logger) (*replicaState, error) {
 	if rf.replicas < 1 {
 		return nil, &usageError{"--replicas: want 1 or more"}
@@ -124,7 +145,7 @@ func startRedis(ctx context.Context, rf redisFlags, db gateway.UsageStore, count
 		log.Warn("Redis is not reachable yet; limits start local (divided by --replicas) until it is", "error", err.Error())
 	}
 	cancel()
-	lim := limits.NewRedis(rdb, limits.RedisOptions{Seeder: dbSeeder{db}, Ledger: counters, Replicas: rf.replicas, SlotTTL: rf.slotTTL,
+	lim := limits.NewRedis(rdb, limits.RedisOptions{Seeder: seeder, Ledger: counters, Replicas: rf.replicas, SlotTTL: rf.slotTTL,
 		OnDegraded: metrics.LimitsDegraded, Logger: log})
 	bus := redisnotify.New(rdb, verifier, redisnotify.Options{Logger: log})
 	bctx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
@@ -142,10 +163,10 @@ func startRedis(ctx context.Context, rf redisFlags, db gateway.UsageStore, count
 	}}, nil
 }
 
-// quotaLedger answers /usage's "quota left" from Redis's totals, which
-// count every replica's usage, falling back to this replica's counters.
-// Only the request count and the total of tokens are meaningful: the
-// tokens are all reported as prompt tokens.
+// quotaLedger answers /usage's "quota left" and the budget alerts from
+// Redis's totals, which count every replica's usage, falling back to this
+// replica's counters. Only the request count, the total of tokens and the
+// cost are meaningful: the tokens are all reported as prompt tokens.
 type quotaLedger struct {
 	counters *metering.Counters
 	limiter  *limits.Redis
@@ -154,74 +175,27 @@ type quotaLedger struct {
 
 func (q quotaLedger) Month(keyID string) metering.Totals {
 	t := q.counters.Month(keyID)
-	if reqs, tokens, ok := q.limiter.Committed(context.Background(), keyID, q.now()); ok {
-		t.Requests = max(t.Requests, reqs)
-		if tokens > t.TotalTokens() {
-			t.PromptTokens, t.CompletionTokens = tokens, 0
-		}
-	}
-	return t
+	r, ok := q.limiter.Committed(context.Background(), keyID, q.now())
+	return larger(t, r, ok)
 }
 
-// AccountMonth is this replica's count of an account's usage (Redis keeps
-// no account totals).
+// AccountMonth is the account's usage as Redis counts it for every
+// replica, or this replica's count when that is larger or Redis has none.
 func (q quotaLedger) AccountMonth(accountID string) metering.Totals {
-	return q.counters.AccountMonth(accountID)
+	t := q.counters.AccountMonth(accountID)
+	r, ok := q.limiter.AccountCommitted(context.Background(), accountID, q.now())
+	return larger(t, r, ok)
 }
 
-// accountsFirst admits a request against its money budgets (the key's
-// and its account's) and its account's monthly quotas with an in-memory
-// limiter, then against the rest of its key's limits with the shared
-// (Redis) one. Budgets and account quotas are thus checked per replica,
-// against the usage this replica has counted (the month's total at its
-// start plus its own requests): with N replicas they may be exceeded up to
-// N times before every replica refuses. Keys' other limits stay exact
-// across replicas.
-type accountsFirst struct {
-	accounts *limits.Limiter
-	gateway.Admitter
-}
-
-// Admit takes the budget and account reservation, then the key's; either
-// refusal gives back what was taken.
-func (a accountsFirst) Admit(ctx context.Context, r limits.Request) (limits.Lease, error) {
-	if r.AccountID == "" && r.Limits.MonthlyBudget == 0 {
-		return a.Admitter.Admit(ctx, r)
+// larger is t with each total raised to Redis's r, when ok.
+func larger(t, r metering.Totals, ok bool) metering.Totals {
+	if !ok {
+		return t
 	}
-	al, err := a.accounts.Admit(ctx, limits.Request{KeyID: r.KeyID, Limits: tollgate.Limits{MonthlyBudget: r.Limits.MonthlyBudget},
-		AccountID: r.AccountID, Account: r.Account, Price: r.Price,
-		Prompt: r.Prompt, Output: r.Output, MinOutput: r.MinOutput, Now: r.Now})
-	if err != nil {
-		return nil, err
+	t.Requests = max(t.Requests, r.Requests)
+	if r.TotalTokens() > t.TotalTokens() {
+		t.PromptTokens, t.CompletionTokens = r.TotalTokens(), 0
 	}
-	kr := r
-	kr.AccountID, kr.Account, kr.Output = "", tollgate.Limits{}, al.Output()
-	kr.Limits.MonthlyBudget = 0
-	kl, err := a.Admitter.Admit(ctx, kr)
-	if err != nil {
-		_ = al.Settle(context.WithoutCancel(ctx), limits.Settlement{Now: r.Now})
-		return nil, err
-	}
-	return bothLeases{key: kl, account: al}, nil
-}
-
-// State is the shared limiter's, for the limits it was given (without
-// the budget, which it does not see).
-func (a accountsFirst) State(keyID string, lim tollgate.Limits, now time.Time) limits.State {
-	lim.MonthlyBudget = 0
-	st := a.Admitter.State(keyID, lim, now)
-	return st
-}
-
-// bothLeases is a key's lease and its account's, settled together.
-type bothLeases struct{ key, account limits.Lease }
-
-func (b bothLeases) Output() int64 { return b.key.Output() }
-func (b bothLeases) Lowered() bool { return b.key.Lowered() || b.account.Lowered() }
-
-// Settle settles the key's lease, then the account's.
-func (b bothLeases) Settle(ctx context.Context, s limits.Settlement) error {
-	err := b.key.Settle(ctx, s)
-	_ = b.account.Settle(ctx, s)
-	return err
+	t.Cost = max(t.Cost, r.Cost)
+	return t
 }

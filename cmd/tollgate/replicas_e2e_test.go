@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -333,4 +334,91 @@ func TestReplicasShareIdempotencyKeys(t *testing.T) {
 	if rows := exportUsage(t, rs[0].db); len(rows) != 1 {
 		t.Fatalf("%d usage rows, want 1", len(rows))
 	}
+}
+
+// An account's budget and request quota, and a key's own budget, are
+// shared by every key of the account and every replica: 48 clients over
+// three replicas and two keys are answered exactly as often as the budgets
+// pay for, never more, and every replica's /usage says the account's
+// budget is spent. Each request costs exactly what it reserves (2 prompt
+// tokens at 1 per 1k, 10 output tokens at 2 per 1k: 0.022), so the
+// count is exact in every interleaving.
+func TestReplicasShareAccountBudgetAndQuota(t *testing.T) {
+	url := redistest.URL(t)
+	fake := ollamatest.NewServer(ollamatest.WithModels("tiny"), tenTokens())
+	defer fake.Close()
+	models := writeFile(t, "models.yaml", exactCatalog(fake.URL, "tiny", 1, 10))
+	first := startServe(t, env("TOLLGATE_MODELS", models), "--redis", url, "--replicas", "3")
+	rs := []*running{first}
+	for range 2 {
+		rs = append(rs, startServe(t, env("TOLLGATE_MODELS", models), "--db", first.db, "--redis", url, "--replicas", "3"))
+	}
+	var a struct{ ID string }
+	// 20 requests' worth of budget; the request quota (25) does not bind
+	if err := json.Unmarshal([]byte(cli(t, "accounts", "create", "--name", "Acme", "--monthly-budget", "0.44",
+		"--monthly-requests", "25", "--json", "--db", first.db)), &a); err != nil {
+		t.Fatal(err)
+	}
+	k1 := createKey(t, first.db, "--name", "acme-1", "--account", a.ID)
+	k2 := createKey(t, first.db, "--name", "acme-2", "--account", a.ID, "--monthly-budget", "0.11") // 5 requests
+	keys := []string{k1, k2}
+	tr := &http.Transport{MaxIdleConnsPerHost: 48}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	var (
+		mu       sync.Mutex
+		answered = map[string]int{}
+		finals   = map[string]int{}
+		wg       sync.WaitGroup
+	)
+	for c := range 48 {
+		wg.Go(func() {
+			key := keys[c%2]
+			for i := range maxPerClient {
+				o := postOutcome(hc, rs[(c/2+i)%3].url+"/generate", key, `{"prompt":"h"}`)
+				mu.Lock()
+				switch {
+				case o.err != nil || (o.status != 200 && o.status != 402):
+					t.Errorf("client %d: %d %s %v", c, o.status, o.code, o.err)
+				case o.status == 200:
+					answered[key]++
+				case !retryable(o):
+					finals[o.code]++
+				}
+				mu.Unlock()
+				if o.err != nil || (o.status != 200 && !retryable(o)) {
+					return
+				}
+			}
+			t.Errorf("client %d was never refused", c)
+		})
+	}
+	wg.Wait()
+	t.Logf("final refusals %v", finals)
+	if total := answered[k1] + answered[k2]; total != 20 || answered[k2] > 5 {
+		t.Fatalf("answered %d for acme-1 and %d for acme-2 (%d), want 20 in all (the account's budget) and at most 5 for acme-2 (its own)",
+			answered[k1], answered[k2], total)
+	}
+	if finals["budget_exceeded"] != 48 {
+		t.Errorf("final refusals %v, want 48 budget_exceeded", finals)
+	}
+	n, _, cost := billedTotals(exportUsage(t, first.db))
+	if n != 20 || cost != 440_000 {
+		t.Fatalf("billed %d requests costing %d micro-units, want 20 and 440000", n, cost)
+	}
+	for i, r := range rs {
+		var u struct {
+			Account struct {
+				Quota struct {
+					RemainingBudget   string `json:"remaining_budget"`
+					RemainingRequests *int64 `json:"remaining_requests"`
+				} `json:"quota"`
+			} `json:"account"`
+		}
+		wantStatus(t, "GET /usage", send(t, nil, "GET", r.url+"/usage", "", withKey(k1)), 200, &u)
+		if q := u.Account.Quota; q.RemainingBudget != "0.000000" || q.RemainingRequests == nil || *q.RemainingRequests != 5 {
+			t.Errorf("replica %d: the account's /usage quota %+v, want remaining_budget 0.000000 and 5 requests left", i, q)
+		}
+	}
+	t.Logf("acme-1 answered %d, acme-2 %d", answered[k1], answered[k2])
 }

@@ -292,16 +292,12 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 		return nil, nil, fmt.Errorf("seed quota counters: %w", err)
 	}
 	counters.Seed(month, totals)
-	allKeys, err := db.ListKeys(ctx)
+	accountTotals, err := monthTotalsBy(ctx, db, month, metering.GroupAccount)
 	if err != nil {
 		closeUsage(ctx)
 		return nil, nil, fmt.Errorf("seed account quota counters: %w", err)
 	}
-	accountOf := make(map[string]string, len(allKeys))
-	for _, k := range allKeys {
-		accountOf[k.ID] = k.AccountID
-	}
-	counters.SeedAccounts(accountOf)
+	counters.SeedAccounts(month, accountTotals)
 	accountCache := auth.NewAccountCache(db, now)
 	verifier := auth.NewVerifier(db, auth.VerifierOptions{LastUsed: db, Now: now, OnFlushError: func(err error) {
 		log.Warn("could not record keys' last-used times; will retry", "error", err.Error())
@@ -313,12 +309,12 @@ func wire(ctx context.Context, inf *inference.Client, rl handlers.Reloader, db s
 	var failures handlers.FailureThrottle
 	stopRedis := func() {}
 	if f.redis.url != "" {
-		rs, err := startRedis(ctx, f.redis, usage.reports, counters, verifier, metrics, log)
+		rs, err := startRedis(ctx, f.redis, dbSeeder{db: usage.reports, accounts: db, flush: usage.flush}, counters, verifier, metrics, log)
 		if err != nil {
 			closeUsage(ctx)
 			return nil, nil, err
 		}
-		limiter, sharedHealth, stopRedis = accountsFirst{accounts: limits.New(counters, 0), Admitter: rs.limiter}, shared{rs.limiter, rs.bus}, rs.stop
+		limiter, sharedHealth, stopRedis = rs.limiter, shared{rs.limiter, rs.bus}, rs.stop
 		ledger = quotaLedger{counters: counters, limiter: rs.limiter, now: now}
 		failures = rs.failures
 		keys.NotifyChanges(rs.bus)
@@ -506,4 +502,14 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// monthTotalsBy returns the totals of the UTC month of month in db, grouped
+// by groupBy (a metering.Group*).
+func monthTotalsBy(ctx context.Context, db storage.Store, month time.Time, groupBy string) (map[string]metering.Totals, error) {
+	rows, err := db.Summary(ctx, metering.Query{From: metering.MonthStart(month), To: metering.NextMonthStart(month), GroupBy: groupBy})
+	if err != nil {
+		return nil, err
+	}
+	return metering.TotalsOf(rows), nil
 }

@@ -16,7 +16,7 @@ const usageUsage = `usage: tollgate usage <subcommand> [flags]
 
 subcommands:
   export  [--key ID] [--from DATE] [--to DATE] [--format json|csv]   one record per request
-  summary [--key ID] [--from DATE] [--to DATE] [--by key|model|day]  totals (default: per key)
+  summary [--key ID] [--from DATE] [--to DATE] [--by key|model|day|account]  totals (default: per key)
 
 DATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Without --from/--to
 export covers everything and summary the current month. Both read the database
@@ -27,7 +27,7 @@ Run "tollgate usage <subcommand> -h" for its flags.
 // usageSynopsis is each subcommand's first lines of -h.
 var usageSynopsis = map[string]string{
 	"export":  "usage: tollgate usage export [--key ID] [--from DATE] [--to DATE] [--format json|csv] [--db FILE] [--usage-journal DIR]\n\nPrints one record per request, oldest first, on stdout.\nDATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Default: everything.\n",
-	"summary": "usage: tollgate usage summary [--key ID] [--from DATE] [--to DATE] [--by key|model|day] [--db FILE] [--usage-journal DIR]\n\nPrints totals per key (with its name), model or day.\nDATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Default: the current month.\n",
+	"summary": "usage: tollgate usage summary [--key ID] [--from DATE] [--to DATE] [--by key|model|day|account] [--db FILE] [--usage-journal DIR]\n\nPrints totals per key (with its name), model, day or account (the one the usage was made under; - for none).\nDATE is 2006-01-02 or RFC 3339, UTC; --to is exclusive. Default: the current month.\n",
 }
 
 // usageCmd is `tollgate usage ...`: billing data straight from the database.
@@ -45,7 +45,7 @@ func usageCmd(ctx context.Context, args []string, getenv func(string) string, no
 	from := fs.String("from", "", "start date (inclusive)")
 	to := fs.String("to", "", "end date (exclusive)")
 	format := fs.String("format", "json", "export format: json or csv")
-	by := fs.String("by", metering.GroupKey, "summary grouping: key, model or day")
+	by := fs.String("by", metering.GroupKey, "summary grouping: key, model, day or account")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
@@ -117,10 +117,13 @@ func usageSummary(ctx context.Context, db storage.Store, q metering.Query, stdou
 	}
 	fmt.Fprintf(stdout, "usage from %s to %s (UTC, end exclusive)\n", q.From.Format(time.RFC3339), q.To.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	head := map[string]string{"key": "KEY\tNAME", "model": "MODEL", "day": "DAY"}[q.GroupBy]
+	head := map[string]string{"key": "KEY\tNAME", "model": "MODEL", "day": "DAY", "account": "ACCOUNT"}[q.GroupBy]
 	fmt.Fprintf(tw, "%s\tREQUESTS\tPROMPT\tCOMPLETION\tTOTAL\tCOST\t\n", head)
 	for _, r := range rows {
 		group := r.Group
+		if q.GroupBy == metering.GroupAccount {
+			group = orDash(group) // "-": keys without an account
+		}
 		if names != nil {
 			group += "\t" + orDash(names[r.Group]) // "-": a key no longer (or never) in the keys table
 		}

@@ -82,14 +82,7 @@ func (db *DB) MonthTotals(ctx context.Context, month time.Time) (map[string]mete
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]metering.Totals, len(rows))
-	for _, r := range rows {
-		out[r.Group] = metering.Totals{
-			Requests: r.ChargedRequests, PromptTokens: r.PromptTokens,
-			CompletionTokens: r.CompletionTokens, Cost: r.Cost,
-		}
-	}
-	return out, nil
+	return metering.TotalsOf(rows), nil
 }
 
 // groupExpr is the SQL expression each metering.Query.GroupBy groups on.
@@ -98,6 +91,8 @@ var groupExpr = map[string]string{
 	metering.GroupDay:   `strftime('%Y-%m-%d', created_at / 1000000000, 'unixepoch')`,
 	metering.GroupModel: `model`,
 	metering.GroupKey:   `key_id`,
+
+	metering.GroupAccount: `account_id`,
 }
 
 // where renders q's key and time filters as a WHERE clause and its

@@ -50,6 +50,7 @@ func Run(t *testing.T, open Opener) {
 		{"Accounts", accounts},
 		{"BillingExport", billingExport},
 		{"BillingLease", billingLease},
+		{"AccountMonthTotals", accountMonthTotals},
 		{"Idempotency", idempotencyLifecycle},
 		{"IdempotencyConcurrentClaims", idempotencyRace},
 		{"JobsLifecycle", jobsLifecycle},
@@ -708,6 +709,14 @@ func usageRecent(t *testing.T, s storage.Store) {
 	if err != nil || !slices.Equal(ids(got), []string{"r4", "r3", "r1"}) {
 		t.Fatalf("recent for model llama = %v, %v; want [r4 r3 r1]", ids(got), err)
 	}
+	byAccount, err := s.Summary(ctx, metering.Query{GroupBy: metering.GroupAccount})
+	if err != nil || len(byAccount) != 2 || byAccount[0].Group != "" || byAccount[0].Requests != 3 ||
+		byAccount[1].Group != "acct_a" || byAccount[1].Requests != 1 || byAccount[1].TotalTokens() != 6 {
+		t.Fatalf("summary by account = %+v, %v; want 3 requests without one, 1 of 6 tokens for acct_a", byAccount, err)
+	}
+	if got, err := s.AccountMonthTotals(ctx, "acct_a", day0); err != nil || got.PromptTokens+got.CompletionTokens != 6 || got.Requests != 1 {
+		t.Fatalf("AccountMonthTotals(acct_a) = %+v, %v; want its one row, 6 tokens", got, err)
+	}
 	rows, err := s.Summary(ctx, metering.Query{KeyID: "ka", Model: "llama"})
 	if err != nil || len(rows) != 1 || rows[0].Requests != 2 || rows[0].TotalTokens() != 8 {
 		t.Fatalf("summary for ka and llama = %+v, %v; want 2 requests, 8 tokens", rows, err)
@@ -816,5 +825,59 @@ func accounts(t *testing.T, s storage.Store) {
 	trail, err := s.Audit(ctx, a.ID)
 	if err != nil || len(trail) != 1 || trail[0].Action != auth.ActionAccountCreate {
 		t.Fatalf("Audit(account) = %+v, %v", trail, err)
+	}
+}
+
+// An account's month totals are those of the usage made under it: each row
+// keeps the account its key had then, so a key moved in later does not bring
+// its past usage along (nor take it away from its old account).
+func accountMonthTotals(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	e := newKeyEnv(s)
+	m := auth.NewAccounts(s, nil, e.clock.Now)
+	a, err := m.Create(ctx, auth.ActorCLI, auth.AccountSpec{Name: "Acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, _ := e.create(t, auth.Spec{Name: "one", Account: a.ID})
+	k2, _ := e.create(t, auth.Spec{Name: "two", Account: a.ID})
+	other, _ := e.create(t, auth.Spec{Name: "other"})
+	prevMonth := time.Date(2026, 2, 28, 23, 59, 59, 0, time.UTC)
+	events := []metering.Event{
+		event("a1", k1.ID, "llama", day0, 10, 5, 200),
+		event("a2", k2.ID, "llama", day0, 20, 5, 200),
+		event("a3", k2.ID, "llama", day0, 7, 0, 502), // not a charged request
+		event("b1", other.ID, "llama", day0, 100, 100, 200),
+		event("old", k1.ID, "llama", prevMonth, 1000, 1000, 200),
+	}
+	for _, i := range []int{0, 1, 2, 4} {
+		events[i].AccountID = a.ID // as the gateway records them
+	}
+	if _, err := s.InsertEvents(ctx, events, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := metering.Totals{Requests: 2, PromptTokens: 37, CompletionTokens: 10,
+		Cost: events[0].Cost + events[1].Cost + events[2].Cost}
+	if got, err := s.AccountMonthTotals(ctx, a.ID, day0); err != nil || got != want {
+		t.Fatalf("AccountMonthTotals = %+v, %v; want %+v", got, err, want)
+	}
+	if got, err := s.AccountMonthTotals(ctx, "acct_none", day0); err != nil || got != (metering.Totals{}) {
+		t.Fatalf("AccountMonthTotals(no keys) = %+v, %v; want zeros", got, err)
+	}
+	if _, err := e.keys.Update(ctx, auth.ActorCLI, other.ID, auth.Patch{Account: &a.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.AccountMonthTotals(ctx, a.ID, day0); err != nil || got != want {
+		t.Fatalf("after a key moved in: AccountMonthTotals = %+v, %v; want %+v (its past usage stays where it was made)", got, err, want)
+	}
+	moved := event("b2", other.ID, "llama", day0.Add(time.Hour), 1, 1, 200)
+	moved.AccountID = a.ID
+	if _, err := s.InsertEvents(ctx, []metering.Event{moved}, nil); err != nil {
+		t.Fatal(err)
+	}
+	want.Requests, want.PromptTokens, want.CompletionTokens = 3, 38, 11
+	want.Cost += moved.Cost
+	if got, err := s.AccountMonthTotals(ctx, a.ID, day0); err != nil || got != want {
+		t.Fatalf("after the moved key's first request: AccountMonthTotals = %+v, %v; want %+v", got, err, want)
 	}
 }
