@@ -112,9 +112,7 @@ func New(cfg Config) (*Exporter, error) {
 		cfg.Parallel = 4
 	}
 	if cfg.Owner == "" {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		cfg.Owner = "exporter-" + hex.EncodeToString(b[:])
+		cfg.Owner = "exporter-" + randomHex(8)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
