@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"testing"
 	"time"
 
 	"tollgate/billing"
@@ -154,4 +155,24 @@ func (s *Sender) Send(_ context.Context, ev billing.Event) error {
 	}
 	s.Accept(ev)
 	return nil
+}
+
+// Drain steps e until nothing more is due, stepping again after up to
+// failures failed steps, and fails the test on one more or if e never
+// catches up.
+func Drain(t testing.TB, e *billing.Exporter, failures int) {
+	t.Helper()
+	for range 100 {
+		more, err := e.Step(context.Background())
+		if err != nil {
+			if failures--; failures < 0 {
+				t.Fatalf("Step: %v", err)
+			}
+			continue
+		}
+		if !more {
+			return
+		}
+	}
+	t.Fatal("the exporter never caught up")
 }

@@ -86,40 +86,6 @@ func (f *billingFixture) exporter(t *testing.T, owner string, sender billing.Sen
 	return e
 }
 
-// drain steps e until nothing more is due.
-func drain(t *testing.T, e *billing.Exporter) {
-	t.Helper()
-	for range 100 {
-		more, err := e.Step(context.Background())
-		if err != nil {
-			t.Fatalf("Step: %v", err)
-		}
-		if !more {
-			return
-		}
-	}
-	t.Fatal("the exporter never caught up")
-}
-
-// drainThroughFailures is drain, stepping again after up to failures
-// failed steps.
-func drainThroughFailures(t *testing.T, e *billing.Exporter, failures int) {
-	t.Helper()
-	for range 100 {
-		more, err := e.Step(context.Background())
-		if err != nil {
-			if failures--; failures < 0 {
-				t.Fatalf("Step: %v", err)
-			}
-			continue
-		}
-		if !more {
-			return
-		}
-	}
-	t.Fatal("the exporter never caught up")
-}
-
 func (f *billingFixture) checkTotals(t *testing.T, l *billingtest.Ledger) {
 	t.Helper()
 	got := l.Totals()
@@ -154,7 +120,7 @@ func billingExport(t *testing.T, s storage.Store) {
 	sender := billingtest.NewSender()
 	e := f.exporter(t, "replica-1", sender)
 	f.clock.Set(day0.Add(3*time.Minute + 5*time.Second)) // minutes 0 and 1 are due (delay 10 s)
-	drain(t, e)
+	billingtest.Drain(t, e, 0)
 	st, err := e.Status(ctx)
 	if err != nil || st.State.Pending != nil || !st.State.Cursor.Before.Equal(day0.Add(2*time.Minute)) || st.State.Batches != 1 {
 		t.Fatalf("after the first batch: %+v, %v; want the cursor at minute 2, nothing pending", st.State, err)
@@ -193,7 +159,7 @@ func billingExport(t *testing.T, s storage.Store) {
 	// sent again identically; what was kept is refused as a duplicate.
 	before := sender.Duplicates()
 	e = f.exporter(t, "replica-1", sender)
-	drainThroughFailures(t, e, 2) // the lost answer may come now: a send stops at its first failure
+	billingtest.Drain(t, e, 2) // the lost answer may come now: a send stops at its first failure
 	if sender.Duplicates() == before {
 		t.Fatal("the restarted exporter sent no event of the pending batch again: it did not resend it identically")
 	}
@@ -226,7 +192,7 @@ func billingExport(t *testing.T, s storage.Store) {
 	sender.FailWith(nil)
 	sender.Forget()
 	e = f.exporter(t, "replica-1", sender)
-	drain(t, e)
+	billingtest.Drain(t, e, 0)
 
 	// A row of minute 1, committed only now (a long request, a replica's
 	// journal loaded late), and new traffic.
@@ -236,7 +202,7 @@ func billingExport(t *testing.T, s storage.Store) {
 		f.insert(t, f.acctB, day0.Add(6*time.Minute+time.Duration(i)*10*time.Second), 1, 1, 200)
 	}
 	f.clock.Set(day0.Add(time.Hour))
-	drain(t, e)
+	billingtest.Drain(t, e, 0)
 	f.checkTotals(t, sender.Ledger)
 	repeated := sender.RepeatedIntervals()
 	want := []string{
@@ -271,7 +237,7 @@ func billingLease(t *testing.T, s storage.Store) {
 	}
 	f.clock.Set(day0.Add(2*time.Minute + 5*time.Minute + time.Second))
 	f.insert(t, f.acctA, day0.Add(3*time.Minute), 2, 2, 200)
-	drain(t, b)
+	billingtest.Drain(t, b, 0)
 	if _, err := a.Step(ctx); !errors.Is(err, billing.ErrNotLeader) {
 		t.Fatalf("first exporter after losing the lease: %v, want ErrNotLeader", err)
 	}

@@ -71,27 +71,13 @@ func (f *fixture) exporter(t *testing.T, st billing.Store, s billing.Sender) *bi
 	return e
 }
 
-func drain(t *testing.T, e *billing.Exporter) {
-	t.Helper()
-	for range 100 {
-		more, err := e.Step(context.Background())
-		if err != nil {
-			t.Fatalf("Step: %v", err)
-		}
-		if !more {
-			return
-		}
-	}
-	t.Fatal("the exporter never caught up")
-}
-
 // drainPostgres drains e until billed holds. Right after the copy the
 // export waits for transactions older than it to end (the horizon); on a
 // PostgreSQL server that other tests share, that can take a moment.
 func drainPostgres(t *testing.T, e *billing.Exporter, billed func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for drain(t, e); !billed(); drain(t, e) {
+	for billingtest.Drain(t, e, 0); !billed(); billingtest.Drain(t, e, 0) {
 		if time.Now().After(deadline) {
 			return // the caller's check says what is missing
 		}
@@ -121,7 +107,7 @@ func TestMigrateCarriesTheBillingCursor(t *testing.T) {
 	f.insert(t, f.sdb, f.acctA, day0.Add(10*time.Second), 10)
 	f.insert(t, f.sdb, f.acctB, day0.Add(70*time.Second), 20)
 	s := billingtest.NewSender()
-	drain(t, f.exporter(t, f.sdb, s))
+	billingtest.Drain(t, f.exporter(t, f.sdb, s), 0)
 	f.insert(t, f.sdb, f.acctA, day0.Add(30*time.Second), 100) // minute 0, committed after it was sent
 	f.insert(t, f.sdb, f.acctB, day0.Add(150*time.Second), 5)  // minute 2, not due yet
 	pdb := f.migrate(t)
@@ -162,7 +148,7 @@ func TestMigrateRefusesAPendingBillingBatch(t *testing.T) {
 		t.Fatalf("Copy with a batch pending = %v, want ErrBillingPending", err)
 	}
 	s.FailWith(nil)
-	drain(t, f.exporter(t, f.sdb, s))
+	billingtest.Drain(t, f.exporter(t, f.sdb, s), 0)
 	if _, err := transfer.Copy(context.Background(), f.sdb, pdb, false); err != nil {
 		t.Fatal(err)
 	}
@@ -183,13 +169,13 @@ func TestArchivedSQLiteRowsDoNotHideLateOnes(t *testing.T) {
 	f.insert(t, f.sdb, f.acctA, day0.Add(20*time.Second), 10)
 	s := billingtest.NewSender()
 	e := f.exporter(t, f.sdb, s)
-	drain(t, e)
+	billingtest.Drain(t, e, 0)
 	if _, err := f.sdb.SQL().Exec(`DELETE FROM usage WHERE created_at < ?`, day0.Add(2*time.Minute).UnixNano()); err != nil {
 		t.Fatal(err)
 	}
 	f.insert(t, f.sdb, f.acctA, day0.Add(90*time.Second), 100) // minute 1, committed late
 	f.clock.Set(day0.Add(10 * time.Minute))
-	drain(t, e)
+	billingtest.Drain(t, e, 0)
 	if got := s.Totals()["cus_A/tollgate_tokens"]; got != 120 {
 		t.Fatalf("billed %d tokens, the usage had 120", got)
 	}
