@@ -70,7 +70,7 @@ func TestBudgetAlertWebhookEndToEnd(t *testing.T) {
 			}
 			wantError(t, "the 11th request", send(t, nil, "POST", r.url+"/generate", `{"prompt":"hi"}`, withKey(key)), 402, "budget_exceeded")
 			eventually(t, 10*time.Second, "three alerts delivered", func() bool {
-				return strings.Contains(string(send(t, nil, "GET", r.url+"/metrics", "").body), `tollgate_budget_alert_webhooks_total{outcome="delivered"} 3`)
+				return metric(t, r.url, `tollgate_budget_alert_webhooks_total{outcome="delivered"}`) == 3
 			})
 			if err := r.stop(t); err != nil { // nothing more may arrive
 				t.Fatal(err)

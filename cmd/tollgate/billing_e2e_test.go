@@ -38,7 +38,8 @@ func getBilling(t *testing.T, url, admin string) billingView {
 	return v
 }
 
-// metric reads one sample of /metrics ("" labels: the unlabelled series).
+// metric reads one sample of /metrics: series is the name with its labels
+// as printed (`name{label="v"}`, or the bare name); 0 when absent.
 func metric(t *testing.T, url, series string) float64 {
 	t.Helper()
 	x := send(t, http.DefaultClient, "GET", url+"/metrics", "")

@@ -163,13 +163,7 @@ func TestReplicaWithRedisDownIsDegraded(t *testing.T) {
 	if strings.Contains(string(body), dead) {
 		t.Logf("note: /readyz names the Redis address: %s", body)
 	}
-	resp, err = http.Get(r.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), "\ntollgate_limits_degraded 1\n") {
+	if metric(t, r.url, "tollgate_limits_degraded") != 1 {
 		t.Fatalf("/metrics has no tollgate_limits_degraded 1")
 	}
 }
