@@ -86,7 +86,9 @@ func accountsCmd(ctx context.Context, args []string, getenv func(string) string,
 			return err
 		}
 	}
-	db, err := openDB(ctx, c.db, false, stderr)
+	// Creating the first account, like the first key, may be what makes
+	// the database (README, "Bill your subscribers", starts with it).
+	db, err := openDB(ctx, c.db, sub == "create", stderr)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,23 @@ import (
 
 // The operator manages accounts from the command line and puts keys in
 // them; mistakes are usage errors naming the flag.
+// The first account may come before the first key: accounts create makes
+// the database, as keys create does.
+func TestAccountsCreateMakesTheDatabase(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "fresh.db")
+	r := mustCLI(t, env(), "accounts", "create", "--name", "Acme Ltd", "--stripe-customer", "cus_123", "--json", "--db", db)
+	var a auth.Account
+	if err := json.Unmarshal([]byte(r.stdout), &a); err != nil || !strings.HasPrefix(a.ID, "acct_") {
+		t.Fatalf("accounts create on a new database = %q (%v)", r.stdout, err)
+	}
+	if !strings.Contains(r.stderr, "created new database") {
+		t.Errorf("stderr %q does not say the database was created", r.stderr)
+	}
+	if r = mustCLI(t, env(), "keys", "create", "--name", "acme-prod", "--account", a.ID, "--db", db); !strings.Contains(r.stdout, "tg_") {
+		t.Fatalf("keys create in the new account:\n%s", r.stdout)
+	}
+}
+
 func TestAccountsCLI(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "t.db")
 	mustCLI(t, env(), "keys", "create", "--name", "first", "--db", db) // makes the database

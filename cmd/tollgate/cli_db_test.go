@@ -14,6 +14,7 @@ func TestReadAndChangeCommandsNeedAnExistingDatabase(t *testing.T) {
 	for _, args := range [][]string{
 		{"keys", "list"}, {"keys", "show", "key_x"}, {"keys", "revoke", "key_x"}, {"keys", "rotate", "key_x"},
 		{"usage", "export"}, {"usage", "summary"},
+		{"accounts", "list"}, {"accounts", "show", "acct_x"}, {"accounts", "update", "acct_x", "--name", "x"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			dir := t.TempDir()

@@ -75,7 +75,7 @@ func openDB(ctx context.Context, dsn string, create bool, stderr io.Writer) (sto
 		}
 		fmt.Fprintf(stderr, "tollgate: created new database %s\n", shown)
 	case errors.Is(err, sqlite.ErrNoDatabase):
-		return nil, fmt.Errorf("database %s does not exist: give the server's file with --db or TOLLGATE_DB (only keys create makes a new one)", shown)
+		return nil, fmt.Errorf("database %s does not exist: give the server's file with --db or TOLLGATE_DB (only keys create and accounts create make a new one)", shown)
 	default:
 		return nil, err
 	}
